@@ -1,0 +1,168 @@
+//! [`HandlerGroupBuilder`]: assemble a group by name.
+//!
+//! Operators start from [`HandlerGroupBuilder::with_defaults`] and `push`,
+//! `insert_before`, `insert_after`, `replace` or `remove` handlers by their unique names.
+//! The methods chain; the first mistake (an unknown target, a duplicate name) is kept and
+//! returned by [`build`](HandlerGroupBuilder::build) as a typed error, never a panic.
+
+use std::sync::Arc;
+
+use crate::builtin::{
+    CheckLeaderHandler, CollectStatsHandler, KeepLeaseHandler, PersistStatsHandler,
+    RegionLeaseHandler, StatsCache,
+};
+use crate::error::{DuplicateHandlerSnafu, EmptyHandlerNameSnafu, UnknownHandlerSnafu};
+use crate::group::Entry;
+use crate::{Error, HandlerGroup, HeartbeatHandler, Result};
+
+/// Builds a [`HandlerGroup`].
+pub struct HandlerGroupBuilder {
+    handlers: Vec<Arc<dyn HeartbeatHandler>>,
+    error: Option<Error>,
+}
+
+impl std::fmt::Debug for HandlerGroupBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerGroupBuilder")
+            .field("handlers", &self.names())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl Default for HandlerGroupBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HandlerGroupBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self {
+            handlers: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The default pipeline, in this order, and why:
+    /// 1. `collect_stats`: parse and validate; everything after reads its `Stat`.
+    /// 2. `check_leader`: a follower answers NOT_LEADER and stops here, so nothing after
+    ///    it can grant or record a lease on a follower.
+    /// 3. `keep_lease`: the node is alive, on the leader's clock.
+    /// 4. `region_lease`: grant leases for the regions it owns.
+    /// 5. `persist_stats`: last, because it is the only one that may write to the KV
+    ///    backend; nothing that keeps a lease waits behind it.
+    pub fn with_defaults(stats: Arc<StatsCache>) -> Self {
+        Self::new()
+            .push(CollectStatsHandler)
+            .push(CheckLeaderHandler)
+            .push(KeepLeaseHandler)
+            .push(RegionLeaseHandler)
+            .push(PersistStatsHandler::new(stats))
+    }
+
+    /// The handler names so far, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.handlers.iter().map(|h| h.name()).collect()
+    }
+
+    /// Appends a handler at the end.
+    pub fn push(self, handler: impl HeartbeatHandler) -> Self {
+        let at = self.handlers.len();
+        self.insert_at(at, Arc::new(handler))
+    }
+
+    /// Inserts a handler just before the one named `target`.
+    pub fn insert_before(mut self, target: &str, handler: impl HeartbeatHandler) -> Self {
+        match self.position("insert_before", target) {
+            Some(i) => self.insert_at(i, Arc::new(handler)),
+            None => self,
+        }
+    }
+
+    /// Inserts a handler just after the one named `target`.
+    pub fn insert_after(mut self, target: &str, handler: impl HeartbeatHandler) -> Self {
+        match self.position("insert_after", target) {
+            Some(i) => self.insert_at(i + 1, Arc::new(handler)),
+            None => self,
+        }
+    }
+
+    /// Replaces the handler named `target`, keeping its place. The new handler may keep
+    /// the name or take a new one that is not used elsewhere.
+    pub fn replace(mut self, target: &str, handler: impl HeartbeatHandler) -> Self {
+        let Some(i) = self.position("replace", target) else {
+            return self;
+        };
+        let name = handler.name();
+        if name.is_empty() {
+            return self.fail(EmptyHandlerNameSnafu.build());
+        }
+        if name != target && self.handlers.iter().any(|h| h.name() == name) {
+            return self.fail(DuplicateHandlerSnafu { name }.build());
+        }
+        self.handlers[i] = Arc::new(handler);
+        self
+    }
+
+    /// Removes the handler named `target`.
+    pub fn remove(mut self, target: &str) -> Self {
+        if let Some(i) = self.position("remove", target) {
+            self.handlers.remove(i);
+        }
+        self
+    }
+
+    /// Finishes the group, or returns the first error made while building it.
+    pub fn build(self) -> Result<HandlerGroup> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        Ok(HandlerGroup::from_entries(
+            self.handlers.into_iter().map(Entry::new).collect(),
+        ))
+    }
+
+    fn position(&mut self, op: &'static str, target: &str) -> Option<usize> {
+        if self.error.is_some() {
+            return None;
+        }
+        let found = self.handlers.iter().position(|h| h.name() == target);
+        if found.is_none() {
+            let known = self.names().join(", ");
+            self.error = Some(
+                UnknownHandlerSnafu {
+                    op,
+                    name: target,
+                    known,
+                }
+                .build(),
+            );
+        }
+        found
+    }
+
+    fn insert_at(mut self, at: usize, handler: Arc<dyn HeartbeatHandler>) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let name = handler.name();
+        if name.is_empty() {
+            return self.fail(EmptyHandlerNameSnafu.build());
+        }
+        if self.handlers.iter().any(|h| h.name() == name) {
+            let err = DuplicateHandlerSnafu { name }.build();
+            return self.fail(err);
+        }
+        self.handlers.insert(at, handler);
+        self
+    }
+
+    fn fail(mut self, err: Error) -> Self {
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+        self
+    }
+}

@@ -1,0 +1,62 @@
+//! RegionLease: grant leases for the regions a datanode owns.
+
+use async_trait::async_trait;
+use common_proto::v1::{GrantedRegion, HeartbeatRequest, RegionLease, Role};
+
+use super::{names, node_key};
+use crate::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
+
+/// For each region the datanode reports, grants a lease in the role the route table gives
+/// it (leader or follower); lists reported regions it does not own as closeable.
+///
+/// The lease echoes the request's `duration_since_epoch`, so the datanode anchors it to
+/// its own monotonic clock at send time: network delay only shortens it, and clock skew
+/// does not matter. The grant time is recorded on the leader's clock, which is always
+/// after the datanode's anchor, so "last grant + lease" is a safe bound for failover.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RegionLeaseHandler;
+
+#[async_trait]
+impl HeartbeatHandler for RegionLeaseHandler {
+    fn name(&self) -> &str {
+        names::REGION_LEASE
+    }
+
+    fn is_acceptable(&self, role: Role) -> bool {
+        role == Role::Datanode
+    }
+
+    async fn handle(
+        &self,
+        req: &HeartbeatRequest,
+        ctx: &Context,
+        acc: &mut HeartbeatAccumulator,
+    ) -> Result<HandleControl> {
+        let Some(key) = node_key(req) else {
+            return Ok(HandleControl::Continue);
+        };
+        let ids: Vec<u64> = req.region_stats.iter().map(|s| s.region_id).collect();
+        let roles = ctx.routes.roles_for(key.node_id, &ids).await?;
+        let mut regions = Vec::with_capacity(ids.len());
+        let mut closeable_region_ids = Vec::new();
+        for (region_id, role) in ids.into_iter().zip(roles) {
+            match role {
+                Some(role) => regions.push(GrantedRegion {
+                    region_id,
+                    role: role as i32,
+                }),
+                None => closeable_region_ids.push(region_id),
+            }
+        }
+        if !regions.is_empty() {
+            ctx.node_leases.record_grant(key, ctx.clock.now());
+        }
+        acc.region_lease = Some(RegionLease {
+            regions,
+            duration_since_epoch: req.duration_since_epoch,
+            lease_seconds: ctx.leases.region_lease.as_secs(),
+            closeable_region_ids,
+        });
+        Ok(HandleControl::Continue)
+    }
+}

@@ -1,0 +1,50 @@
+//! The heartbeat handler pipeline, and the narrow ports its handlers use.
+//!
+//! Every heartbeat a node sends runs through a [`HandlerGroup`]: an ordered list of
+//! [`HeartbeatHandler`]s that each read the request and fill a shared
+//! [`HeartbeatAccumulator`], which becomes the response. Operators depend on this crate
+//! alone to write their own handler and place it in the group by name.
+//!
+//! Handlers reach the outside world only through the ports in [`Context`]: a
+//! [`KvBackend`], a [`LeadershipView`], a [`NodeLeaseStore`], a [`RegionRouteStore`] and a
+//! [`Clock`]. The metasrv supplies production implementations (etcd, election); the
+//! in-memory ones here are the embedded standalone backend and what unit tests drive.
+//!
+//! Layout:
+//! - `handler`: the [`HeartbeatHandler`] trait, [`HandleControl`], [`ErrorPolicy`].
+//! - `accumulator`: [`HeartbeatAccumulator`] and the one conversion into a response.
+//! - `group` / `builder`: [`HandlerGroup`] (runs, times, applies the error policy) and
+//!   [`HandlerGroupBuilder`] (named insert/replace/remove, checked at build).
+//! - `context`: [`Context`], the bundle of ports handed to every handler.
+//! - `builtin`: CollectStats, CheckLeader, KeepLease, RegionLease, PersistStats.
+//! - `stat`, `validate`: the parsed request ([`Stat`]) and request validation.
+//! - ports: `kv` (+ `kv::memory`), `leadership`, `node_lease`, `route`, `clock`.
+//! - `error`: the crate's typed errors.
+
+pub mod accumulator;
+pub mod builder;
+pub mod builtin;
+pub mod clock;
+pub mod context;
+pub mod error;
+pub mod group;
+pub mod handler;
+pub mod kv;
+pub mod leadership;
+pub mod node_lease;
+pub mod route;
+pub mod stat;
+pub mod validate;
+
+pub use accumulator::HeartbeatAccumulator;
+pub use builder::HandlerGroupBuilder;
+pub use clock::{Clock, ClockRef, ManualClock, TokioClock};
+pub use context::{Context, LeaseOptions};
+pub use error::{Error, Result};
+pub use group::{HandlerGroup, HandlerTiming};
+pub use handler::{ErrorPolicy, HandleControl, HeartbeatHandler};
+pub use kv::{BatchOp, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
+pub use leadership::{LeaderFlag, LeadershipRef, LeadershipView};
+pub use node_lease::{MemoryNodeLeaseStore, NodeKey, NodeLease, NodeLeaseStore, NodeLeaseStoreRef};
+pub use route::{KvRegionRouteStore, RegionRoute, RegionRouteStore, RegionRouteStoreRef};
+pub use stat::Stat;
