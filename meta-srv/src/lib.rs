@@ -1,1 +1,38 @@
-//! placeholder
+//! The metasrv: the coordination plane's server.
+//!
+//! Datanodes hold one bidirectional heartbeat stream each. Every message runs through the
+//! [`handlers::HandlerGroup`]; its response goes back on the same stream. Instructions go
+//! down the same streams through the [`Mailbox`], and replies come back up matched by id.
+//! Only the leader grants leases; standalone, one metasrv always leads on the embedded
+//! in-memory backend.
+//!
+//! Layout:
+//! - `config`: [`MetasrvOptions`] and the lease rules checked at start.
+//! - `metasrv`: [`Metasrv`] and [`MetasrvBuilder`]: wiring and lifecycle.
+//! - `service`: the tonic service; `service::session` runs one stream.
+//! - `pusher`: [`Pushers`], the per-node downstream channels, with generations.
+//! - `mailbox`: [`Mailbox`], instructions down and replies back, with per-message timers.
+//! - `election`: the [`Election`] trait and [`StandaloneElection`].
+//! - `sweeper`: node-lease expiry, and resets on leadership change.
+//! - `region_admin`: create and drop regions.
+//! - `http`: the admin HTTP API.
+//! - `error`: typed errors and their gRPC mapping.
+
+pub mod config;
+pub mod election;
+pub mod error;
+pub mod http;
+pub mod mailbox;
+pub mod metasrv;
+pub mod pusher;
+pub mod region_admin;
+pub mod service;
+mod sweeper;
+
+pub use config::{BackendKind, MetasrvOptions};
+pub use election::{Election, ElectionRef, LeaderState, StandaloneElection};
+pub use error::{Error, Result};
+pub use mailbox::{Mailbox, MailboxReceiver};
+pub use metasrv::{Metasrv, MetasrvBuilder};
+pub use pusher::{Pusher, Pushers};
+pub use region_admin::CreateRegion;

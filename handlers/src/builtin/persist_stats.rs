@@ -82,6 +82,23 @@ impl StatsCache {
         self.lock().get(&key).and_then(|n| n.recent.back().cloned())
     }
 
+    /// Every node's recent stats, for a final flush on shutdown.
+    pub fn snapshot_all(&self) -> Vec<(NodeKey, PersistedStats)> {
+        self.lock()
+            .iter()
+            .map(|(key, n)| {
+                let stats = n.recent.iter().cloned().collect();
+                (
+                    *key,
+                    PersistedStats {
+                        node_epoch: n.node_epoch,
+                        stats,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Forgets everything; leader-only state, dropped on step-down.
     pub fn clear(&self) {
         self.lock().clear();

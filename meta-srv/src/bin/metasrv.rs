@@ -1,0 +1,185 @@
+//! The `metasrv` command: `metasrv start [--config FILE] [flags]`.
+//!
+//! Every setting can come from the TOML file or a flag; a flag wins. Prints one line
+//! `metasrv ready grpc=ADDR http=ADDR` on stdout once listening (ports may be 0, for
+//! tests), and shuts down gracefully on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use meta_srv::{BackendKind, MetasrvBuilder, MetasrvOptions};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "metasrv",
+    version,
+    about = "The metasrv: heartbeats, leases and region routes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a metasrv.
+    Start(StartArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StartArgs {
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long)]
+    bind_addr: Option<String>,
+    /// Address advertised to datanodes and peers (default: the bound address).
+    #[arg(long)]
+    server_addr: Option<String>,
+    /// Admin HTTP listen address ("" disables it).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// KV backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// etcd endpoints, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    store_addrs: Option<Vec<String>>,
+    /// Key prefix in etcd.
+    #[arg(long)]
+    store_key_prefix: Option<String>,
+    /// Cluster id.
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    /// Heartbeat interval, e.g. 3s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
+    /// Node lease, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    node_lease: Option<Duration>,
+    /// Region lease, e.g. 10s (whole seconds).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    region_lease: Option<Duration>,
+    /// Failover wait after the last grant, e.g. 12s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    failover_wait: Option<Duration>,
+    /// Election lease in etcd, e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    meta_lease: Option<Duration>,
+}
+
+impl StartArgs {
+    fn options(self) -> meta_srv::Result<MetasrvOptions> {
+        let mut o = match &self.config {
+            Some(path) => MetasrvOptions::from_file(path)?,
+            None => MetasrvOptions::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { o.$field = v; } )* };
+        }
+        set!(
+            bind_addr,
+            server_addr,
+            http_addr,
+            backend,
+            store_addrs,
+            store_key_prefix,
+            cluster_id
+        );
+        set!(
+            heartbeat_interval,
+            node_lease,
+            region_lease,
+            failover_wait,
+            meta_lease
+        );
+        Ok(o)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(err) => {
+                error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn bind(what: &'static str, addr: &str) -> meta_srv::Result<(TcpListener, SocketAddr)> {
+    use snafu::ResultExt;
+    let listener = TcpListener::bind(addr)
+        .await
+        .context(meta_srv::error::BindSnafu { what, addr })?;
+    let local = listener
+        .local_addr()
+        .context(meta_srv::error::BindSnafu { what, addr })?;
+    Ok((listener, local))
+}
+
+async fn start(args: StartArgs) -> meta_srv::Result<()> {
+    let mut options = args.options()?;
+    options.validate()?;
+    let (grpc, grpc_addr) = bind("gRPC", &options.bind_addr).await?;
+    // With port 0, advertise the port actually bound.
+    options.bind_addr = grpc_addr.to_string();
+    let http = if options.http_addr.is_empty() {
+        None
+    } else {
+        Some(bind("HTTP", &options.http_addr).await?)
+    };
+    let http_addr = http
+        .as_ref()
+        .map_or(String::from("disabled"), |(_, a)| a.to_string());
+    let srv = MetasrvBuilder::new(options).build().await?;
+    info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
+    println!("metasrv ready grpc={grpc_addr} http={http_addr}");
+    srv.serve(grpc, http.map(|(l, _)| l), shutdown_signal())
+        .await
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("metasrv: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Command::Start(args) = cli.command;
+    match runtime.block_on(start(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(error = %err, "metasrv failed");
+            eprintln!("metasrv: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

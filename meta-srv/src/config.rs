@@ -1,0 +1,200 @@
+//! [`MetasrvOptions`]: every setting, from TOML or flags, and the lease rules checked at
+//! start.
+//!
+//! Timings derive from one heartbeat interval. The rules refused at start:
+//! - `region_lease > 2 × heartbeat_interval`: a lease must survive one lost heartbeat;
+//! - `region_lease` is whole seconds (the wire carries `lease_seconds`);
+//! - `node_lease > heartbeat_interval`: otherwise healthy nodes flap;
+//! - `failover_wait ≥ region_lease`: invariant S1, the old owner's lease must have expired
+//!   before a region is granted elsewhere.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use snafu::ResultExt;
+
+use crate::error::{InvalidConfigSnafu, ParseConfigSnafu, ReadConfigSnafu, Result};
+
+/// Which KV backend holds routes and registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The embedded in-memory backend; one metasrv, always leader.
+    #[default]
+    Memory,
+    /// etcd, with leader election.
+    Etcd,
+}
+
+/// The metasrv's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetasrvOptions {
+    /// The cluster this metasrv serves; heartbeats for another cluster are refused.
+    pub cluster_id: u64,
+    /// gRPC listen address.
+    pub bind_addr: String,
+    /// The address advertised to others (AskLeader, the leader key). Empty: `bind_addr`.
+    pub server_addr: String,
+    /// Admin HTTP listen address. Empty: no admin HTTP.
+    pub http_addr: String,
+    /// KV backend.
+    pub backend: BackendKind,
+    /// etcd endpoints, for `backend = "etcd"`.
+    pub store_addrs: Vec<String>,
+    /// Key prefix in etcd, so several clusters can share one etcd.
+    pub store_key_prefix: String,
+    /// How often nodes heartbeat (sent to them in the handshake).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is marked expired.
+    #[serde(with = "humantime_serde")]
+    pub node_lease: Duration,
+    /// How long a region lease lasts from the node's send time.
+    #[serde(with = "humantime_serde")]
+    pub region_lease: Duration,
+    /// How long failover waits after the last grant before granting elsewhere.
+    #[serde(with = "humantime_serde")]
+    pub failover_wait: Duration,
+    /// The election lease in etcd.
+    #[serde(with = "humantime_serde")]
+    pub meta_lease: Duration,
+    /// Default mailbox reply timeout for admin operations.
+    #[serde(with = "humantime_serde")]
+    pub mailbox_timeout: Duration,
+    /// Largest accepted gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// Flush a node's stats to the KV every this many heartbeats.
+    pub stats_flush_every: usize,
+}
+
+impl Default for MetasrvOptions {
+    fn default() -> Self {
+        Self {
+            cluster_id: 1,
+            bind_addr: "127.0.0.1:3002".into(),
+            server_addr: String::new(),
+            http_addr: "127.0.0.1:4000".into(),
+            backend: BackendKind::Memory,
+            store_addrs: vec!["127.0.0.1:2379".into()],
+            store_key_prefix: "/metasrv".into(),
+            heartbeat_interval: Duration::from_secs(3),
+            node_lease: Duration::from_secs(10),
+            region_lease: Duration::from_secs(10),
+            failover_wait: Duration::from_secs(12),
+            meta_lease: Duration::from_secs(5),
+            mailbox_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
+            stats_flush_every: 10,
+        }
+    }
+}
+
+impl MetasrvOptions {
+    /// Reads a TOML file; missing keys take their defaults, unknown keys are refused.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).context(ReadConfigSnafu { path: &display })?;
+        toml::from_str(&text).context(ParseConfigSnafu { path: display })
+    }
+
+    /// The advertised address.
+    pub fn advertised_addr(&self) -> &str {
+        if self.server_addr.is_empty() {
+            &self.bind_addr
+        } else {
+            &self.server_addr
+        }
+    }
+
+    /// How often the sweeper checks node leases: often enough that expiry lags by at most
+    /// a quarter of the lease.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.node_lease / 4).max(Duration::from_millis(10))
+    }
+
+    /// Checks the lease rules; the message names the rule and the values.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |reason: String| InvalidConfigSnafu { reason }.fail();
+        if self.heartbeat_interval.is_zero() {
+            return fail("heartbeat_interval must be greater than 0".into());
+        }
+        if self.region_lease <= self.heartbeat_interval * 2 {
+            return fail(format!(
+                "region_lease ({:?}) must exceed 2 × heartbeat_interval ({:?}), so one lost heartbeat does not expire a lease",
+                self.region_lease, self.heartbeat_interval
+            ));
+        }
+        if self.region_lease.subsec_nanos() != 0 {
+            return fail(format!(
+                "region_lease ({:?}) must be a whole number of seconds",
+                self.region_lease
+            ));
+        }
+        if self.node_lease <= self.heartbeat_interval {
+            return fail(format!(
+                "node_lease ({:?}) must exceed heartbeat_interval ({:?})",
+                self.node_lease, self.heartbeat_interval
+            ));
+        }
+        if self.failover_wait < self.region_lease {
+            return fail(format!(
+                "failover_wait ({:?}) must be at least region_lease ({:?}): a region may move only after the old owner's lease has expired",
+                self.failover_wait, self.region_lease
+            ));
+        }
+        if self.cluster_id == 0 {
+            return fail("cluster_id 0 is reserved".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return fail(format!(
+                "max_message_bytes ({}) is too small",
+                self.max_message_bytes
+            ));
+        }
+        if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {
+            return fail("backend etcd needs at least one store_addrs entry".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        MetasrvOptions::default().validate().expect("defaults pass");
+    }
+
+    #[test]
+    fn lease_rules_are_refused_with_a_clear_message() {
+        let bad = |f: fn(&mut MetasrvOptions)| {
+            let mut o = MetasrvOptions::default();
+            f(&mut o);
+            o.validate().expect_err("must be refused").to_string()
+        };
+        assert!(bad(|o| o.region_lease = Duration::from_secs(6))
+            .contains("must exceed 2 × heartbeat_interval"));
+        assert!(bad(|o| o.failover_wait = Duration::from_secs(5)).contains("failover_wait"));
+        assert!(bad(|o| o.node_lease = Duration::from_secs(3)).contains("node_lease"));
+        assert!(bad(|o| o.region_lease = Duration::from_millis(10_500)).contains("whole number"));
+        assert!(bad(|o| o.heartbeat_interval = Duration::ZERO).contains("greater than 0"));
+    }
+
+    #[test]
+    fn toml_takes_human_durations_and_refuses_unknown_keys() {
+        let o: MetasrvOptions =
+            toml::from_str("heartbeat_interval = \"1s\"\nregion_lease = \"5s\"").expect("parse");
+        assert_eq!(o.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(o.region_lease, Duration::from_secs(5));
+        assert_eq!(
+            o.node_lease,
+            Duration::from_secs(10),
+            "unset keys keep defaults"
+        );
+        assert!(toml::from_str::<MetasrvOptions>("heartbeat_intervl = \"1s\"").is_err());
+    }
+}

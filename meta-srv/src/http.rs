@@ -1,0 +1,205 @@
+//! The admin HTTP API (axum): health, leader, nodes, regions.
+//!
+//! Every error is JSON `{"error": "..."}` with a status code that fits it, so scripts and
+//! operators get the same message the logs have.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use handlers::{NodeKey, RegionRouteStore as _};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::Error;
+use crate::region_admin::CreateRegion;
+use crate::Metasrv;
+
+/// Builds the admin router.
+pub fn router(srv: Arc<Metasrv>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/leader", get(leader))
+        .route("/nodes", get(nodes))
+        .route("/regions", get(list_regions).post(create_region))
+        .route("/regions/{id}", delete(drop_region))
+        .route("/handlers", get(handler_timings))
+        .with_state(srv)
+}
+
+/// An admin error, rendered as JSON.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::RegionExists { .. } | Error::NodeNotAlive { .. } => StatusCode::CONFLICT,
+            Error::RegionNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NotLeader { .. } | Error::NoAliveDatanode => StatusCode::SERVICE_UNAVAILABLE,
+            Error::MailboxTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::InstructionFailed { .. }
+            | Error::ChannelClosed { .. }
+            | Error::PushFailed { .. }
+            | Error::PusherNotFound { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, err.to_string())
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn leader(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let leader = srv.election.leader_addr().await?;
+    Ok(Json(json!({
+        "is_leader": srv.ctx.leadership.is_leader(),
+        "leader_addr": leader,
+        "self_addr": srv.options.advertised_addr(),
+    })))
+}
+
+/// One node as `/nodes` shows it.
+#[derive(Debug, Serialize)]
+struct NodeView {
+    node_id: u64,
+    role: &'static str,
+    addr: String,
+    node_epoch: u64,
+    lease_age_ms: u64,
+    alive: bool,
+    connected: bool,
+    region_count: usize,
+}
+
+async fn nodes(State(srv): State<Arc<Metasrv>>) -> Json<Vec<NodeView>> {
+    let now = srv.ctx.clock.now();
+    let views = srv
+        .ctx
+        .node_leases
+        .list()
+        .into_iter()
+        .map(|l| NodeView {
+            node_id: l.key.node_id,
+            role: l.key.role.label(),
+            addr: l.addr,
+            node_epoch: l.node_epoch,
+            lease_age_ms: now.saturating_duration_since(l.last_seen).as_millis() as u64,
+            alive: !l.expired,
+            connected: srv.pushers.get(l.key).is_some(),
+            region_count: l.region_count,
+        })
+        .collect();
+    Json(views)
+}
+
+/// One region as `/regions` shows it.
+#[derive(Debug, Serialize)]
+struct RegionView {
+    region_id: u64,
+    leader: Option<u64>,
+    followers: Vec<u64>,
+    /// `granted`: the leader reported it and holds a live lease; `pending`: routed but not
+    /// yet reported; `expired`: the leader's lease lapsed; `unassigned`: no leader.
+    lease_state: &'static str,
+}
+
+fn lease_state(srv: &Metasrv, region_id: u64, leader: Option<u64>) -> &'static str {
+    let Some(node_id) = leader else {
+        return "unassigned";
+    };
+    let key = NodeKey::datanode(node_id);
+    let Some(lease) = srv.ctx.node_leases.get(key) else {
+        return "pending";
+    };
+    let now = srv.ctx.clock.now();
+    let granted_recently = lease
+        .last_granted
+        .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
+    if lease.expired || !granted_recently {
+        return if lease.last_granted.is_some() {
+            "expired"
+        } else {
+            "pending"
+        };
+    }
+    let reported = srv
+        .stats
+        .latest(key)
+        .is_some_and(|s| s.region_stats.iter().any(|r| r.region_id == region_id));
+    if reported {
+        "granted"
+    } else {
+        "pending"
+    }
+}
+
+async fn list_regions(State(srv): State<Arc<Metasrv>>) -> Result<Json<Vec<RegionView>>, ApiError> {
+    let routes = srv
+        .routes
+        .list()
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        routes
+            .into_iter()
+            .map(|r| RegionView {
+                lease_state: lease_state(&srv, r.region_id, r.leader),
+                region_id: r.region_id,
+                leader: r.leader,
+                followers: r.followers,
+            })
+            .collect(),
+    ))
+}
+
+async fn create_region(
+    State(srv): State<Arc<Metasrv>>,
+    body: Result<Json<CreateRegion>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
+    let route = srv.create_region(req).await?;
+    Ok((StatusCode::CREATED, Json(json!(route))))
+}
+
+async fn drop_region(
+    State(srv): State<Arc<Metasrv>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region_id: u64 = id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("region id {id:?} is not a number"),
+        )
+    })?;
+    let route = srv.drop_region(region_id).await?;
+    Ok(Json(json!({ "dropped": route })))
+}
+
+async fn handler_timings(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+    let timings: Vec<_> = srv
+        .group
+        .timings()
+        .into_iter()
+        .map(|t| json!({ "name": t.name, "calls": t.calls, "errors": t.errors, "total_nanos": t.total_nanos }))
+        .collect();
+    Json(json!(timings))
+}

@@ -1,0 +1,291 @@
+//! [`Metasrv`]: the wiring of ports, pipeline, pushers, mailbox and election, and its
+//! lifecycle.
+//!
+//! Lifecycle: [`MetasrvBuilder::build`] validates the options and loads routes;
+//! [`Metasrv::serve`] runs the gRPC service, the admin HTTP, the election, the lease
+//! sweeper and the leadership watcher until the shutdown future resolves. Shutdown then
+//! resigns leadership (so a successor is elected at once), closes every heartbeat stream,
+//! stops accepting, and flushes cached stats.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use common_proto::v1::heartbeat_server::HeartbeatServer;
+use common_proto::v1::HeartbeatConfig;
+use handlers::builtin::StatsCache;
+use handlers::{
+    BatchOp, Context, HandlerGroup, HandlerGroupBuilder, KeyValue, KvBackendRef,
+    KvRegionRouteStore, LeaseOptions, MemoryKvBackend, MemoryNodeLeaseStore, TokioClock,
+};
+use snafu::ResultExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::election::{ElectionRef, StandaloneElection};
+use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
+use crate::mailbox::Mailbox;
+use crate::pusher::Pushers;
+use crate::service::HeartbeatService;
+use crate::MetasrvOptions;
+
+type Customizer = Box<dyn FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send>;
+
+/// Builds a [`Metasrv`]; the place operators plug in their handlers, backend or election.
+pub struct MetasrvBuilder {
+    options: MetasrvOptions,
+    kv: Option<KvBackendRef>,
+    election: Option<ElectionRef>,
+    customize: Option<Customizer>,
+}
+
+impl std::fmt::Debug for MetasrvBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetasrvBuilder")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetasrvBuilder {
+    /// Starts from options; memory backend and standalone election unless set.
+    pub fn new(options: MetasrvOptions) -> Self {
+        Self {
+            options,
+            kv: None,
+            election: None,
+            customize: None,
+        }
+    }
+
+    /// Uses this KV backend.
+    pub fn kv(mut self, kv: KvBackendRef) -> Self {
+        self.kv = Some(kv);
+        self
+    }
+
+    /// Uses this election.
+    pub fn election(mut self, election: ElectionRef) -> Self {
+        self.election = Some(election);
+        self
+    }
+
+    /// Adjusts the default handler group: insert, replace or remove handlers by name.
+    pub fn handlers(
+        mut self,
+        f: impl FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send + 'static,
+    ) -> Self {
+        self.customize = Some(Box::new(f));
+        self
+    }
+
+    /// Validates the options, loads routes and assembles the server.
+    pub async fn build(self) -> Result<Arc<Metasrv>> {
+        let options = self.options;
+        options.validate()?;
+        let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKvBackend::new()));
+        let election = self
+            .election
+            .unwrap_or_else(|| Arc::new(StandaloneElection::new(options.advertised_addr())));
+        let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
+        let loaded = routes.load().await.context(StoreSnafu {
+            op: "load region routes",
+        })?;
+        info!(routes = loaded, backend = kv.name(), "region routes loaded");
+        let ctx = Context {
+            cluster_id: options.cluster_id,
+            kv,
+            leadership: election.leadership(),
+            node_leases: Arc::new(MemoryNodeLeaseStore::new()),
+            routes: routes.clone(),
+            clock: Arc::new(TokioClock),
+            leases: LeaseOptions {
+                region_lease: options.region_lease,
+                node_lease: options.node_lease,
+            },
+        };
+        let stats = Arc::new(StatsCache::new(options.stats_flush_every, 5));
+        let mut builder = HandlerGroupBuilder::with_defaults(stats.clone());
+        if let Some(customize) = self.customize {
+            builder = customize(builder);
+        }
+        let group = builder.build().context(StoreSnafu {
+            op: "build the handler group",
+        })?;
+        info!(handlers = ?group.names(), "heartbeat pipeline");
+        let pushers = Arc::new(Pushers::new());
+        let mailbox = Arc::new(Mailbox::new(
+            pushers.clone(),
+            options.cluster_id,
+            format!("metasrv@{}", options.advertised_addr()),
+        ));
+        Ok(Arc::new(Metasrv {
+            options,
+            ctx,
+            group,
+            pushers,
+            mailbox,
+            election,
+            stats,
+            routes,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}
+
+/// A metasrv: everything the heartbeat service, admin API and background tasks share.
+#[derive(Debug)]
+pub struct Metasrv {
+    pub(crate) options: MetasrvOptions,
+    pub(crate) ctx: Context,
+    pub(crate) group: HandlerGroup,
+    pub(crate) pushers: Arc<Pushers>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) election: ElectionRef,
+    pub(crate) stats: Arc<StatsCache>,
+    pub(crate) routes: Arc<KvRegionRouteStore>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Metasrv {
+    /// The options it runs with.
+    pub fn options(&self) -> &MetasrvOptions {
+        &self.options
+    }
+
+    /// The handler context (ports).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The handler pipeline, e.g. for its timings.
+    pub fn handler_group(&self) -> &HandlerGroup {
+        &self.group
+    }
+
+    /// The mailbox, to send instructions to nodes.
+    pub fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
+    }
+
+    /// The connected nodes' pushers.
+    pub fn pushers(&self) -> &Arc<Pushers> {
+        &self.pushers
+    }
+
+    /// The election.
+    pub fn election(&self) -> &ElectionRef {
+        &self.election
+    }
+
+    /// Recent stats per node.
+    pub fn stats(&self) -> &Arc<StatsCache> {
+        &self.stats
+    }
+
+    /// The handshake config sent on each stream's first response.
+    pub(crate) fn heartbeat_config(&self) -> HeartbeatConfig {
+        let interval = self.options.heartbeat_interval.as_millis() as u64;
+        HeartbeatConfig {
+            heartbeat_interval_ms: interval,
+            retry_interval_ms: interval.div_ceil(3).max(1),
+        }
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn serve(
+        self: &Arc<Self>,
+        grpc: TcpListener,
+        http: Option<TcpListener>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let token = self.shutdown.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            let election = self.election.clone();
+            let t = token.child_token();
+            tasks.spawn(async move {
+                if let Err(err) = election.run(t).await {
+                    error!(error = %err, "election stopped with an error");
+                }
+            });
+        }
+        tasks.spawn(crate::sweeper::run(self.clone(), token.clone()));
+        tasks.spawn(crate::sweeper::watch_leadership(
+            self.clone(),
+            token.clone(),
+        ));
+        {
+            let srv = self.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = signal => info!("shutdown requested"),
+                    _ = srv.shutdown.cancelled() => {}
+                }
+                if let Err(err) = srv.election.resign().await {
+                    warn!(error = %err, "resign failed; a successor waits for the lease TTL");
+                }
+                srv.shutdown.cancel();
+            });
+        }
+
+        let service = HeartbeatServer::new(HeartbeatService::new(self.clone()))
+            .max_decoding_message_size(self.options.max_message_bytes)
+            .max_encoding_message_size(self.options.max_message_bytes);
+        let grpc_fut = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(self.options.heartbeat_interval))
+            .http2_keepalive_timeout(Some(self.options.node_lease))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc),
+                token.clone().cancelled_owned(),
+            );
+        let http_fut = async {
+            match http {
+                Some(listener) => axum::serve(listener, crate::http::router(self.clone()))
+                    .with_graceful_shutdown(token.clone().cancelled_owned())
+                    .await
+                    .context(HttpServeSnafu),
+                None => Ok(()),
+            }
+        };
+        let (grpc_res, http_res) = tokio::join!(grpc_fut, http_fut);
+        // Whatever ended first, everything stops.
+        token.cancel();
+        while tasks.join_next().await.is_some() {}
+        self.flush_stats().await;
+        info!("metasrv stopped");
+        grpc_res.context(ServeSnafu)?;
+        http_res
+    }
+
+    /// Asks the server to stop (as the shutdown signal would).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    async fn flush_stats(&self) {
+        let ops: Vec<BatchOp> = self
+            .stats
+            .snapshot_all()
+            .into_iter()
+            .filter_map(|(key, persisted)| {
+                let value = serde_json::to_vec(&persisted).ok()?;
+                Some(BatchOp::Put(KeyValue {
+                    key: StatsCache::kv_key(key).into_bytes(),
+                    value,
+                }))
+            })
+            .collect();
+        let n = ops.len();
+        if n == 0 {
+            return;
+        }
+        match self.ctx.kv.batch(ops).await {
+            Ok(()) => info!(nodes = n, "flushed cached stats"),
+            Err(err) => warn!(error = %err, "failed to flush cached stats on shutdown"),
+        }
+    }
+}

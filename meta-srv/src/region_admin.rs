@@ -1,0 +1,175 @@
+//! Creating and dropping regions: write the route, instruct the datanode, wait.
+//!
+//! Create: pick a live, connected datanode (the one asked for, or the one leading the
+//! fewest regions), write the route (compare-and-put, so two creates cannot both win),
+//! send `OpenRegion` through the mailbox and wait for the reply. If the node refuses or
+//! does not answer, the route is removed again, so no route points at a node that never
+//! opened the region. RegionLease grants the lease on the node's next heartbeat.
+//!
+//! Drop: delete the route first (so RegionLease stops granting and lists the region as
+//! closeable), then ask every holder to close it.
+
+use std::collections::HashMap;
+
+use common_proto::instruction::OpenRole;
+use common_proto::{Instruction, InstructionReply, RegionIdent};
+use handlers::{NodeKey, NodeLease, RegionRoute, RegionRouteStore as _};
+use serde::{Deserialize, Serialize};
+use snafu::ResultExt;
+use tracing::{info, warn};
+
+use crate::error::{
+    Error, InstructionFailedSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
+    RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
+};
+use crate::Metasrv;
+
+/// A request to create a region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegion {
+    /// The region id; chosen automatically when absent.
+    pub region_id: Option<u64>,
+    /// The datanode to lead it; the least loaded live one when absent.
+    pub node_id: Option<u64>,
+}
+
+impl Metasrv {
+    fn ensure_leader(&self) -> Result<()> {
+        if self.ctx.leadership.is_leader() {
+            Ok(())
+        } else {
+            NotLeaderSnafu {
+                leader: self.ctx.leadership.leader_addr(),
+            }
+            .fail()
+        }
+    }
+
+    /// Datanodes whose lease is live and whose stream is connected.
+    pub fn alive_datanodes(&self) -> Vec<NodeLease> {
+        self.ctx
+            .node_leases
+            .list()
+            .into_iter()
+            .filter(|l| l.key.role == common_proto::v1::Role::Datanode && !l.expired)
+            .filter(|l| self.pushers.get(l.key).is_some())
+            .collect()
+    }
+
+    /// Creates a region and waits until its datanode has opened it.
+    pub async fn create_region(&self, req: CreateRegion) -> Result<RegionRoute> {
+        self.ensure_leader()?;
+        let routes = self
+            .routes
+            .list()
+            .await
+            .context(StoreSnafu { op: "list routes" })?;
+        let alive = self.alive_datanodes();
+        let node_id = match req.node_id {
+            Some(id) => {
+                if !alive.iter().any(|l| l.key.node_id == id) {
+                    return NodeNotAliveSnafu { node_id: id }.fail();
+                }
+                id
+            }
+            None => {
+                let mut load: HashMap<u64, usize> =
+                    alive.iter().map(|l| (l.key.node_id, 0)).collect();
+                for r in &routes {
+                    if let Some(c) = r.leader.and_then(|l| load.get_mut(&l)) {
+                        *c += 1;
+                    }
+                }
+                load.into_iter()
+                    .min_by_key(|(id, n)| (*n, *id))
+                    .map(|(id, _)| id)
+                    .ok_or_else(|| NoAliveDatanodeSnafu.build())?
+            }
+        };
+        let region_id = req
+            .region_id
+            .unwrap_or_else(|| routes.iter().map(|r| r.region_id).max().unwrap_or(0) + 1);
+        let route = RegionRoute {
+            region_id,
+            leader: Some(node_id),
+            followers: vec![],
+        };
+        if !self
+            .routes
+            .create(route.clone())
+            .await
+            .context(StoreSnafu { op: "create route" })?
+        {
+            return RegionExistsSnafu { region_id }.fail();
+        }
+        let ins = Instruction::OpenRegion {
+            region_id,
+            role: OpenRole::Leader,
+        };
+        match self.instruct(node_id, &ins).await {
+            Ok(()) => {
+                info!(region_id, node_id, "region created");
+                Ok(route)
+            }
+            Err(err) => {
+                warn!(region_id, node_id, error = %err, "open failed; removing the route");
+                if let Err(e) = self.routes.delete(region_id).await {
+                    warn!(region_id, error = %e, "could not remove the route of a failed create");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Drops a region: the route goes, then every holder is told to close it.
+    pub async fn drop_region(&self, region_id: u64) -> Result<RegionRoute> {
+        self.ensure_leader()?;
+        let route = self
+            .routes
+            .delete(region_id)
+            .await
+            .context(StoreSnafu { op: "delete route" })?
+            .ok_or_else(|| RegionNotFoundSnafu { region_id }.build())?;
+        let ins = Instruction::CloseRegion(RegionIdent { region_id });
+        for node_id in route.leader.iter().chain(route.followers.iter()) {
+            if let Err(err) = self.instruct(*node_id, &ins).await {
+                // The route is gone, so the node's next heartbeat lists the region as
+                // closeable and it closes itself; no need to fail the drop.
+                warn!(region_id, node_id, error = %err, "close not confirmed; the lease lapses instead");
+            }
+        }
+        info!(region_id, "region dropped");
+        Ok(route)
+    }
+
+    /// Sends an instruction to a datanode and waits for a successful reply.
+    pub async fn instruct(&self, node_id: u64, ins: &Instruction) -> Result<()> {
+        let channel = NodeKey::datanode(node_id);
+        let reply = self
+            .mailbox
+            .send(channel, ins, self.options.mailbox_timeout)?
+            .await?;
+        let what = ins.subject();
+        let region_id = ins.region_id();
+        match reply {
+            r if r.is_ok() => Ok(()),
+            InstructionReply::Error(e) => InstructionFailedSnafu {
+                what,
+                region_id,
+                node_id,
+                message: e.message,
+            }
+            .fail(),
+            InstructionReply::OpenRegion(r)
+            | InstructionReply::CloseRegion(r)
+            | InstructionReply::DowngradeRegion(r)
+            | InstructionReply::UpgradeRegion(r) => Err(Error::InstructionFailed {
+                what,
+                region_id,
+                node_id,
+                message: r.error.unwrap_or_else(|| "no reason given".into()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The tonic `Heartbeat` service: one [`session`] per stream, and `AskLeader`.
+
+mod session;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use common_proto::v1::heartbeat_server::Heartbeat;
+use common_proto::v1::{
+    AskLeaderRequest, AskLeaderResponse, HeartbeatRequest, HeartbeatResponse, Peer, ResponseHeader,
+};
+use common_proto::PROTOCOL_VERSION;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Metasrv;
+
+/// How many responses may queue on one stream before pushes to it fail fast.
+pub(crate) const STREAM_QUEUE: usize = 64;
+
+/// The gRPC face of a [`Metasrv`].
+#[derive(Debug, Clone)]
+pub struct HeartbeatService {
+    srv: Arc<Metasrv>,
+}
+
+impl HeartbeatService {
+    /// Serves `srv`.
+    pub fn new(srv: Arc<Metasrv>) -> Self {
+        Self { srv }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Heartbeat for HeartbeatService {
+    type HeartbeatStream = ResponseStream;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(session::run(self.srv.clone(), inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn ask_leader(
+        &self,
+        request: Request<AskLeaderRequest>,
+    ) -> Result<Response<AskLeaderResponse>, Status> {
+        let cluster_id = self.srv.options.cluster_id;
+        if let Some(h) = &request.get_ref().header {
+            if h.cluster_id != cluster_id {
+                return Err(Status::invalid_argument(format!(
+                    "cluster id mismatch: request is for cluster {}, this metasrv serves cluster {cluster_id}",
+                    h.cluster_id
+                )));
+            }
+        }
+        let leader = self
+            .srv
+            .election
+            .leader_addr()
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(AskLeaderResponse {
+            header: Some(ResponseHeader {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id,
+                ..Default::default()
+            }),
+            leader: leader.map(|addr| Peer { id: 0, addr }),
+        }))
+    }
+}

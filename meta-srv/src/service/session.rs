@@ -1,0 +1,172 @@
+//! One heartbeat stream's session: init, run, cleanup.
+//!
+//! - **init**: the first message must validate; its header binds the stream to one
+//!   `(role, node id)`, and registers a pusher (or is refused with ALREADY_EXISTS).
+//! - **run**: every message is validated (a stream cannot switch node), its mailbox reply
+//!   is delivered first (so a reply never waits behind a slow handler), then the handler
+//!   group builds the response. The first response carries the handshake config.
+//! - **end**: the node closes the stream; a newer session replaces this one; the metasrv
+//!   shuts down; or this metasrv loses leadership. Each ends with a clear status.
+//! - **cleanup**: deregister this session's pusher (by generation only) and fail the
+//!   mailbox messages that were waiting on it.
+//!
+//! Generic over the inbound stream so it can be driven without tonic.
+
+use std::sync::Arc;
+
+use common_proto::v1::{HeartbeatRequest, HeartbeatResponse};
+use futures::{Stream, StreamExt};
+use handlers::validate::validate_request;
+use handlers::{HeartbeatAccumulator, NodeKey};
+use tonic::Status;
+use tracing::{info, warn, Instrument};
+
+use crate::pusher::{Pusher, ResponseTx};
+use crate::Metasrv;
+
+/// Runs a session to its end.
+pub(crate) async fn run<S>(srv: Arc<Metasrv>, mut inbound: S, tx: ResponseTx)
+where
+    S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
+{
+    let first = match inbound.next().await {
+        Some(Ok(req)) => req,
+        Some(Err(status)) => {
+            warn!(error = %status, "heartbeat stream failed before its first message");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+        None => return,
+    };
+    let header = match validate_request(&first, srv.options.cluster_id) {
+        Ok(h) => h,
+        Err(err) => {
+            warn!(error = %err, "rejected a heartbeat stream");
+            let _ = tx
+                .send(Err(Status::invalid_argument(err.to_string())))
+                .await;
+            return;
+        }
+    };
+    let key = NodeKey {
+        role: header.role,
+        node_id: header.node_id,
+    };
+    let span = tracing::info_span!(
+        "heartbeat_session",
+        node_id = key.node_id,
+        role = key.role.label()
+    );
+    async move {
+        let addr = first.peer.as_ref().map_or("", |p| p.addr.as_str()).to_string();
+        let now = srv.ctx.clock.now();
+        let pusher = match srv.pushers.register(key, first.node_epoch, &addr, tx.clone(), now, srv.options.node_lease) {
+            Ok(p) => p,
+            Err(err) => {
+                warn!(error = %err, "refused a second stream for a connected node");
+                let _ = tx.send(Err(Status::from(err))).await;
+                return;
+            }
+        };
+        info!(generation = pusher.generation(), %addr, node_epoch = first.node_epoch, "session started");
+        let reason = serve(&srv, key, &pusher, first, &mut inbound, &tx).await;
+        info!(generation = pusher.generation(), reason, "session ended");
+        srv.pushers.deregister(key, pusher.generation());
+        srv.mailbox.on_channel_closed(key, pusher.generation());
+    }
+    .instrument(span)
+    .await
+}
+
+/// The message loop; returns why it ended.
+async fn serve<S>(
+    srv: &Metasrv,
+    key: NodeKey,
+    pusher: &Pusher,
+    first: HeartbeatRequest,
+    inbound: &mut S,
+    tx: &ResponseTx,
+) -> &'static str
+where
+    S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin,
+{
+    let mut leader_rx = srv.election.subscribe();
+    let mut next = Some(first);
+    let mut handshake = true;
+    loop {
+        let req = match next.take() {
+            Some(req) => req,
+            None => tokio::select! {
+                biased;
+                _ = pusher.replaced() => {
+                    let _ = tx.send(Err(Status::aborted(format!("replaced by a newer stream for node {key}")))).await;
+                    return "replaced";
+                }
+                _ = srv.shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("metasrv is shutting down"))).await;
+                    return "shutdown";
+                }
+                changed = leader_rx.changed() => {
+                    if changed.is_err() || !leader_rx.borrow_and_update().is_leader {
+                        let leader = srv.ctx.leadership.leader_addr().unwrap_or_else(|| "unknown".into());
+                        let _ = tx.send(Err(Status::unavailable(format!("not leader: this metasrv lost leadership; the leader is {leader}")))).await;
+                        return "lost leadership";
+                    }
+                    continue;
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => req,
+                    Some(Err(status)) => {
+                        warn!(error = %status, "heartbeat stream error");
+                        // Oversized or undecodable messages: tell the node why.
+                        let _ = tx.send(Err(status)).await;
+                        return "stream error";
+                    }
+                    None => return "closed by node",
+                },
+            },
+        };
+        match handle(srv, key, pusher, req, handshake).await {
+            Ok(resp) => {
+                if tx.send(Ok(resp)).await.is_err() {
+                    return "node went away";
+                }
+            }
+            Err(status) => {
+                warn!(error = %status, "rejected a heartbeat");
+                let _ = tx.send(Err(status)).await;
+                return "invalid heartbeat";
+            }
+        }
+        handshake = false;
+    }
+}
+
+/// One heartbeat: validate, deliver the mailbox reply, run the handlers.
+async fn handle(
+    srv: &Metasrv,
+    key: NodeKey,
+    pusher: &Pusher,
+    mut req: HeartbeatRequest,
+    handshake: bool,
+) -> Result<HeartbeatResponse, Status> {
+    let header = validate_request(&req, srv.options.cluster_id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if header.node_id != key.node_id || header.role != key.role {
+        return Err(Status::invalid_argument(format!(
+            "this stream is bound to node {key}; got a heartbeat for node {}-{}",
+            header.role.label(),
+            header.node_id
+        )));
+    }
+    pusher.touch(srv.ctx.clock.now());
+    if let Some(msg) = req.mailbox_message.take() {
+        srv.mailbox.on_recv(key, msg);
+    }
+    let mut acc = HeartbeatAccumulator::new(srv.options.cluster_id);
+    if handshake {
+        acc.heartbeat_config = Some(srv.heartbeat_config());
+    }
+    srv.group.handle(key.role, &req, &srv.ctx, &mut acc).await;
+    Ok(acc.into_response())
+}

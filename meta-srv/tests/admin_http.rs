@@ -1,0 +1,186 @@
+//! The admin HTTP API against a live server and a fake datanode that answers
+//! instructions.
+
+mod common;
+
+use common::{eventually, fast_options, start, FakeNode};
+use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
+use serde_json::Value;
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Answers the next instruction on `node` with success, heartbeating `regions`.
+async fn answer_next(node: &mut FakeNode, regions: &[u64]) -> Instruction {
+    let msg = node.next_mailbox().await;
+    let ins = Instruction::from_mailbox_message(&msg).expect("instruction");
+    let reply = RegionReply {
+        region_id: ins.region_id(),
+        ok: true,
+        error: None,
+    };
+    let reply = match ins {
+        Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(reply),
+        Instruction::CloseRegion(_) => InstructionReply::CloseRegion(reply),
+        Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(reply),
+        Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(reply),
+    };
+    node.reply(
+        reply.to_mailbox_message(msg.id, "dn", "ms").expect("enc"),
+        regions,
+    )
+    .await;
+    ins
+}
+
+#[tokio::test]
+async fn nodes_regions_create_and_drop() {
+    let server = start(fast_options()).await;
+    let client = reqwest::Client::new();
+    assert_eq!(get(&server.url("/health")).await["status"], "ok");
+    let leader = get(&server.url("/leader")).await;
+    assert_eq!(leader["is_leader"], true);
+
+    // No datanode yet: a clear JSON error.
+    let resp = client
+        .post(server.url("/regions"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("no live datanode"),
+        "{body}"
+    );
+
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    node.heartbeat(&[]).await.expect("registered");
+    let nodes = get(&server.url("/nodes")).await;
+    assert_eq!(nodes[0]["node_id"], 1);
+    assert_eq!(nodes[0]["alive"], true);
+    assert_eq!(nodes[0]["connected"], true);
+
+    // Create: the route is written, OpenRegion goes out, the call waits for the reply.
+    let post = {
+        let client = client.clone();
+        let url = server.url("/regions");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"region_id": 42}))
+                .send()
+                .await
+        })
+    };
+    let ins = answer_next(&mut node, &[]).await;
+    assert!(
+        matches!(ins, Instruction::OpenRegion { region_id: 42, .. }),
+        "{ins:?}"
+    );
+    let resp = post.await.expect("task").expect("post");
+    assert_eq!(resp.status(), 201);
+    let route: Value = resp.json().await.expect("json");
+    assert_eq!(route["leader"], 1);
+
+    // The next heartbeat reporting the region gets its leader lease.
+    let lease = node
+        .heartbeat(&[42])
+        .await
+        .expect("hb")
+        .region_lease
+        .expect("lease");
+    assert_eq!(lease.regions.len(), 1);
+    let regions = get(&server.url("/regions")).await;
+    assert_eq!(regions[0]["region_id"], 42);
+    assert_eq!(regions[0]["lease_state"], "granted");
+
+    // Duplicate create and bad bodies are clear errors.
+    let resp = client
+        .post(server.url("/regions"))
+        .json(&serde_json::json!({"region_id": 42}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 409);
+    let resp = client
+        .post(server.url("/regions"))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    assert!(resp.json::<Value>().await.expect("json")["error"]
+        .as_str()
+        .expect("msg")
+        .contains("invalid request body"));
+    let resp = client
+        .post(server.url("/regions"))
+        .json(&serde_json::json!({"node_id": 77}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 409);
+
+    // Drop: the route goes, CloseRegion goes out.
+    let del = {
+        let client = client.clone();
+        let url = server.url("/regions/42");
+        tokio::spawn(async move { client.delete(url).send().await })
+    };
+    let ins = answer_next(&mut node, &[42]).await;
+    assert!(matches!(ins, Instruction::CloseRegion(_)), "{ins:?}");
+    assert_eq!(del.await.expect("task").expect("delete").status(), 200);
+    let lease = node
+        .heartbeat(&[42])
+        .await
+        .expect("hb")
+        .region_lease
+        .expect("lease");
+    assert_eq!(lease.closeable_region_ids, vec![42]);
+    let resp = client
+        .delete(server.url("/regions/42"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 404);
+    let resp = client
+        .delete(server.url("/regions/abc"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_create_whose_open_times_out_leaves_no_route() {
+    let mut options = fast_options();
+    options.mailbox_timeout = std::time::Duration::from_millis(300);
+    let server = start(options).await;
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    node.heartbeat(&[]).await.expect("registered");
+    let resp = reqwest::Client::new()
+        .post(server.url("/regions"))
+        .json(&serde_json::json!({"region_id": 5}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 504);
+    let srv = server.srv.clone();
+    let routes = srv.context().routes.list().await.expect("list");
+    assert!(routes.is_empty(), "{routes:?}");
+    eventually("mailbox empty", || srv.mailbox().pending_len() == 0).await;
+    server.stop().await;
+}

@@ -1,0 +1,252 @@
+//! Heartbeat sessions over real loopback sockets: handshake, leases, leadership,
+//! reconnects, half-open streams and many nodes at once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, fast_options, start, start_with, FakeNode};
+use common_proto::v1::{ErrorCode, GrantedRegion, RegionRole};
+use handlers::{NodeKey, RegionRoute};
+use meta_srv::{MetasrvBuilder, StandaloneElection};
+
+#[tokio::test]
+async fn the_first_response_carries_the_handshake_config_and_later_ones_do_not() {
+    let server = start(fast_options()).await;
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    let first = node.heartbeat(&[]).await.expect("first response");
+    let config = first.heartbeat_config.expect("handshake config");
+    assert_eq!(config.heartbeat_interval_ms, 500);
+    assert!(config.retry_interval_ms > 0 && config.retry_interval_ms <= 500);
+    let second = node.heartbeat(&[]).await.expect("second response");
+    assert!(second.heartbeat_config.is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn leases_are_granted_for_owned_regions_only() {
+    let server = start(fast_options()).await;
+    let routes = &server.srv.context().routes;
+    routes
+        .put(RegionRoute {
+            region_id: 1,
+            leader: Some(1),
+            followers: vec![2],
+        })
+        .await
+        .expect("route");
+    routes
+        .put(RegionRoute {
+            region_id: 2,
+            leader: Some(2),
+            followers: vec![],
+        })
+        .await
+        .expect("route");
+
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    let req = node.request(&[1, 2, 3]);
+    let sent_duration = req.duration_since_epoch;
+    let resp = node.send_and_wait(req).await.expect("response");
+    let lease = resp.region_lease.expect("lease");
+    assert_eq!(
+        lease.regions,
+        vec![GrantedRegion {
+            region_id: 1,
+            role: RegionRole::Leader as i32
+        }]
+    );
+    assert_eq!(lease.closeable_region_ids, vec![2, 3]);
+    assert_eq!(lease.duration_since_epoch, sent_duration);
+    assert_eq!(lease.lease_seconds, 2);
+
+    let mut follower = FakeNode::connect(server.addr, 2, 100).await;
+    let lease = follower
+        .heartbeat(&[1])
+        .await
+        .expect("response")
+        .region_lease
+        .expect("lease");
+    assert_eq!(
+        lease.regions,
+        vec![GrantedRegion {
+            region_id: 1,
+            role: RegionRole::Follower as i32
+        }]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_follower_answers_not_leader_and_losing_leadership_closes_streams() {
+    let election = Arc::new(StandaloneElection::new("127.0.0.1:1"));
+    let server = start_with(MetasrvBuilder::new(fast_options()).election(election.clone())).await;
+    server
+        .srv
+        .context()
+        .routes
+        .put(RegionRoute {
+            region_id: 1,
+            leader: Some(1),
+            followers: vec![],
+        })
+        .await
+        .expect("route");
+    let mut open = FakeNode::connect(server.addr, 1, 100).await;
+    assert!(open
+        .heartbeat(&[1])
+        .await
+        .expect("ok")
+        .region_lease
+        .is_some());
+
+    election.set_leader(false);
+    // The open stream is closed with a status that says why.
+    let status = loop {
+        match open.recv().await {
+            Err(status) => break status,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a status"),
+        }
+    };
+    assert!(status.message().contains("not leader"), "{status:?}");
+
+    // A new stream to the follower gets NOT_LEADER in the header, and no lease.
+    let mut node = FakeNode::connect(server.addr, 2, 100).await;
+    let resp = node.heartbeat(&[1]).await.expect("response");
+    let error = resp.header.expect("header").error.expect("error");
+    assert_eq!(error.code(), ErrorCode::NotLeader);
+    assert!(resp.region_lease.is_none());
+    assert!(
+        server.srv.context().node_leases.list().is_empty(),
+        "leader state was dropped"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnect_replaces_the_old_session_and_its_cleanup_spares_the_new_pusher() {
+    let server = start(fast_options()).await;
+    let mut old = FakeNode::connect(server.addr, 7, 100).await;
+    old.heartbeat(&[]).await.expect("old ok");
+    let old_gen = server
+        .srv
+        .pushers()
+        .get(NodeKey::datanode(7))
+        .expect("pusher")
+        .generation();
+
+    let mut new = FakeNode::connect(server.addr, 7, 100).await;
+    new.heartbeat(&[]).await.expect("new ok");
+    let status = old.recv().await.expect_err("old stream closed");
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert!(
+        status.message().contains("replaced by a newer stream"),
+        "{status:?}"
+    );
+    drop(old);
+
+    // After the old session's cleanup has run, the new pusher is still registered.
+    let pushers = server.srv.pushers().clone();
+    eventually("new pusher registered", || {
+        pushers
+            .get(NodeKey::datanode(7))
+            .is_some_and(|p| p.generation() > old_gen)
+    })
+    .await;
+    assert_eq!(server.srv.mailbox().pending_len(), 0);
+    new.heartbeat(&[]).await.expect("new stream still served");
+    assert!(pushers.get(NodeKey::datanode(7)).is_some());
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_stream_is_expired_after_the_node_lease() {
+    let server = start(fast_options()).await;
+    let mut node = FakeNode::connect(server.addr, 3, 100).await;
+    node.heartbeat(&[]).await.expect("response");
+    let leases = server.srv.context().node_leases.clone();
+    assert!(!leases.get(NodeKey::datanode(3)).expect("known").expired);
+
+    // The node stops sending but keeps its stream open.
+    tokio::time::advance(Duration::from_millis(2_600)).await;
+    eventually("node 3 expired", || {
+        leases.get(NodeKey::datanode(3)).is_some_and(|l| l.expired)
+    })
+    .await;
+    assert!(
+        server.srv.pushers().get(NodeKey::datanode(3)).is_some(),
+        "its stream is still open"
+    );
+
+    // A heartbeat revives it.
+    node.heartbeat(&[]).await.expect("response");
+    assert!(!leases.get(NodeKey::datanode(3)).expect("known").expired);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_datanodes_are_all_served() {
+    let server = start(fast_options()).await;
+    for id in 1..=100u64 {
+        server
+            .srv
+            .context()
+            .routes
+            .put(RegionRoute {
+                region_id: id,
+                leader: Some(id),
+                followers: vec![],
+            })
+            .await
+            .expect("route");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 1..=100u64 {
+        let addr = server.addr;
+        tasks.spawn(async move {
+            let mut node = FakeNode::connect(addr, id, 100).await;
+            let mut granted = 0;
+            for _ in 0..5 {
+                let lease = node
+                    .heartbeat(&[id])
+                    .await
+                    .expect("served")
+                    .region_lease
+                    .expect("lease");
+                granted += lease.regions.len();
+            }
+            (id, granted)
+        });
+    }
+    let mut done = 0;
+    while let Some(res) = tasks.join_next().await {
+        let (id, granted) = res.expect("task");
+        assert_eq!(granted, 5, "node {id} granted on every heartbeat");
+        done += 1;
+    }
+    assert_eq!(done, 100);
+    assert_eq!(server.srv.context().node_leases.list().len(), 100);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ask_leader_names_the_advertised_address() {
+    let mut options = fast_options();
+    options.server_addr = "10.1.2.3:3002".into();
+    let server = start(options).await;
+    let mut client = common_proto::v1::heartbeat_client::HeartbeatClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    let resp = client
+        .ask_leader(common_proto::v1::AskLeaderRequest::default())
+        .await
+        .expect("ask")
+        .into_inner();
+    assert_eq!(resp.leader.expect("leader").addr, "10.1.2.3:3002");
+    server.stop().await;
+}
