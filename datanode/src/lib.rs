@@ -1,1 +1,38 @@
-//! placeholder
+//! The datanode side: the heartbeat task a storage server embeds, and a demo datanode.
+//!
+//! An embedder implements [`RegionEngine`] for its storage, and calls
+//! [`start_heartbeat`]. From then on the node streams heartbeats to the metasrv leader,
+//! its regions are writable only while their leases are live (the
+//! [`RegionAliveKeeper`]), and it follows the metasrv's instructions. Cut off from the
+//! metasrv, the node turns its regions readonly on its own, before anyone may take them
+//! over.
+//!
+//! Layout:
+//! - `engine`: the [`RegionEngine`] trait; `memory_engine`: [`MemoryRegionEngine`].
+//! - `alive_keeper`: [`RegionAliveKeeper`], one timer for all regions' deadlines.
+//! - `meta_client`: leader discovery across all metasrvs, and [`Backoff`].
+//! - `heartbeat`: [`HeartbeatTask`], the stream and its sessions.
+//! - `instruction`: [`InstructionHandler`], open/close/downgrade/upgrade.
+//! - `datanode`: [`start_heartbeat`], the dedicated runtime.
+//! - `http`: the demo's data API and status view; `config`: [`DatanodeOptions`].
+
+pub mod alive_keeper;
+pub mod config;
+pub mod datanode;
+pub mod engine;
+pub mod error;
+pub mod heartbeat;
+pub mod http;
+pub mod instruction;
+pub mod memory_engine;
+pub mod meta_client;
+
+pub use alive_keeper::RegionAliveKeeper;
+pub use config::DatanodeOptions;
+pub use datanode::{start_heartbeat, HeartbeatHandle};
+pub use engine::{RegionEngine, RegionEngineRef, RegionInfo};
+pub use error::{Error, Result};
+pub use heartbeat::{HeartbeatOptions, HeartbeatStatus, HeartbeatTask};
+pub use instruction::InstructionHandler;
+pub use memory_engine::MemoryRegionEngine;
+pub use meta_client::{Backoff, MetaClient};

@@ -41,6 +41,9 @@ pub struct MetasrvOptions {
     pub http_addr: String,
     /// KV backend.
     pub backend: BackendKind,
+    /// Standalone only: a directory where the memory backend keeps a snapshot, so a
+    /// restart keeps region routes. Empty: nothing is persisted.
+    pub data_dir: String,
     /// etcd endpoints, for `backend = "etcd"`.
     pub store_addrs: Vec<String>,
     /// Key prefix in etcd, so several clusters can share one etcd.
@@ -77,6 +80,7 @@ impl Default for MetasrvOptions {
             server_addr: String::new(),
             http_addr: "127.0.0.1:4000".into(),
             backend: BackendKind::Memory,
+            data_dir: String::new(),
             store_addrs: vec!["127.0.0.1:2379".into()],
             store_key_prefix: "/metasrv".into(),
             heartbeat_interval: Duration::from_secs(3),

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use handlers::{NodeKey, RegionRouteStore as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Error;
@@ -27,6 +28,7 @@ pub fn router(srv: Arc<Metasrv>) -> Router {
         .route("/nodes", get(nodes))
         .route("/regions", get(list_regions).post(create_region))
         .route("/regions/{id}", delete(drop_region))
+        .route("/nodes/{id}/instructions", post(send_instruction))
         .route("/handlers", get(handler_timings))
         .with_state(srv)
 }
@@ -202,4 +204,34 @@ async fn handler_timings(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Va
         .map(|t| json!({ "name": t.name, "calls": t.calls, "errors": t.errors, "total_nanos": t.total_nanos }))
         .collect();
     Json(json!(timings))
+}
+
+/// Query of `POST /nodes/{id}/instructions`.
+#[derive(Debug, Deserialize)]
+struct InstructionQuery {
+    /// Reply timeout in milliseconds (default: the configured mailbox timeout).
+    timeout_ms: Option<u64>,
+}
+
+/// Sends any instruction to a datanode and returns its reply: the operator's tool for
+/// open, close, downgrade and upgrade by hand.
+async fn send_instruction(
+    State(srv): State<Arc<Metasrv>>,
+    Path(id): Path<u64>,
+    Query(q): Query<InstructionQuery>,
+    body: Result<Json<common_proto::Instruction>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(ins) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid instruction: {}", e.body_text()),
+        )
+    })?;
+    let timeout = q.timeout_ms.map_or(
+        srv.options.mailbox_timeout,
+        std::time::Duration::from_millis,
+    );
+    let rx = srv.mailbox.send(NodeKey::datanode(id), &ins, timeout)?;
+    let reply = rx.await?;
+    Ok(Json(json!({ "ok": reply.is_ok(), "reply": reply })))
 }

@@ -84,7 +84,28 @@ impl MetasrvBuilder {
     pub async fn build(self) -> Result<Arc<Metasrv>> {
         let options = self.options;
         options.validate()?;
-        let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKvBackend::new()));
+        let kv = match self.kv {
+            Some(kv) => kv,
+            None if options.data_dir.is_empty() => {
+                warn!(
+                    "memory backend without data_dir: region routes are not persisted; after a \
+                     restart every reported region is unknown and datanodes will close it"
+                );
+                Arc::new(MemoryKvBackend::new())
+            }
+            None => {
+                let dir = std::path::Path::new(&options.data_dir);
+                std::fs::create_dir_all(dir).map_err(|e| crate::Error::InvalidConfig {
+                    reason: format!("cannot create data_dir {}: {e}", dir.display()),
+                })?;
+                let kv = MemoryKvBackend::with_snapshot(dir.join("metasrv-kv.json")).context(
+                    StoreSnafu {
+                        op: "open the memory backend snapshot",
+                    },
+                )?;
+                Arc::new(kv)
+            }
+        };
         let election = self
             .election
             .unwrap_or_else(|| Arc::new(StandaloneElection::new(options.advertised_addr())));

@@ -1,1 +1,352 @@
-//! placeholder
+//! A harness for end-to-end tests and the demo: real `metasrv` and `datanode`
+//! processes on loopback, with temporary data directories, stopped when dropped.
+//!
+//! Processes print one `... ready ...` line on stdout once listening; the harness waits
+//! for it (ports are chosen by the OS: `:0`). Their logs go to files in the cluster's
+//! temporary directory, and the tail of each is printed if a test panics.
+//!
+//! The binaries come from the workspace's target directory; `scripts/test` builds them
+//! (`cargo build --workspace --bins`) before the tests run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the workspace's binaries are.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process, killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// A label for logs.
+    pub name: String,
+    child: Option<Child>,
+    /// The ready line's `key=value` fields.
+    pub fields: Vec<(String, String)>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin args…`, logging stderr to `log`, and waits for its ready line.
+    pub fn spawn(name: &str, bin: &str, args: &[String], log: &Path) -> Proc {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut child = Command::new(bin_path(bin))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not become ready; log:\n{}", tail(log));
+            }
+        };
+        let fields = line
+            .split_whitespace()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            fields,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// A field of the ready line.
+    pub fn field(&self, key: &str) -> String {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{} printed no {key}", self.name))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a graceful exit; returns whether it exited in time.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log tail ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log)
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Fast timings for tests: 500 ms heartbeats, 2 s leases.
+pub const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "500ms",
+    "--node-lease",
+    "2s",
+    "--region-lease",
+    "2s",
+    "--failover-wait",
+    "3s",
+];
+
+/// A metasrv process.
+#[derive(Debug)]
+pub struct MetasrvProc {
+    /// The process.
+    pub proc: Proc,
+    /// gRPC address.
+    pub grpc: String,
+    /// Admin HTTP base URL.
+    pub http: String,
+}
+
+impl MetasrvProc {
+    /// Starts `metasrv start` with `extra` flags; `bind` may be `127.0.0.1:0`.
+    pub fn start(name: &str, bind: &str, extra: &[String], log: &Path) -> MetasrvProc {
+        let mut args: Vec<String> = ["start", "--bind-addr", bind, "--http-addr", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().cloned());
+        let proc = Proc::spawn(name, "metasrv", &args, log);
+        let grpc = proc.field("grpc");
+        let http = format!("http://{}", proc.field("http"));
+        MetasrvProc { proc, grpc, http }
+    }
+}
+
+/// A datanode process.
+#[derive(Debug)]
+pub struct DatanodeProc {
+    /// The process.
+    pub proc: Proc,
+    /// Its id.
+    pub node_id: u64,
+    /// Data API base URL.
+    pub http: String,
+}
+
+impl DatanodeProc {
+    /// Starts `datanode start` for `node_id`, persisting under `data_dir`.
+    pub fn start(node_id: u64, metasrvs: &[String], data_dir: &Path, log: &Path) -> DatanodeProc {
+        let args: Vec<String> = vec![
+            "start".into(),
+            "--node-id".into(),
+            node_id.to_string(),
+            "--metasrv-addrs".into(),
+            metasrvs.join(","),
+            "--data-addr".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--heartbeat-interval".into(),
+            "500ms".into(),
+        ];
+        let proc = Proc::spawn(&format!("datanode-{node_id}"), "datanode", &args, log);
+        let http = format!("http://{}", proc.field("data"));
+        DatanodeProc {
+            proc,
+            node_id,
+            http,
+        }
+    }
+}
+
+/// A small blocking-free HTTP helper around reqwest.
+#[derive(Debug, Clone, Default)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// A client with a short timeout, so a stopped process fails a call instead of
+    /// hanging it.
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Self { client }
+    }
+
+    /// GET, returning status and JSON body.
+    pub async fn get(&self, url: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, url: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// PUT a text body.
+    pub async fn put(&self, url: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .put(url)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, url: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .delete(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Writes a row to a datanode.
+    pub async fn write_row(&self, node: &str, region: u64, key: &str, value: &str) -> (u16, Value) {
+        self.put(&format!("{node}/regions/{region}/rows/{key}"), value)
+            .await
+    }
+
+    /// Reads a row from a datanode.
+    pub async fn read_row(&self, node: &str, region: u64, key: &str) -> (u16, Value) {
+        self.get(&format!("{node}/regions/{region}/rows/{key}"))
+            .await
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

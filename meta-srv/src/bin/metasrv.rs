@@ -48,6 +48,9 @@ struct StartArgs {
     /// KV backend.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// Standalone: directory for the memory backend's snapshot (routes survive restarts).
+    #[arg(long)]
+    data_dir: Option<String>,
     /// etcd endpoints, comma separated.
     #[arg(long, value_delimiter = ',')]
     store_addrs: Option<Vec<String>>,
@@ -88,6 +91,7 @@ impl StartArgs {
             server_addr,
             http_addr,
             backend,
+            data_dir,
             store_addrs,
             store_key_prefix,
             cluster_id
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

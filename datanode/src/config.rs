@@ -1,0 +1,74 @@
+//! [`DatanodeOptions`]: the datanode's settings, from TOML or flags.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use snafu::ResultExt;
+
+use crate::error::{InvalidConfigSnafu, Result, StorageSnafu};
+
+/// The datanode's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatanodeOptions {
+    /// This node's id (1 or more).
+    pub node_id: u64,
+    /// The cluster it belongs to.
+    pub cluster_id: u64,
+    /// Every metasrv's gRPC address; discovery asks them all.
+    pub metasrv_addrs: Vec<String>,
+    /// The data API listen address.
+    pub data_addr: String,
+    /// The address advertised to the metasrv (empty: the bound data address).
+    pub advertise_addr: String,
+    /// Where regions are persisted (empty: memory only).
+    pub data_dir: String,
+    /// The heartbeat interval until the metasrv's handshake sets it.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Timeout of discovery and connect calls.
+    #[serde(with = "humantime_serde")]
+    pub rpc_timeout: Duration,
+}
+
+impl Default for DatanodeOptions {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            cluster_id: 1,
+            metasrv_addrs: vec!["127.0.0.1:3002".into()],
+            data_addr: "127.0.0.1:5000".into(),
+            advertise_addr: String::new(),
+            data_dir: String::new(),
+            heartbeat_interval: Duration::from_secs(3),
+            rpc_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl DatanodeOptions {
+    /// Reads a TOML file; missing keys take defaults, unknown keys are refused.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).context(StorageSnafu { path: &display })?;
+        toml::from_str(&text).map_err(|e| crate::Error::InvalidConfig {
+            reason: format!("{display}: {e}"),
+        })
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |reason: &str| InvalidConfigSnafu { reason }.fail();
+        if self.node_id == 0 {
+            return fail("node_id must be 1 or more (0 is reserved)");
+        }
+        if self.metasrv_addrs.is_empty() {
+            return fail("metasrv_addrs must name at least one metasrv");
+        }
+        if self.heartbeat_interval.is_zero() || self.rpc_timeout.is_zero() {
+            return fail("heartbeat_interval and rpc_timeout must be greater than 0");
+        }
+        Ok(())
+    }
+}

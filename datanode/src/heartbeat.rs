@@ -1,0 +1,345 @@
+//! The heartbeat task: one long-lived stream to the metasrv leader.
+//!
+//! Each session: discover the leader, open the stream with a first heartbeat, apply the
+//! handshake config, then heartbeat every interval. Responses feed the
+//! [`RegionAliveKeeper`] (leases, closeable regions) and the instruction handler
+//! (mailbox). Instruction replies go out **at once** on the same stream, piggybacked on
+//! an extra heartbeat, not at the next tick.
+//!
+//! A session ends on NOT_LEADER, a stream error or end, or no response within
+//! `2 × interval`; the task then rediscovers the leader at once, and backs off with jitter
+//! on repeated failures. `duration_since_epoch` is read from the keeper at send time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common_proto::v1::heartbeat_client::HeartbeatClient;
+use common_proto::v1::{
+    ErrorCode, HeartbeatRequest, HeartbeatResponse, MailboxMessage, Peer, RegionStat,
+};
+use common_proto::JsonPayload;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::alive_keeper::RegionAliveKeeper;
+use crate::engine::RegionEngineRef;
+use crate::instruction::InstructionHandler;
+use crate::meta_client::{Backoff, MetaClient};
+
+/// What the task knows about itself, for the status view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeartbeatStatus {
+    /// The leader it streams to, if connected.
+    pub leader: Option<String>,
+    /// Whether a stream is established (handshake done).
+    pub connected: bool,
+    /// Milliseconds since the last response; `None` before the first.
+    pub last_response_ms_ago: Option<u64>,
+    /// Heartbeats sent.
+    pub sent: u64,
+    /// Sessions lost and re-established.
+    pub reconnects: u64,
+    /// The current heartbeat interval.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    status: HeartbeatStatus,
+    last_response: Option<Instant>,
+}
+
+/// Shared, readable status of a heartbeat task.
+#[derive(Debug, Default)]
+pub struct StatusCell(Mutex<StatusInner>);
+
+impl StatusCell {
+    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// A snapshot.
+    pub fn get(&self) -> HeartbeatStatus {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = inner.status.clone();
+        s.last_response_ms_ago = inner.last_response.map(|t| t.elapsed().as_millis() as u64);
+        s
+    }
+}
+
+/// Settings of one node's heartbeat task.
+#[derive(Debug, Clone)]
+pub struct HeartbeatOptions {
+    /// This node's id.
+    pub node_id: u64,
+    /// The address advertised to the metasrv.
+    pub advertise_addr: String,
+    /// The process start time in ms; changes on restart.
+    pub node_epoch: u64,
+    /// The interval until the handshake sets the metasrv's.
+    pub initial_interval: Duration,
+    /// Timeout of discovery and connect calls.
+    pub rpc_timeout: Duration,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// The heartbeat task of one datanode.
+#[derive(Debug)]
+pub struct HeartbeatTask {
+    client: MetaClient,
+    opts: HeartbeatOptions,
+    engine: RegionEngineRef,
+    keeper: Arc<RegionAliveKeeper>,
+    handler: InstructionHandler,
+    status: Arc<StatusCell>,
+}
+
+impl HeartbeatTask {
+    /// A task for `opts`, over `engine` and `keeper`.
+    pub fn new(
+        client: MetaClient,
+        opts: HeartbeatOptions,
+        engine: RegionEngineRef,
+        keeper: Arc<RegionAliveKeeper>,
+    ) -> Self {
+        let handler = InstructionHandler::new(engine.clone(), keeper.clone());
+        Self {
+            client,
+            opts,
+            engine,
+            keeper,
+            handler,
+            status: Arc::default(),
+        }
+    }
+
+    /// The task's status, shared.
+    pub fn status(&self) -> Arc<StatusCell> {
+        self.status.clone()
+    }
+
+    fn request(&self, mailbox_message: Option<MailboxMessage>) -> HeartbeatRequest {
+        let region_stats = self
+            .engine
+            .regions()
+            .into_iter()
+            .map(|r| RegionStat {
+                region_id: r.region_id,
+                role: r.role as i32,
+                rcus: r.reads as i64,
+                wcus: r.writes as i64,
+                approximate_bytes: r.bytes,
+                row_count: r.rows,
+            })
+            .collect();
+        self.status.update(|s| s.status.sent += 1);
+        HeartbeatRequest {
+            header: Some(self.client.header()),
+            peer: Some(Peer {
+                id: self.opts.node_id,
+                addr: self.opts.advertise_addr.clone(),
+            }),
+            node_epoch: self.opts.node_epoch,
+            // Taken last, as close to the send as possible.
+            duration_since_epoch: self.keeper.duration_since_epoch(),
+            region_stats,
+            mailbox_message,
+            ..Default::default()
+        }
+    }
+
+    /// Runs until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!(
+            "heartbeat_task",
+            node_id = self.opts.node_id,
+            role = "datanode"
+        );
+        async move {
+            let mut interval = self.opts.initial_interval;
+            let mut backoff = Backoff::new(Duration::from_millis(100), interval);
+            loop {
+                let delay = backoff.next_delay();
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                let leader = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    found = self.client.discover_leader() => match found {
+                        Ok(leader) => leader,
+                        Err(err) => {
+                            warn!(error = %err, "leader discovery failed");
+                            continue;
+                        }
+                    },
+                };
+                match self
+                    .session(&leader, &mut interval, &mut backoff, &shutdown)
+                    .await
+                {
+                    SessionEnd::Shutdown => break,
+                    SessionEnd::Lost(reason) => {
+                        warn!(%leader, reason, "heartbeat session lost; rediscovering the leader");
+                        self.status.update(|s| {
+                            s.status.connected = false;
+                            s.status.leader = None;
+                            s.status.reconnects += 1;
+                        });
+                    }
+                }
+            }
+            info!("heartbeat task stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn session(
+        &self,
+        leader: &str,
+        interval: &mut Duration,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let channel = match self.client.connect(leader).await {
+            Ok(c) => c,
+            Err(err) => return SessionEnd::Lost(err.to_string()),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        if tx.send(self.request(None)).await.is_err() {
+            return SessionEnd::Lost("request queue closed".into());
+        }
+        let mut client = HeartbeatClient::new(channel);
+        let opened = tokio::time::timeout(
+            self.opts.rpc_timeout,
+            client.heartbeat(ReceiverStream::new(rx)),
+        )
+        .await;
+        let mut inbound = match opened {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => {
+                return SessionEnd::Lost(format!("opening the stream failed: {status}"))
+            }
+            Err(_) => return SessionEnd::Lost("opening the stream timed out".into()),
+        };
+        let (reply_tx, mut reply_rx) = mpsc::channel::<MailboxMessage>(64);
+        let mut ticker = new_ticker(*interval);
+        let mut response_timeout = (*interval * 2).max(Duration::from_millis(500));
+        let mut deadline = Instant::now() + response_timeout;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                _ = ticker.tick() => {
+                    if tx.send(self.request(None)).await.is_err() {
+                        return SessionEnd::Lost("request stream closed".into());
+                    }
+                }
+                Some(reply) = reply_rx.recv() => {
+                    if tx.send(self.request(Some(reply))).await.is_err() {
+                        return SessionEnd::Lost("request stream closed".into());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return SessionEnd::Lost(format!("no response within {response_timeout:?}"));
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(resp)) => {
+                        deadline = Instant::now() + response_timeout;
+                        if let Some(cfg) = &resp.heartbeat_config {
+                            *interval = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
+                            response_timeout = (*interval * 2).max(Duration::from_millis(500));
+                            deadline = Instant::now() + response_timeout;
+                            ticker = new_ticker(*interval);
+                            backoff.set_cap(*interval);
+                            backoff.reset();
+                            info!(%leader, interval_ms = cfg.heartbeat_interval_ms, "heartbeat stream established");
+                            self.status.update(|s| {
+                                s.status.connected = true;
+                                s.status.leader = Some(leader.to_string());
+                                s.status.interval_ms = cfg.heartbeat_interval_ms;
+                            });
+                        }
+                        if let Some(end) = self.on_response(resp, &reply_tx).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => return SessionEnd::Lost("stream closed by the metasrv".into()),
+                    Err(status) => return SessionEnd::Lost(format!("stream error: {status}")),
+                },
+            }
+        }
+    }
+
+    /// Applies one response; returns `Some` when the session must end.
+    async fn on_response(
+        &self,
+        resp: HeartbeatResponse,
+        reply_tx: &mpsc::Sender<MailboxMessage>,
+    ) -> Option<SessionEnd> {
+        self.status
+            .update(|s| s.last_response = Some(Instant::now()));
+        if let Some(err) = resp.header.as_ref().and_then(|h| h.error.as_ref()) {
+            if err.code() == ErrorCode::NotLeader {
+                return Some(SessionEnd::Lost(format!("NOT_LEADER: {}", err.message)));
+            }
+            warn!(code = ?err.code(), message = err.message, "metasrv reported an error");
+        }
+        for failure in resp.header.iter().flat_map(|h| h.handler_failures.iter()) {
+            debug!(
+                handler = failure.handler,
+                message = failure.message,
+                "metasrv handler failed"
+            );
+        }
+        if let Some(lease) = &resp.region_lease {
+            let outcome = self.keeper.on_lease(lease);
+            for region_id in outcome.to_close {
+                self.keeper.deregister(region_id);
+                match self.engine.close_region(region_id).await {
+                    Ok(true) => info!(region_id, "closed a region the metasrv does not route here"),
+                    Ok(false) => {}
+                    Err(err) => {
+                        warn!(region_id, error = %err, "failed to close a closeable region")
+                    }
+                }
+            }
+        }
+        if let Some(msg) = resp.mailbox_message {
+            let handler = self.handler.clone();
+            let reply_tx = reply_tx.clone();
+            let from = format!("datanode-{}", self.opts.node_id);
+            // Instructions run beside the stream, so a slow one never delays heartbeats.
+            tokio::spawn(async move {
+                let reply = handler.handle_message(&msg).await;
+                if msg.id == 0 {
+                    return;
+                }
+                match reply.to_mailbox_message(msg.id, &from, &msg.from) {
+                    Ok(m) => {
+                        let _ = reply_tx.send(m).await;
+                    }
+                    Err(err) => warn!(id = msg.id, error = %err, "cannot encode instruction reply"),
+                }
+            });
+        }
+        None
+    }
+}
+
+fn new_ticker(interval: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(Instant::now() + interval, interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}

@@ -1,0 +1,107 @@
+//! The demo engine's data API (axum) and the node's status view.
+//!
+//! - `PUT /regions/{id}/rows/{key}` (body: the value): refused with 409 and
+//!   `"code": "lease_expired"` or `"code": "follower"` when the region is readonly;
+//! - `GET /regions/{id}/rows/{key}`: reads work whether or not the region is writable;
+//! - `GET /status`: heartbeat state and every region's role, writability and lease left;
+//! - `GET /health`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::alive_keeper::RegionAliveKeeper;
+use crate::engine::RegionEngine as _;
+use crate::heartbeat::StatusCell;
+use crate::{Error, MemoryRegionEngine};
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// This node's id.
+    pub node_id: u64,
+    /// The engine.
+    pub engine: Arc<MemoryRegionEngine>,
+    /// The keeper, for lease deadlines.
+    pub keeper: Arc<RegionAliveKeeper>,
+    /// The heartbeat task's status.
+    pub status: Arc<StatusCell>,
+}
+
+/// Builds the router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/status", get(status))
+        .route("/regions/{id}/rows/{key}", get(read).put(write))
+        .with_state(state)
+}
+
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            Error::RegionNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::LeaseExpired { .. } => (StatusCode::CONFLICT, "lease_expired"),
+            Error::RegionFollower { .. } => (StatusCode::CONFLICT, "follower"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        (
+            status,
+            Json(json!({ "error": self.0.to_string(), "code": code })),
+        )
+            .into_response()
+    }
+}
+
+async fn write(
+    State(s): State<HttpState>,
+    Path((id, key)): Path<(u64, String)>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.engine.write(id, &key, &body).map_err(ApiError)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn read(
+    State(s): State<HttpState>,
+    Path((id, key)): Path<(u64, String)>,
+) -> Result<Response, ApiError> {
+    Ok(match s.engine.read(id, &key).map_err(ApiError)? {
+        Some(value) => Json(json!({ "value": value })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no row {key:?} in region {id}"), "code": "no_row" })),
+        )
+            .into_response(),
+    })
+}
+
+async fn status(State(s): State<HttpState>) -> Json<serde_json::Value> {
+    let now = tokio::time::Instant::now();
+    let regions: Vec<_> = s
+        .engine
+        .regions()
+        .into_iter()
+        .map(|r| {
+            let left = s
+                .keeper
+                .deadline(r.region_id)
+                .map(|d| d.saturating_duration_since(now).as_millis() as u64);
+            json!({
+                "region_id": r.region_id,
+                "role": r.role.label(),
+                "writable": r.writable(),
+                "lease_left_ms": left,
+                "rows": r.rows,
+            })
+        })
+        .collect();
+    Json(json!({ "node_id": s.node_id, "heartbeat": s.status.get(), "regions": regions }))
+}

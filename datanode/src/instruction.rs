@@ -1,0 +1,182 @@
+//! Instruction handlers: what a datanode does with each mailbox instruction.
+//!
+//! Every handler is idempotent (a redelivered instruction gives the same result) and
+//! answers with an [`InstructionReply`]; a message that is not a valid instruction gets an
+//! `Error` reply, never a panic.
+//! - `OpenRegion`: open in the given role, **readonly** until a lease arrives.
+//! - `CloseRegion`: close and stop tracking its lease; closing an absent region is ok.
+//! - `DowngradeRegion`: leader → readonly follower, after a flush, so another node can
+//!   take over without losing acknowledged writes.
+//! - `UpgradeRegion`: follower → leader; writable once the leader lease arrives.
+
+use std::sync::Arc;
+
+use common_proto::instruction::OpenRole;
+use common_proto::v1::{MailboxMessage, RegionRole};
+use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply, ReplyError};
+use tracing::{info, warn};
+
+use crate::alive_keeper::RegionAliveKeeper;
+use crate::engine::RegionEngineRef;
+use crate::Result;
+
+/// Runs instructions against the engine and the keeper.
+#[derive(Debug, Clone)]
+pub struct InstructionHandler {
+    engine: RegionEngineRef,
+    keeper: Arc<RegionAliveKeeper>,
+}
+
+fn reply(region_id: u64, result: Result<()>) -> RegionReply {
+    match result {
+        Ok(()) => RegionReply {
+            region_id,
+            ok: true,
+            error: None,
+        },
+        Err(err) => RegionReply {
+            region_id,
+            ok: false,
+            error: Some(err.to_string()),
+        },
+    }
+}
+
+impl InstructionHandler {
+    /// A handler over `engine` and `keeper`.
+    pub fn new(engine: RegionEngineRef, keeper: Arc<RegionAliveKeeper>) -> Self {
+        Self { engine, keeper }
+    }
+
+    /// Decodes and runs one mailbox message; always returns a reply.
+    pub async fn handle_message(&self, msg: &MailboxMessage) -> InstructionReply {
+        match Instruction::from_mailbox_message(msg) {
+            Ok(ins) => self.handle(ins).await,
+            Err(err) => {
+                warn!(id = msg.id, subject = msg.subject, error = %err, "invalid instruction");
+                InstructionReply::Error(ReplyError {
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Runs one instruction.
+    pub async fn handle(&self, ins: Instruction) -> InstructionReply {
+        let region_id = ins.region_id();
+        info!(
+            region_id,
+            instruction = ins.subject(),
+            "handling instruction"
+        );
+        match ins {
+            Instruction::OpenRegion { role, .. } => {
+                let role = match role {
+                    OpenRole::Leader => RegionRole::Leader,
+                    OpenRole::Follower => RegionRole::Follower,
+                };
+                let res = self.engine.open_region(region_id, role).await;
+                if res.is_ok() {
+                    self.keeper.register(region_id);
+                }
+                InstructionReply::OpenRegion(reply(region_id, res))
+            }
+            Instruction::CloseRegion(_) => {
+                self.keeper.deregister(region_id);
+                let res = self.engine.close_region(region_id).await.map(|_| ());
+                InstructionReply::CloseRegion(reply(region_id, res))
+            }
+            Instruction::DowngradeRegion(_) => {
+                let res = self.downgrade(region_id).await;
+                InstructionReply::DowngradeRegion(reply(region_id, res))
+            }
+            Instruction::UpgradeRegion(_) => {
+                let res = self.engine.set_role(region_id, RegionRole::Leader);
+                InstructionReply::UpgradeRegion(reply(region_id, res))
+            }
+        }
+    }
+
+    async fn downgrade(&self, region_id: u64) -> Result<()> {
+        // Stop writes first, then flush what was acknowledged, then hand over the role.
+        self.engine.set_lease_valid(region_id, false);
+        self.engine.flush(region_id).await?;
+        self.engine.set_role(region_id, RegionRole::Follower)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RegionEngine;
+    use crate::MemoryRegionEngine;
+    use common_proto::RegionIdent;
+
+    fn setup() -> (Arc<MemoryRegionEngine>, InstructionHandler) {
+        let engine = Arc::new(MemoryRegionEngine::new());
+        let keeper = RegionAliveKeeper::new(engine.clone());
+        (engine.clone(), InstructionHandler::new(engine, keeper))
+    }
+
+    #[tokio::test]
+    async fn every_instruction_is_idempotent() {
+        let (engine, h) = setup();
+        let open = Instruction::OpenRegion {
+            region_id: 1,
+            role: OpenRole::Leader,
+        };
+        for _ in 0..2 {
+            assert!(h.handle(open.clone()).await.is_ok());
+            let r = engine.region(1).expect("open");
+            assert_eq!(
+                (r.role, r.writable()),
+                (RegionRole::Leader, false),
+                "opened readonly"
+            );
+        }
+        for _ in 0..2 {
+            assert!(h
+                .handle(Instruction::DowngradeRegion(RegionIdent { region_id: 1 }))
+                .await
+                .is_ok());
+            assert_eq!(engine.region(1).expect("open").role, RegionRole::Follower);
+        }
+        for _ in 0..2 {
+            assert!(h
+                .handle(Instruction::UpgradeRegion(RegionIdent { region_id: 1 }))
+                .await
+                .is_ok());
+            assert_eq!(engine.region(1).expect("open").role, RegionRole::Leader);
+        }
+        for _ in 0..2 {
+            assert!(h
+                .handle(Instruction::CloseRegion(RegionIdent { region_id: 1 }))
+                .await
+                .is_ok());
+            assert!(engine.region(1).is_none());
+        }
+        let reply = h
+            .handle(Instruction::UpgradeRegion(RegionIdent { region_id: 1 }))
+            .await;
+        assert!(!reply.is_ok(), "upgrading an absent region fails clearly");
+    }
+
+    #[tokio::test]
+    async fn invalid_json_or_an_unknown_instruction_gets_an_error_reply() {
+        let (_, h) = setup();
+        for json in ["{oops", r#"{"type":"format_disk","region_id":1}"#] {
+            let msg = MailboxMessage {
+                id: 3,
+                subject: "x".into(),
+                json: json.into(),
+                ..Default::default()
+            };
+            match h.handle_message(&msg).await {
+                InstructionReply::Error(e) => {
+                    assert!(e.message.contains("invalid instruction JSON"), "{e:?}")
+                }
+                other => panic!("expected an error reply, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The meta client: find the metasrv leader and open a heartbeat stream to it.
+//!
+//! Discovery asks **every** configured metasrv `AskLeader` in parallel and takes the first
+//! answer that names a leader, so one dead or slow metasrv never delays it, and a cached
+//! dead address is never reused: every reconnect discovers afresh. (SeaweedFS volume
+//! servers stuck on one master vanished when that master died.)
+//!
+//! [`Backoff`]: the first retry is immediate; later ones back off exponentially with
+//! jitter, capped at the heartbeat interval, so a metasrv restart is not stormed.
+
+use std::time::Duration;
+
+use common_proto::v1::heartbeat_client::HeartbeatClient;
+use common_proto::v1::{AskLeaderRequest, RequestHeader, Role};
+use common_proto::PROTOCOL_VERSION;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+use snafu::ResultExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ConnectSnafu, NoLeaderSnafu, Result, RpcSnafu};
+
+/// Connects to metasrvs on behalf of one node.
+#[derive(Debug, Clone)]
+pub struct MetaClient {
+    addrs: Vec<String>,
+    cluster_id: u64,
+    node_id: u64,
+    rpc_timeout: Duration,
+}
+
+impl MetaClient {
+    /// A client for `addrs` (host:port), acting as datanode `node_id`.
+    pub fn new(addrs: Vec<String>, cluster_id: u64, node_id: u64, rpc_timeout: Duration) -> Self {
+        Self {
+            addrs,
+            cluster_id,
+            node_id,
+            rpc_timeout,
+        }
+    }
+
+    /// The configured metasrv addresses.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    fn endpoint(&self, addr: &str) -> Result<Endpoint> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Ok(Endpoint::from_shared(uri)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+            .context(RpcSnafu { addr })?
+            .connect_timeout(self.rpc_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(self.rpc_timeout * 3)
+            .keep_alive_while_idle(true))
+    }
+
+    /// Connects a channel to `addr`.
+    pub async fn connect(&self, addr: &str) -> Result<Channel> {
+        self.endpoint(addr)?
+            .connect()
+            .await
+            .context(ConnectSnafu { addr })
+    }
+
+    /// The request header this node sends.
+    pub fn header(&self) -> RequestHeader {
+        RequestHeader {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: self.cluster_id,
+            node_id: self.node_id,
+            role: Role::Datanode as i32,
+        }
+    }
+
+    async fn ask(&self, addr: String) -> Result<Option<String>> {
+        let channel = self.connect(&addr).await?;
+        let mut client = HeartbeatClient::new(channel);
+        let req = AskLeaderRequest {
+            header: Some(self.header()),
+        };
+        let resp = tokio::time::timeout(self.rpc_timeout, client.ask_leader(req))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("AskLeader timed out"))
+            .and_then(|r| r)
+            .context(RpcSnafu { addr: &addr })?;
+        Ok(resp
+            .into_inner()
+            .leader
+            .map(|p| p.addr)
+            .filter(|a| !a.is_empty()))
+    }
+
+    /// Asks every metasrv in parallel; the first to name a leader wins.
+    pub async fn discover_leader(&self) -> Result<String> {
+        let mut asks: FuturesUnordered<_> =
+            self.addrs.iter().map(|a| self.ask(a.clone())).collect();
+        let mut last_error = String::from("no metasrv answered");
+        while let Some(answer) = asks.next().await {
+            match answer {
+                Ok(Some(leader)) => return Ok(leader),
+                Ok(None) => last_error = "a metasrv knows no leader right now".into(),
+                Err(err) => last_error = err.to_string(),
+            }
+        }
+        NoLeaderSnafu {
+            addrs: self.addrs.join(","),
+            last_error,
+        }
+        .fail()
+    }
+}
+
+/// Retry delays: immediate first, then exponential with jitter, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    attempt: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    /// Starts at `base`, never waits longer than `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            attempt: 0,
+            base,
+            cap,
+        }
+    }
+
+    /// Call after a success: the next failure retries at once.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Changes the cap (the heartbeat interval may change at the handshake).
+    pub fn set_cap(&mut self, cap: Duration) {
+        self.cap = cap;
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self.base.saturating_mul(1u32 << (attempt - 1).min(16));
+        let full = exp.min(self.cap);
+        // Jitter in [50 %, 100 %] of the delay, so nodes that lost the same leader spread out.
+        let factor = rand::rng().random_range(0.5..=1.0);
+        full.mul_f64(factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_immediate_first_then_grows_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::ZERO);
+        let second = b.next_delay();
+        assert!(
+            second >= Duration::from_millis(50) && second <= Duration::from_millis(100),
+            "{second:?}"
+        );
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn discovery_fails_clearly_when_nothing_answers() {
+        // Port 1 on loopback refuses connections at once.
+        let client = MetaClient::new(
+            vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            1,
+            1,
+            Duration::from_millis(300),
+        );
+        let err = client.discover_leader().await.expect_err("no leader");
+        assert!(
+            err.to_string().contains("no metasrv named a leader"),
+            "{err}"
+        );
+    }
+}
