@@ -5,8 +5,8 @@
 //! value, so a lagging subscriber can never block the election or see a stale queue of
 //! changes: it sees the current state when it looks.
 //!
-//! Implementations: [`StandaloneElection`] (always leader, the embedded default). The etcd
-//! election comes with the etcd backend.
+//! Implementations: [`StandaloneElection`] (always leader, the embedded default) and
+//! [`EtcdElection`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 
+pub mod etcd;
 pub mod standalone;
 
+pub use etcd::EtcdElection;
 pub use standalone::StandaloneElection;
 
 /// The election's current view, as broadcast to the server.
@@ -50,6 +52,11 @@ pub trait Election: Send + Sync + Debug + 'static {
 
     /// The current leader's address, for AskLeader; may ask the backend.
     async fn leader_addr(&self) -> Result<Option<String>>;
+
+    /// The advertised addresses of every candidate, for `GET /cluster`.
+    async fn members(&self) -> Result<Vec<String>> {
+        Ok(self.leader_addr().await?.into_iter().collect())
+    }
 }
 
 /// Shared election handle.

@@ -39,6 +39,20 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
+    /// An election operation failed.
+    #[snafu(display("election: {message}"))]
+    Election {
+        /// What failed.
+        message: String,
+    },
+    /// Connecting to etcd failed.
+    #[snafu(display("cannot connect to etcd at {endpoints}: {source}"))]
+    EtcdConnect {
+        /// The endpoints.
+        endpoints: String,
+        /// The client error.
+        source: etcd_client::Error,
+    },
     /// The gRPC server failed.
     #[snafu(display("gRPC server failed: {source}"))]
     Serve {

@@ -25,6 +25,9 @@ pub fn router(srv: Arc<Metasrv>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/leader", get(leader))
+        .route("/leader/history", get(leader_history))
+        .route("/leader/resign", post(resign))
+        .route("/cluster", get(cluster))
         .route("/nodes", get(nodes))
         .route("/regions", get(list_regions).post(create_region))
         .route("/regions/{id}", delete(drop_region))
@@ -69,6 +72,7 @@ async fn leader(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Valu
     let leader = srv.election.leader_addr().await?;
     Ok(Json(json!({
         "is_leader": srv.ctx.leadership.is_leader(),
+        "elected": srv.election.leadership().is_leader(),
         "leader_addr": leader,
         "self_addr": srv.options.advertised_addr(),
     })))
@@ -85,6 +89,8 @@ struct NodeView {
     alive: bool,
     connected: bool,
     region_count: usize,
+    /// Milliseconds since this leader last granted the node region leases.
+    granted_ms_ago: Option<u64>,
 }
 
 async fn nodes(State(srv): State<Arc<Metasrv>>) -> Json<Vec<NodeView>> {
@@ -103,6 +109,9 @@ async fn nodes(State(srv): State<Arc<Metasrv>>) -> Json<Vec<NodeView>> {
             alive: !l.expired,
             connected: srv.pushers.get(l.key).is_some(),
             region_count: l.region_count,
+            granted_ms_ago: l
+                .last_granted
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
         })
         .collect();
     Json(views)
@@ -234,4 +243,27 @@ async fn send_instruction(
     let rx = srv.mailbox.send(NodeKey::datanode(id), &ins, timeout)?;
     let reply = rx.await?;
     Ok(Json(json!({ "ok": reply.is_ok(), "reply": reply })))
+}
+
+/// This metasrv's leadership terms and when it granted leases in each.
+async fn leader_history(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+    Json(json!(srv.gate.grants.terms()))
+}
+
+/// Gives up leadership now (for maintenance); this metasrv campaigns again later.
+async fn resign(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let was_leader = srv.election.leadership().is_leader();
+    srv.election.resign().await?;
+    Ok(Json(json!({ "resigned": was_leader })))
+}
+
+/// The metasrv candidates and which one leads.
+async fn cluster(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let members = srv.election.members().await?;
+    let leader = srv.election.leader_addr().await?;
+    let list: Vec<_> = members
+        .iter()
+        .map(|m| json!({ "addr": m, "leader": Some(m) == leader.as_ref() }))
+        .collect();
+    Ok(Json(json!({ "leader": leader, "members": list })))
 }

@@ -12,7 +12,9 @@
 //! - `service`: the tonic service; `service::session` runs one stream.
 //! - `pusher`: [`Pushers`], the per-node downstream channels, with generations.
 //! - `mailbox`: [`Mailbox`], instructions down and replies back, with per-message timers.
-//! - `election`: the [`Election`] trait and [`StandaloneElection`].
+//! - `election`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`.
+//! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
+//! - `leader_gate`: leadership as handlers see it: elected *and* leader state ready.
 //! - `sweeper`: node-lease expiry, and resets on leadership change.
 //! - `region_admin`: create and drop regions.
 //! - `http`: the admin HTTP API.
@@ -22,10 +24,13 @@ pub mod config;
 pub mod election;
 pub mod error;
 pub mod http;
+pub mod kv_etcd;
+pub mod leader_gate;
 pub mod mailbox;
 pub mod metasrv;
 pub mod pusher;
 pub mod region_admin;
+mod registration;
 pub mod service;
 mod sweeper;
 
@@ -36,3 +41,6 @@ pub use mailbox::{Mailbox, MailboxReceiver};
 pub use metasrv::{Metasrv, MetasrvBuilder};
 pub use pusher::{Pusher, Pushers};
 pub use region_admin::CreateRegion;
+/// Re-exported so embedders and tests can drive [`Election::run`] without a direct
+/// tokio-util dependency.
+pub use tokio_util::sync::CancellationToken;

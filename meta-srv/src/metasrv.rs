@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::election::{ElectionRef, StandaloneElection};
+use crate::error::EtcdConnectSnafu;
 use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
+use crate::leader_gate::LeaderGate;
 use crate::mailbox::Mailbox;
 use crate::pusher::Pushers;
 use crate::service::HeartbeatService;
@@ -84,8 +86,22 @@ impl MetasrvBuilder {
     pub async fn build(self) -> Result<Arc<Metasrv>> {
         let options = self.options;
         options.validate()?;
+        let etcd = match (&self.kv, &self.election, options.backend) {
+            (None, _, crate::BackendKind::Etcd) | (_, None, crate::BackendKind::Etcd) => {
+                Some(connect_etcd(&options).await?)
+            }
+            _ => None,
+        };
         let kv = match self.kv {
             Some(kv) => kv,
+            None if etcd.is_some() => {
+                let client = etcd.clone().expect("checked is_some");
+                Arc::new(crate::kv_etcd::EtcdKvBackend::new(
+                    client,
+                    &options.store_key_prefix,
+                    options.meta_lease,
+                ))
+            }
             None if options.data_dir.is_empty() => {
                 warn!(
                     "memory backend without data_dir: region routes are not persisted; after a \
@@ -106,18 +122,22 @@ impl MetasrvBuilder {
                 Arc::new(kv)
             }
         };
-        let election = self
-            .election
-            .unwrap_or_else(|| Arc::new(StandaloneElection::new(options.advertised_addr())));
+        let election: ElectionRef = match (self.election, etcd) {
+            (Some(e), _) => e,
+            (None, Some(client)) => Arc::new(crate::election::EtcdElection::new(
+                client,
+                &options.store_key_prefix,
+                options.advertised_addr(),
+                options.meta_lease,
+            )),
+            (None, None) => Arc::new(StandaloneElection::new(options.advertised_addr())),
+        };
+        let gate = Arc::new(LeaderGate::new(election.leadership(), election.subscribe()));
         let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
-        let loaded = routes.load().await.context(StoreSnafu {
-            op: "load region routes",
-        })?;
-        info!(routes = loaded, backend = kv.name(), "region routes loaded");
         let ctx = Context {
             cluster_id: options.cluster_id,
             kv,
-            leadership: election.leadership(),
+            leadership: gate.clone(),
             node_leases: Arc::new(MemoryNodeLeaseStore::new()),
             routes: routes.clone(),
             clock: Arc::new(TokioClock),
@@ -126,6 +146,22 @@ impl MetasrvBuilder {
                 node_lease: options.node_lease,
             },
         };
+        // Already leading (standalone): get ready now, so the first heartbeat is served.
+        let state = election.subscribe().borrow().clone();
+        if state.is_leader {
+            let (routes, nodes) = crate::sweeper::prepare_leadership(&ctx, &routes)
+                .await
+                .context(StoreSnafu {
+                    op: "load leader state",
+                })?;
+            gate.open(state.term);
+            info!(
+                routes,
+                nodes,
+                backend = ctx.kv.name(),
+                "leading from the start"
+            );
+        }
         let stats = Arc::new(StatsCache::new(options.stats_flush_every, 5));
         let mut builder = HandlerGroupBuilder::with_defaults(stats.clone());
         if let Some(customize) = self.customize {
@@ -148,6 +184,7 @@ impl MetasrvBuilder {
             pushers,
             mailbox,
             election,
+            gate,
             stats,
             routes,
             shutdown: CancellationToken::new(),
@@ -164,6 +201,7 @@ pub struct Metasrv {
     pub(crate) pushers: Arc<Pushers>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) election: ElectionRef,
+    pub(crate) gate: Arc<LeaderGate>,
     pub(crate) stats: Arc<StatsCache>,
     pub(crate) routes: Arc<KvRegionRouteStore>,
     pub(crate) shutdown: CancellationToken,
@@ -198,6 +236,11 @@ impl Metasrv {
     /// The election.
     pub fn election(&self) -> &ElectionRef {
         &self.election
+    }
+
+    /// Leadership as handlers see it, with the grant log.
+    pub fn gate(&self) -> &Arc<LeaderGate> {
+        &self.gate
     }
 
     /// Recent stats per node.
@@ -307,6 +350,34 @@ impl Metasrv {
         match self.ctx.kv.batch(ops).await {
             Ok(()) => info!(nodes = n, "flushed cached stats"),
             Err(err) => warn!(error = %err, "failed to flush cached stats on shutdown"),
+        }
+    }
+}
+
+/// Connects to etcd, retrying for a while: a metasrv started together with etcd should
+/// not fail because etcd was a second late.
+async fn connect_etcd(options: &MetasrvOptions) -> Result<etcd_client::Client> {
+    let endpoints = options.store_addrs.clone();
+    let connect_options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(options.meta_lease / 3)
+        .with_keep_alive(options.meta_lease / 5, options.meta_lease / 3)
+        .with_keep_alive_while_idle(true);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match etcd_client::Client::connect(&endpoints, Some(connect_options.clone())).await {
+            Ok(client) => {
+                info!(endpoints = ?endpoints, "connected to etcd");
+                return Ok(client);
+            }
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                warn!(error = %err, "etcd not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(err) => {
+                return Err(err).context(EtcdConnectSnafu {
+                    endpoints: endpoints.join(","),
+                });
+            }
         }
     }
 }

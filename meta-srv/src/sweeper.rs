@@ -42,33 +42,64 @@ pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
     }
 }
 
-/// Resets leader-only state on every leadership change.
+/// Resets leader-only state on every leadership change, then opens the gate.
+///
+/// Becoming leader: forget old leases and stats, reload routes, and load every node
+/// registration with `last_seen = now`, which gives each known node a grace of one node
+/// lease before the sweeper may declare it dead. Only then does the gate open. Stepping
+/// down: close the gate and forget leader-only state.
 pub(crate) async fn watch_leadership(srv: Arc<Metasrv>, shutdown: CancellationToken) {
     let mut rx = srv.election.subscribe();
-    let mut was_leader = rx.borrow().is_leader;
+    let mut handled_term = 0;
     loop {
+        let state = rx.borrow_and_update().clone();
+        if state.term != handled_term && srv.gate.ready_term() != state.term {
+            handled_term = state.term;
+            srv.gate.close();
+            srv.ctx.node_leases.clear();
+            srv.stats.clear();
+            if state.is_leader {
+                match prepare_leadership(&srv.ctx, &srv.routes).await {
+                    Ok((routes, nodes)) => {
+                        srv.gate.open(state.term);
+                        info!(term = state.term, routes, nodes, "leading: routes reloaded, known nodes granted a grace of one node lease");
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "became leader but could not load leader state; resigning");
+                        if let Err(e) = srv.election.resign().await {
+                            warn!(error = %e, "resign failed");
+                        }
+                    }
+                }
+            } else {
+                info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = rx.changed() => if changed.is_err() { return },
         }
-        let state = rx.borrow_and_update().clone();
-        if state.is_leader == was_leader {
-            continue;
-        }
-        was_leader = state.is_leader;
-        srv.ctx.node_leases.clear();
-        srv.stats.clear();
-        if state.is_leader {
-            match srv.routes.load().await {
-                Ok(n) => info!(
-                    term = state.term,
-                    routes = n,
-                    "became leader; leader state reset"
-                ),
-                Err(err) => warn!(error = %err, "became leader but could not reload routes"),
-            }
-        } else {
-            info!(term = state.term, leader = ?state.leader_addr, "stepped down; leader state dropped");
+    }
+}
+
+/// Loads routes and node registrations; returns how many of each.
+pub(crate) async fn prepare_leadership(
+    ctx: &handlers::Context,
+    routes: &handlers::KvRegionRouteStore,
+) -> handlers::Result<(usize, usize)> {
+    let routes = routes.load().await?;
+    let now = ctx.clock.now();
+    let mut nodes = 0;
+    for kv in ctx
+        .kv
+        .range_prefix(crate::registration::PREFIX.as_bytes())
+        .await?
+    {
+        if let Some(reg) = crate::registration::decode(&kv.value) {
+            ctx.node_leases
+                .keep_alive(reg.key(), &reg.addr, reg.node_epoch, 0, now);
+            nodes += 1;
         }
     }
+    Ok((routes, nodes))
 }

@@ -8,6 +8,10 @@
 //! The binaries come from the workspace's target directory; `scripts/test` builds them
 //! (`cargo build --workspace --bins`) before the tests run.
 
+pub mod etcd;
+pub mod proxy;
+pub mod writers;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

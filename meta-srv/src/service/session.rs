@@ -22,6 +22,7 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use crate::pusher::{Pusher, ResponseTx};
+use crate::registration::Registration;
 use crate::Metasrv;
 
 /// Runs a session to its end.
@@ -69,6 +70,7 @@ where
             }
         };
         info!(generation = pusher.generation(), %addr, node_epoch = first.node_epoch, "session started");
+        register(&srv, key, &addr, first.node_epoch).await;
         let reason = serve(&srv, key, &pusher, first, &mut inbound, &tx).await;
         info!(generation = pusher.generation(), reason, "session ended");
         srv.pushers.deregister(key, pusher.generation());
@@ -168,5 +170,37 @@ async fn handle(
         acc.heartbeat_config = Some(srv.heartbeat_config());
     }
     srv.group.handle(key.role, &req, &srv.ctx, &mut acc).await;
+    if acc
+        .region_lease
+        .as_ref()
+        .is_some_and(|l| !l.regions.is_empty())
+    {
+        srv.gate.grants.record_grant();
+    }
     Ok(acc.into_response())
+}
+
+/// Writes the node's registration, once per session, only on the leader. A failure is
+/// logged: it costs the node nothing now, only its grace after a leader change.
+async fn register(srv: &Metasrv, key: NodeKey, addr: &str, node_epoch: u64) {
+    if !srv.ctx.leadership.is_leader() {
+        return;
+    }
+    let reg = Registration {
+        role: key.role as i32,
+        node_id: key.node_id,
+        addr: addr.to_string(),
+        node_epoch,
+    };
+    let Ok(value) = serde_json::to_vec(&reg) else {
+        return;
+    };
+    if let Err(err) = srv
+        .ctx
+        .kv
+        .put(Registration::kv_key(key).as_bytes(), &value)
+        .await
+    {
+        warn!(error = %err, "could not record the node registration");
+    }
 }

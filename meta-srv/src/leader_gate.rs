@@ -1,0 +1,140 @@
+//! [`LeaderGate`]: leadership as the handlers see it.
+//!
+//! Being elected is not enough to grant leases: a new leader must first reload routes
+//! (another leader may have changed them) and reset leader-only state. The gate says
+//! "leader" only when the election says so **and** that preparation finished for the
+//! current term. A step-down closes the gate at once, since the election flips its flag
+//! before anything else.
+//!
+//! The gate also keeps a [`GrantLog`]: per term, when leadership began and ended and
+//! when this metasrv first and last granted a lease, on the wall clock. Tests compare
+//! the logs of every metasrv to prove that no two ever granted at the same time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use handlers::{LeadershipRef, LeadershipView};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::election::LeaderState;
+
+/// One leadership term of this metasrv, as recorded.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TermRecord {
+    /// The local term number.
+    pub term: u64,
+    /// When the gate opened (ms since the Unix epoch).
+    pub began_ms: u64,
+    /// When leadership ended, if it has.
+    pub ended_ms: Option<u64>,
+    /// The first lease grant of the term.
+    pub first_grant_ms: Option<u64>,
+    /// The last lease grant of the term.
+    pub last_grant_ms: Option<u64>,
+    /// How many heartbeats were granted leases.
+    pub grants: u64,
+}
+
+/// Grant history, newest last; bounded.
+#[derive(Debug, Default)]
+pub struct GrantLog {
+    // A std Mutex: every method is synchronous.
+    terms: Mutex<Vec<TermRecord>>,
+}
+
+const MAX_TERMS: usize = 256;
+
+impl GrantLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TermRecord>> {
+        self.terms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, term: u64) {
+        let mut terms = self.lock();
+        if terms.len() == MAX_TERMS {
+            terms.remove(0);
+        }
+        terms.push(TermRecord {
+            term,
+            began_ms: common_proto::unix_millis(),
+            ..Default::default()
+        });
+    }
+
+    fn end(&self) {
+        if let Some(t) = self.lock().last_mut() {
+            if t.ended_ms.is_none() {
+                t.ended_ms = Some(common_proto::unix_millis());
+            }
+        }
+    }
+
+    /// Records a heartbeat that was granted leases.
+    pub fn record_grant(&self) {
+        let now = common_proto::unix_millis();
+        if let Some(t) = self.lock().last_mut() {
+            t.first_grant_ms.get_or_insert(now);
+            t.last_grant_ms = Some(now);
+            t.grants += 1;
+        }
+    }
+
+    /// Every recorded term.
+    pub fn terms(&self) -> Vec<TermRecord> {
+        self.lock().clone()
+    }
+}
+
+/// Elected *and* ready.
+#[derive(Debug)]
+pub struct LeaderGate {
+    election: LeadershipRef,
+    state: watch::Receiver<LeaderState>,
+    ready_term: AtomicU64,
+    /// The grant history.
+    pub grants: GrantLog,
+}
+
+impl LeaderGate {
+    /// A closed gate over an election's view and state.
+    pub fn new(election: LeadershipRef, state: watch::Receiver<LeaderState>) -> Self {
+        Self {
+            election,
+            state,
+            ready_term: AtomicU64::new(0),
+            grants: GrantLog::default(),
+        }
+    }
+
+    /// Opens the gate for `term`, once leader state is ready.
+    pub fn open(&self, term: u64) {
+        self.grants.begin(term);
+        self.ready_term.store(term, Ordering::SeqCst);
+    }
+
+    /// The term the gate is open for (0: closed).
+    pub fn ready_term(&self) -> u64 {
+        self.ready_term.load(Ordering::SeqCst)
+    }
+
+    /// Closes the gate (records the end of the term).
+    pub fn close(&self) {
+        self.ready_term.store(0, Ordering::SeqCst);
+        self.grants.end();
+    }
+}
+
+impl LeadershipView for LeaderGate {
+    fn is_leader(&self) -> bool {
+        let ready = self.ready_term.load(Ordering::SeqCst);
+        if ready == 0 || !self.election.is_leader() {
+            return false;
+        }
+        self.state.borrow().term == ready
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        self.election.leader_addr()
+    }
+}

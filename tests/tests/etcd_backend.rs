@@ -1,0 +1,140 @@
+//! The etcd KV backend and election against a real etcd process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use handlers::kv::conformance;
+use handlers::KvBackend;
+use meta_srv::election::EtcdElection;
+use meta_srv::kv_etcd::EtcdKvBackend;
+use meta_srv::CancellationToken;
+use meta_srv::Election;
+use tests::etcd::EtcdProc;
+use tests::eventually;
+
+async fn client(etcd: &EtcdProc) -> etcd_client::Client {
+    etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("connect etcd")
+}
+
+#[tokio::test]
+async fn the_etcd_backend_passes_the_conformance_suite_and_keeps_prefixes_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProc::start(dir.path());
+    let c = client(&etcd).await;
+    let a = EtcdKvBackend::new(c.clone(), "/cluster-a", Duration::from_secs(2));
+    let b = EtcdKvBackend::new(c, "/cluster-b", Duration::from_secs(2));
+    conformance::run_all(&a).await;
+    a.put(b"shared/key", b"from a").await.expect("put");
+    assert_eq!(
+        b.get(b"shared/key").await.expect("get"),
+        None,
+        "prefixes keep clusters apart"
+    );
+    assert_eq!(
+        a.range_prefix(b"shared/").await.expect("range")[0].key,
+        b"shared/key".to_vec(),
+        "keys come back without the prefix"
+    );
+    // A batch larger than one etcd txn (128 ops) still applies.
+    let ops = (0..300)
+        .map(|i| {
+            handlers::BatchOp::Put(handlers::KeyValue {
+                key: format!("big/{i:03}").into_bytes(),
+                value: b"v".to_vec(),
+            })
+        })
+        .collect();
+    a.batch(ops).await.expect("large batch");
+    assert_eq!(a.range_prefix(b"big/").await.expect("range").len(), 300);
+}
+
+#[tokio::test]
+async fn a_killed_etcd_fails_calls_with_a_clear_error_instead_of_hanging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut etcd = EtcdProc::start(dir.path());
+    let kv = EtcdKvBackend::new(client(&etcd).await, "/x", Duration::from_millis(500));
+    kv.put(b"k", b"v").await.expect("put");
+    etcd.kill();
+    let err = kv.get(b"k").await.expect_err("etcd is gone");
+    assert!(
+        err.to_string().contains("etcd KV backend failed to get"),
+        "{err}"
+    );
+}
+
+fn election(c: &etcd_client::Client, addr: &str) -> Arc<EtcdElection> {
+    Arc::new(EtcdElection::new(
+        c.clone(),
+        "/elect",
+        addr,
+        Duration::from_secs(2),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_candidate_leads_a_resign_hands_over_and_a_stale_resign_ends_no_later_term() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProc::start(dir.path());
+    let c = client(&etcd).await;
+    let (a, b) = (election(&c, "a:1"), election(&c, "b:1"));
+    assert_eq!(
+        a.leader_addr().await.expect("no leader is not an error"),
+        None
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let (a, s) = (a.clone(), stop.clone());
+        async move { a.run(s).await }
+    });
+    eventually("a leads", Duration::from_secs(10), || async {
+        a.leadership().is_leader().then_some(())
+    })
+    .await;
+    tokio::spawn({
+        let (b, s) = (b.clone(), stop.clone());
+        async move { b.run(s).await }
+    });
+    eventually("b sees a", Duration::from_secs(10), || async {
+        (b.leader_addr().await.ok()? == Some("a:1".into())).then_some(())
+    })
+    .await;
+    assert!(!b.leadership().is_leader());
+    eventually(
+        "both candidates registered",
+        Duration::from_secs(10),
+        || async {
+            let members = a.members().await.ok()?;
+            (members.contains(&"a:1".to_string()) && members.contains(&"b:1".to_string()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Resign: b takes over without waiting for a's lease to expire.
+    let t0 = std::time::Instant::now();
+    a.resign().await.expect("resign");
+    assert!(!a.leadership().is_leader(), "a stops leading at once");
+    eventually("b leads", Duration::from_secs(10), || async {
+        b.leadership().is_leader().then_some(())
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "handover took {:?}: longer than the lease",
+        t0.elapsed()
+    );
+
+    // b resigns; a (campaigning again) wins, and must keep leading: the earlier resign
+    // of a must not end this new term.
+    b.resign().await.expect("resign");
+    eventually("a leads again", Duration::from_secs(10), || async {
+        a.leadership().is_leader().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.leadership().is_leader(), "a's new term survived");
+    assert_eq!(b.leader_addr().await.expect("leader"), Some("a:1".into()));
+    stop.cancel();
+}
