@@ -105,6 +105,25 @@ impl KvRegionRouteStore {
         Ok(n)
     }
 
+    /// Writes many routes in one KV batch (bulk import, restore from backup, benchmark
+    /// setup). Existing routes with the same ids are overwritten.
+    pub async fn put_many(&self, routes: Vec<RegionRoute>) -> Result<usize> {
+        let mut ops = Vec::with_capacity(routes.len());
+        for route in &routes {
+            ops.push(crate::BatchOp::Put(crate::KeyValue {
+                key: Self::key(route.region_id).into_bytes(),
+                value: Self::encode(route)?,
+            }));
+        }
+        self.kv.batch(ops).await?;
+        let n = routes.len();
+        let mut cache = self.cache_write();
+        for route in routes {
+            cache.insert(route.region_id, route);
+        }
+        Ok(n)
+    }
+
     fn key(region_id: u64) -> String {
         format!("{ROUTE_PREFIX}{region_id}")
     }

@@ -68,8 +68,14 @@ pub struct MetasrvOptions {
     pub mailbox_timeout: Duration,
     /// Largest accepted gRPC message, in bytes.
     pub max_message_bytes: usize,
-    /// Flush a node's stats to the KV every this many heartbeats.
+    /// Mark a node's stats for flushing every this many heartbeats.
     pub stats_flush_every: usize,
+    /// How often the marked stats are written to the KV, in one batch.
+    #[serde(with = "humantime_serde")]
+    pub stats_flush_interval: Duration,
+    /// How many recent stats per node the leader keeps in memory (each holds one
+    /// summary per region, so this is a large part of the per-node memory).
+    pub stats_keep: usize,
 }
 
 impl Default for MetasrvOptions {
@@ -91,6 +97,8 @@ impl Default for MetasrvOptions {
             mailbox_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             stats_flush_every: 10,
+            stats_flush_interval: Duration::from_secs(1),
+            stats_keep: 3,
         }
     }
 }

@@ -31,6 +31,10 @@ pub fn router(srv: Arc<Metasrv>) -> Router {
         .route("/nodes", get(nodes))
         .route("/regions", get(list_regions).post(create_region))
         .route("/regions/{id}", delete(drop_region))
+        .route(
+            "/routes",
+            post(import_routes).layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024)),
+        )
         .route("/nodes/{id}/instructions", post(send_instruction))
         .route("/handlers", get(handler_timings))
         .with_state(srv)
@@ -266,4 +270,30 @@ async fn cluster(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Val
         .map(|m| json!({ "addr": m, "leader": Some(m) == leader.as_ref() }))
         .collect();
     Ok(Json(json!({ "leader": leader, "members": list })))
+}
+
+/// Imports routes in bulk, without instructing any node: for restoring a backup, or for
+/// setting up a benchmark. Nodes pick their leases up on their next heartbeat.
+async fn import_routes(
+    State(srv): State<Arc<Metasrv>>,
+    body: Result<Json<Vec<handlers::RegionRoute>>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(routes) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid routes: {}", e.body_text()),
+        )
+    })?;
+    if !srv.ctx.leadership.is_leader() {
+        return Err(Error::NotLeader {
+            leader: srv.ctx.leadership.leader_addr(),
+        }
+        .into());
+    }
+    let n = srv
+        .routes
+        .put_many(routes)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "imported": n })))
 }

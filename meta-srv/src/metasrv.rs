@@ -162,7 +162,10 @@ impl MetasrvBuilder {
                 "leading from the start"
             );
         }
-        let stats = Arc::new(StatsCache::new(options.stats_flush_every, 5));
+        let stats = Arc::new(StatsCache::new(
+            options.stats_flush_every,
+            options.stats_keep,
+        ));
         let mut builder = HandlerGroupBuilder::with_defaults(stats.clone());
         if let Some(customize) = self.customize {
             builder = customize(builder);
@@ -276,6 +279,7 @@ impl Metasrv {
             });
         }
         tasks.spawn(crate::sweeper::run(self.clone(), token.clone()));
+        tasks.spawn(crate::sweeper::flush_stats(self.clone(), token.clone()));
         tasks.spawn(crate::sweeper::watch_leadership(
             self.clone(),
             token.clone(),

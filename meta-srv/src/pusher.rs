@@ -29,8 +29,10 @@ use tonic::Status;
 
 use crate::error::{NodeAlreadyConnectedSnafu, PushFailedSnafu, Result};
 
-/// The sending half of a heartbeat stream's responses.
-pub type ResponseTx = mpsc::Sender<Result<HeartbeatResponse, Status>>;
+/// The sending half of a heartbeat stream's responses. Boxed: a queue slot of the
+/// unboxed 320-byte response made every idle stream hold a 10 KB block (tokio allocates
+/// 32 slots at a time), 100 MB at 10,000 nodes.
+pub type ResponseTx = mpsc::Sender<Result<Box<HeartbeatResponse>, Status>>;
 
 /// One connected node's downstream channel.
 #[derive(Debug)]
@@ -69,7 +71,7 @@ impl Pusher {
 
     /// Queues a response without waiting: fails at once if the stream is full or closed.
     pub fn push(&self, resp: HeartbeatResponse) -> Result<()> {
-        self.tx.try_send(Ok(resp)).map_err(|e| {
+        self.tx.try_send(Ok(Box::new(resp))).map_err(|e| {
             let reason = match e {
                 mpsc::error::TrySendError::Full(_) => "queue full",
                 mpsc::error::TrySendError::Closed(_) => "stream closed",
@@ -209,7 +211,7 @@ mod tests {
 
     fn chan() -> (
         ResponseTx,
-        mpsc::Receiver<Result<HeartbeatResponse, Status>>,
+        mpsc::Receiver<Result<Box<HeartbeatResponse>, Status>>,
     ) {
         mpsc::channel(1)
     }

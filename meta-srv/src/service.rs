@@ -10,7 +10,7 @@ use common_proto::v1::{
     AskLeaderRequest, AskLeaderResponse, HeartbeatRequest, HeartbeatResponse, Peer, ResponseHeader,
 };
 use common_proto::PROTOCOL_VERSION;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -46,7 +46,9 @@ impl Heartbeat for HeartbeatService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(session::run(self.srv.clone(), inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|r| r.map(|b| *b)),
+        )))
     }
 
     async fn ask_leader(

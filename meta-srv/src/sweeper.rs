@@ -1,4 +1,5 @@
-//! Leader-side background tasks: the node-lease sweeper and the leadership watcher.
+//! Leader-side background tasks: the node-lease sweeper, the stats flusher and the
+//! leadership watcher.
 //!
 //! The sweeper marks nodes expired by time alone, so a half-open stream (TCP still up,
 //! no heartbeats) cannot keep a dead node alive. The watcher resets leader-only state on
@@ -38,6 +39,30 @@ pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
                 "node {} expired",
                 lease.key.node_id
             );
+        }
+    }
+}
+
+/// Writes the stats marked for flushing, in one batch, every `stats_flush_interval`.
+/// Heartbeats never wait on it.
+pub(crate) async fn flush_stats(srv: Arc<Metasrv>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(
+        srv.options
+            .stats_flush_interval
+            .max(std::time::Duration::from_millis(10)),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match srv.stats.flush(&*srv.ctx.kv).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(nodes = n, "stats flushed"),
+            Err(err) => {
+                warn!(error = %err, "stats flush failed; the next flush writes newer stats")
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! The binaries come from the workspace's target directory; `scripts/test` builds them
 //! (`cargo build --workspace --bins`) before the tests run.
 
+pub mod bench;
 pub mod etcd;
 pub mod proxy;
 pub mod writers;

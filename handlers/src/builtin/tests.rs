@@ -542,6 +542,12 @@ async fn collect_stats_rejects_invalid_requests_and_stops() {
     );
 }
 
+/// Runs the flusher once (as the metasrv's background task would), then reads the KV.
+async fn flushed(f: &Fixture, node_id: u64) -> Option<PersistedStats> {
+    f.stats.flush(&*f.ctx.kv).await.expect("flush");
+    persisted(&f.ctx, node_id).await
+}
+
 async fn persisted(ctx: &Context, node_id: u64) -> Option<PersistedStats> {
     let raw = ctx
         .kv
@@ -560,34 +566,57 @@ async fn persist_stats_flushes_in_batches_and_on_epoch_change() {
     let mut req = request(9, Role::Datanode, &[], 1);
 
     run(&group, &f.ctx, &req).await;
-    let first = persisted(&f.ctx, 9)
+    assert!(
+        persisted(&f.ctx, 9).await.is_none(),
+        "the handler itself never writes"
+    );
+    assert_eq!(
+        f.stats.pending_len(),
+        1,
+        "the first epoch is marked at once"
+    );
+    let first = flushed(&f, 9)
         .await
         .expect("the first epoch is flushed at once");
-    assert_eq!(first.stats.len(), 1);
+    assert_eq!(first.stat.duration_since_epoch, 1);
 
     req.duration_since_epoch = 2;
     run(&group, &f.ctx, &req).await;
     req.duration_since_epoch = 3;
     run(&group, &f.ctx, &req).await;
     assert_eq!(
-        persisted(&f.ctx, 9).await,
+        flushed(&f, 9).await,
         Some(first),
         "no write before the batch is full"
     );
 
     req.duration_since_epoch = 4;
     run(&group, &f.ctx, &req).await;
-    let batch = persisted(&f.ctx, 9).await.expect("flushed");
-    let durations: Vec<u64> = batch.stats.iter().map(|s| s.duration_since_epoch).collect();
-    assert_eq!(durations, vec![3, 4], "keeps the last 2");
+    let batch = flushed(&f, 9).await.expect("flushed");
+    assert_eq!(
+        batch.stat.duration_since_epoch, 4,
+        "the latest stat is flushed"
+    );
+    let recent: Vec<u64> = f
+        .stats
+        .recent(NodeKey::datanode(9))
+        .iter()
+        .map(|s| s.duration_since_epoch)
+        .collect();
+    assert_eq!(recent, vec![3, 4], "memory keeps the last 2");
 
     // Restart: a newer epoch clears the old stats and flushes at once.
     req.node_epoch = 200;
     req.duration_since_epoch = 1;
     run(&group, &f.ctx, &req).await;
-    let restarted = persisted(&f.ctx, 9).await.expect("flushed");
+    let restarted = flushed(&f, 9).await.expect("flushed");
     assert_eq!(restarted.node_epoch, 200);
-    assert_eq!(restarted.stats.len(), 1);
+    assert_eq!(restarted.stat.node_epoch, 200);
+    assert_eq!(
+        f.stats.recent(NodeKey::datanode(9)).len(),
+        1,
+        "the old epoch was cleared"
+    );
 
     // A stale message from the old epoch is ignored.
     req.node_epoch = 100;

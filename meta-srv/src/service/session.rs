@@ -130,7 +130,7 @@ where
         };
         match handle(srv, key, pusher, req, handshake).await {
             Ok(resp) => {
-                if tx.send(Ok(resp)).await.is_err() {
+                if tx.send(Ok(Box::new(resp))).await.is_err() {
                     return "node went away";
                 }
             }

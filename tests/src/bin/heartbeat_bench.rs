@@ -1,0 +1,524 @@
+//! `heartbeat-bench`: how many nodes and regions one metasrv carries, and how cheaply.
+//!
+//! Modes (each prints a table; `--json` prints one JSON object per result instead):
+//! - `throughput`: closed-loop heartbeats against a real `metasrv` process, and in the
+//!   same run against a bare tonic echo server (the baseline); prints pipeline/baseline.
+//! - `scale`: open loop at the real interval (3 s), many nodes × regions; latency,
+//!   missed intervals, metasrv CPU % and RSS.
+//! - `handlers`: a throughput run, then the time spent in each handler per heartbeat.
+//! - `etcd`: the throughput run on the etcd backend next to the memory backend, and
+//!   etcd's own lease keep-alive round trips at the same concurrency next to
+//!   liveness-only heartbeats (R = 0).
+//!
+//! The servers under test are child processes, so their CPU time and peak RSS are their
+//! own (read from `/proc`), not the load generator's.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use tests::bench::{cpu_seconds, run_load, serve_echo, status_kb, LoadResult, LoadSpec};
+use tests::{Http, MetasrvProc, Proc};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heartbeat-bench",
+    about = "Benchmark the metasrv heartbeat pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+    /// One JSON object per result instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Closed-loop throughput, with the echo baseline.
+    Throughput(Load),
+    /// Open loop at the real heartbeat interval.
+    Scale(Load),
+    /// Per-handler cost.
+    Handlers(Load),
+    /// The etcd backend and etcd's own keep-alives.
+    Etcd(EtcdArgs),
+    /// (internal) Serve the baseline echo server.
+    EchoServer,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Load {
+    /// Simulated datanodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Regions per datanode, all routed to it.
+    #[arg(long, default_value_t = 100)]
+    regions: usize,
+    /// HTTP/2 connections the nodes are multiplexed over.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Heartbeat interval for `scale`.
+    #[arg(long, default_value = "3s", value_parser = humantime_parse)]
+    interval: Duration,
+    /// Target an already running metasrv (gRPC) instead of starting one.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Its admin HTTP address, to seed routes (with `--addr`).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct EtcdArgs {
+    /// etcd endpoint, host:port.
+    #[arg(long)]
+    etcd: String,
+    #[command(flatten)]
+    load: Load,
+    /// Concurrency of the keep-alive comparison.
+    #[arg(long, default_value_t = 100)]
+    streams: usize,
+}
+
+fn humantime_parse(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("bad duration unit in {s:?} (use ms or s)")),
+    }
+}
+
+/// A server under test: a child process and its address.
+struct Target {
+    /// Held so the child lives as long as the target; dropped, it is killed.
+    _proc: Option<Proc>,
+    grpc: String,
+    http: Option<String>,
+    pid: Option<u32>,
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn start_metasrv(dir: &std::path::Path, name: &str, extra: &[&str]) -> Target {
+    let mut args: Vec<String> = [
+        "--heartbeat-interval",
+        "3s",
+        "--node-lease",
+        "3600s",
+        "--region-lease",
+        "10s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let m = MetasrvProc::start(name, "127.0.0.1:0", &args, &dir.join(format!("{name}.log")));
+    let pid = m.proc.pid();
+    Target {
+        grpc: m.grpc.clone(),
+        http: Some(m.http.clone()),
+        pid: Some(pid),
+        _proc: Some(m.proc),
+    }
+}
+
+fn start_echo(dir: &std::path::Path) -> Target {
+    let p = Proc::spawn(
+        "echo",
+        "heartbeat-bench",
+        &["echo-server".to_string()],
+        &dir.join("echo.log"),
+    );
+    Target {
+        grpc: p.field("addr"),
+        http: None,
+        pid: Some(p.pid()),
+        _proc: Some(p),
+    }
+}
+
+async fn seed_routes(http: &Http, admin: &str, load: &Load) {
+    let total = load.nodes * load.regions;
+    let mut routes = Vec::with_capacity(20_000);
+    let mut sent = 0;
+    for node in 1..=load.nodes as u64 {
+        let first = tests::bench::first_region(node, load.regions);
+        for r in 0..load.regions as u64 {
+            routes.push(json!({ "region_id": first + r, "leader": node }));
+            if routes.len() == 20_000 {
+                sent += post_routes(http, admin, std::mem::take(&mut routes)).await;
+            }
+        }
+    }
+    if !routes.is_empty() {
+        sent += post_routes(http, admin, routes).await;
+    }
+    assert_eq!(sent, total, "all routes imported");
+}
+
+async fn post_routes(http: &Http, admin: &str, routes: Vec<Value>) -> usize {
+    let (code, body) = http
+        .post(&format!("{admin}/routes"), &Value::Array(routes))
+        .await;
+    assert_eq!(code, 200, "route import failed: {body}");
+    body["imported"].as_u64().unwrap_or(0) as usize
+}
+
+struct Measured {
+    result: LoadResult,
+    cpu_s: f64,
+    peak_rss_kb: u64,
+    rss_kb: u64,
+}
+
+async fn measure(target: &Target, spec: &LoadSpec) -> Measured {
+    let cpu0 = target.pid.map_or(0.0, cpu_seconds);
+    let t0 = Instant::now();
+    let result = run_load(&target.grpc, spec).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = target.pid.map_or(0.0, cpu_seconds) - cpu0;
+    // CPU over the whole run, scaled to the measured window.
+    let cpu_s = cpu * spec.duration.as_secs_f64() / wall.max(1e-9);
+    let (peak_rss_kb, rss_kb) = target
+        .pid
+        .map_or((0, 0), |p| (status_kb(p, "VmHWM"), status_kb(p, "VmRSS")));
+    Measured {
+        result,
+        cpu_s,
+        peak_rss_kb,
+        rss_kb,
+    }
+}
+
+fn row(json_out: bool, mode: &str, target: &str, load: &Load, m: &Measured, extra: Value) -> Value {
+    let r = &m.result;
+    let mut v = json!({
+        "mode": mode,
+        "target": target,
+        "nodes": load.nodes,
+        "regions": load.regions,
+        "connections": load.connections,
+        "seconds": load.seconds,
+        "heartbeats_per_s": r.rate().round(),
+        "leases_per_s": (r.granted as f64 / r.elapsed.as_secs_f64()).round(),
+        "p50_ms": r.quantile_ms(0.50),
+        "p99_ms": r.quantile_ms(0.99),
+        "p999_ms": r.quantile_ms(0.999),
+        "missed": r.missed,
+        "errors": r.errors,
+        "server_cpu_s": (m.cpu_s * 100.0).round() / 100.0,
+        "server_cpu_pct": (m.cpu_s / r.elapsed.as_secs_f64() * 100.0).round(),
+        "server_peak_rss_mb": m.peak_rss_kb / 1024,
+        "server_rss_mb": m.rss_kb / 1024,
+    });
+    if let (Value::Object(o), Value::Object(e)) = (&mut v, extra) {
+        o.extend(e);
+    }
+    if json_out {
+        println!("{v}");
+    } else {
+        println!(
+            "{:<10} {:<9} {:>6}x{:<4} {:>11} {:>12} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>6} {:>7.1}% {:>8} MB",
+            mode, target, load.nodes, load.regions,
+            v["heartbeats_per_s"], v["leases_per_s"],
+            r.quantile_ms(0.50), r.quantile_ms(0.99), r.quantile_ms(0.999),
+            r.missed, r.errors, m.cpu_s / r.elapsed.as_secs_f64() * 100.0, m.peak_rss_kb / 1024
+        );
+    }
+    v
+}
+
+fn header(json_out: bool) {
+    if !json_out {
+        println!(
+            "{:<10} {:<9} {:>11} {:>11} {:>12} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>11}",
+            "mode",
+            "target",
+            "nodes x R",
+            "hb/s",
+            "leases/s",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+            "missed",
+            "errors",
+            "srv CPU",
+            "peak RSS"
+        );
+    }
+}
+
+fn spec(load: &Load, open_loop: bool) -> LoadSpec {
+    LoadSpec {
+        nodes: load.nodes,
+        regions: load.regions,
+        connections: load.connections,
+        duration: Duration::from_secs(load.seconds),
+        warmup: Duration::from_secs(load.warmup),
+        interval: open_loop.then_some(load.interval),
+    }
+}
+
+async fn pipeline_target(dir: &std::path::Path, load: &Load, name: &str, extra: &[&str]) -> Target {
+    let t = match &load.addr {
+        Some(a) => Target {
+            _proc: None,
+            grpc: a.clone(),
+            http: load.http_addr.clone().map(|h| format!("http://{h}")),
+            pid: None,
+        },
+        None => start_metasrv(dir, name, extra),
+    };
+    if let Some(admin) = &t.http {
+        // An etcd-backed metasrv must win its election before it takes routes.
+        let http = Http::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(&format!("{admin}/leader")).await.1["is_leader"] != true {
+            assert!(
+                Instant::now() < deadline,
+                "the metasrv under test never became leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seed_routes(&http, admin, load).await;
+    }
+    t
+}
+
+async fn handler_table(json_out: bool, target: &Target, heartbeats: u64) {
+    let Some(admin) = &target.http else { return };
+    let (_, timings) = Http::new().get(&format!("{admin}/handlers")).await;
+    let list = timings.as_array().cloned().unwrap_or_default();
+    let total: u64 = list
+        .iter()
+        .map(|t| t["total_nanos"].as_u64().unwrap_or(0))
+        .sum();
+    if !json_out {
+        println!(
+            "\n{:<16} {:>10} {:>14} {:>8}",
+            "handler", "calls", "µs/heartbeat", "share"
+        );
+    }
+    for t in list {
+        let calls = t["calls"].as_u64().unwrap_or(0).max(1);
+        let nanos = t["total_nanos"].as_u64().unwrap_or(0);
+        let per = nanos as f64 / calls as f64 / 1000.0;
+        let share = nanos as f64 / total.max(1) as f64 * 100.0;
+        if json_out {
+            println!(
+                "{}",
+                json!({"mode": "handlers", "handler": t["name"], "calls": calls, "us_per_heartbeat": per, "share_pct": share})
+            );
+        } else {
+            println!(
+                "{:<16} {:>10} {:>14.2} {:>7.1}%",
+                t["name"].as_str().unwrap_or("?"),
+                calls,
+                per,
+                share
+            );
+        }
+    }
+    let _ = heartbeats;
+}
+
+async fn throughput(json_out: bool, load: Load, show_handlers: bool) {
+    let dir = bench_dir();
+    header(json_out);
+    let pipeline = pipeline_target(dir.path(), &load, "metasrv", &[]).await;
+    let p = measure(&pipeline, &spec(&load, false)).await;
+    let pv = row(json_out, "throughput", "pipeline", &load, &p, json!({}));
+    assert!(
+        p.result.granted > 0 || load.regions == 0,
+        "the pipeline granted no leases"
+    );
+    if !load.no_baseline {
+        let echo = start_echo(dir.path());
+        let b = measure(&echo, &spec(&load, false)).await;
+        let ratio = p.result.rate() / b.result.rate().max(1e-9);
+        row(
+            json_out,
+            "throughput",
+            "baseline",
+            &load,
+            &b,
+            json!({"pipeline_over_baseline": ratio}),
+        );
+        if json_out {
+            println!(
+                "{}",
+                json!({"mode": "throughput", "ratio": "pipeline/baseline", "value": ratio})
+            );
+        } else {
+            println!("pipeline / baseline = {ratio:.2}");
+        }
+        drop(echo);
+    }
+    if show_handlers {
+        handler_table(
+            json_out,
+            &pipeline,
+            pv["heartbeats_per_s"].as_u64().unwrap_or(0),
+        )
+        .await;
+    }
+}
+
+async fn scale(json_out: bool, load: Load) {
+    let dir = bench_dir();
+    header(json_out);
+    let target = pipeline_target(dir.path(), &load, "metasrv", &[]).await;
+    let idle_rss = target.pid.map_or(0, |p| status_kb(p, "VmRSS"));
+    let m = measure(&target, &spec(&load, true)).await;
+    let per_node_kb = (m.rss_kb.saturating_sub(idle_rss)) as f64 / load.nodes.max(1) as f64;
+    let per_region_b = (m.rss_kb.saturating_sub(idle_rss)) as f64 * 1024.0
+        / (load.nodes * load.regions).max(1) as f64;
+    row(
+        json_out,
+        "scale",
+        "pipeline",
+        &load,
+        &m,
+        json!({"rss_after_routes_mb": idle_rss / 1024, "rss_per_node_kb": per_node_kb, "rss_per_region_bytes": per_region_b}),
+    );
+    if !json_out {
+        println!(
+            "RSS with routes loaded, before load: {} MB; per datanode: {per_node_kb:.1} KB; per region: {per_region_b:.0} B",
+            idle_rss / 1024
+        );
+    }
+}
+
+async fn keepalive_rate(endpoint: &str, streams: usize, seconds: u64) -> f64 {
+    let client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect etcd");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let mut c = client.clone();
+        tasks.spawn(async move {
+            let lease = c.lease_grant(60, None).await.expect("grant").id();
+            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.expect("keep-alive");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                keeper.keep_alive().await.expect("keep-alive send");
+                match stream.message().await {
+                    Ok(Some(_)) => n += 1,
+                    _ => break,
+                }
+            }
+            let _ = c.lease_revoke(lease).await;
+            n
+        });
+    }
+    let mut total = 0;
+    while let Some(n) = tasks.join_next().await {
+        total += n.unwrap_or(0);
+    }
+    total as f64 / seconds as f64
+}
+
+async fn etcd_mode(json_out: bool, args: EtcdArgs) {
+    let dir = bench_dir();
+    header(json_out);
+    let load = args.load.clone();
+    let memory = pipeline_target(dir.path(), &load, "metasrv-memory", &[]).await;
+    let m = measure(&memory, &spec(&load, false)).await;
+    row(json_out, "etcd", "memory", &load, &m, json!({}));
+    drop(memory);
+    let prefix = format!("/bench-{}", std::process::id());
+    let extra = [
+        "--backend",
+        "etcd",
+        "--store-addrs",
+        args.etcd.as_str(),
+        "--store-key-prefix",
+        prefix.as_str(),
+    ];
+    let etcd_target = pipeline_target(dir.path(), &load, "metasrv-etcd", &extra).await;
+    let e = measure(&etcd_target, &spec(&load, false)).await;
+    let ratio = e.result.rate() / m.result.rate().max(1e-9);
+    row(
+        json_out,
+        "etcd",
+        "etcd",
+        &load,
+        &e,
+        json!({"etcd_over_memory": ratio}),
+    );
+
+    // Liveness only (R = 0) at `streams` streams, against etcd's keep-alives.
+    let live = Load {
+        nodes: args.streams,
+        regions: 0,
+        connections: args.streams.min(load.connections),
+        ..load.clone()
+    };
+    let l = measure(&etcd_target, &spec(&live, false)).await;
+    row(json_out, "etcd", "liveness", &live, &l, json!({}));
+    let ka = keepalive_rate(&args.etcd, args.streams, load.seconds).await;
+    let live_ratio = l.result.rate() / ka.max(1e-9);
+    if json_out {
+        println!(
+            "{}",
+            json!({"mode": "etcd", "etcd_over_memory": ratio, "etcd_keepalives_per_s": ka.round(), "liveness_over_keepalive": live_ratio})
+        );
+    } else {
+        println!("etcd backend / memory backend = {ratio:.2}");
+        println!("etcd lease keep-alives at {} streams: {ka:.0}/s; liveness heartbeats / keep-alives = {live_ratio:.2}", args.streams);
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if std::env::var("RUST_LOG").is_err() {
+        // The servers under test log at warn: logging every session would be measured too.
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        match cli.mode {
+            Mode::EchoServer => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                println!("echo ready addr={}", listener.local_addr().expect("addr"));
+                if let Err(e) = serve_echo(listener).await {
+                    eprintln!("echo server failed: {e}");
+                }
+            }
+            Mode::Throughput(load) => throughput(cli.json, load, false).await,
+            Mode::Handlers(load) => {
+                throughput(
+                    cli.json,
+                    Load {
+                        no_baseline: true,
+                        ..load
+                    },
+                    true,
+                )
+                .await
+            }
+            Mode::Scale(load) => scale(cli.json, load).await,
+            Mode::Etcd(args) => etcd_mode(cli.json, args).await,
+        }
+    });
+}

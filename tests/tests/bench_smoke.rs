@@ -1,0 +1,148 @@
+//! A few seconds of `heartbeat-bench`, so the benchmark cannot rot. It checks that each
+//! mode completed and that the pipeline granted leases; it asserts no speed.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(tests::bin_path("heartbeat-bench"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run heartbeat-bench");
+    assert!(
+        out.status.success(),
+        "heartbeat-bench {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn throughput_with_baseline_completes_and_grants_leases() {
+    let rows = bench(&[
+        "throughput",
+        "--nodes",
+        "8",
+        "--regions",
+        "5",
+        "--connections",
+        "2",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let pipeline = rows
+        .iter()
+        .find(|r| r["target"] == "pipeline")
+        .expect("pipeline row");
+    assert!(
+        pipeline["leases_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{pipeline}"
+    );
+    assert_eq!(pipeline["errors"], 0, "{pipeline}");
+    assert!(
+        rows.iter().any(|r| r["target"] == "baseline"),
+        "baseline measured: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r["ratio"] == "pipeline/baseline"),
+        "ratio printed: {rows:?}"
+    );
+}
+
+#[test]
+fn scale_and_handlers_modes_complete() {
+    let rows = bench(&[
+        "scale",
+        "--nodes",
+        "20",
+        "--regions",
+        "5",
+        "--connections",
+        "2",
+        "--seconds",
+        "2",
+        "--warmup",
+        "0",
+        "--interval",
+        "500ms",
+    ]);
+    let scale = rows
+        .iter()
+        .find(|r| r["mode"] == "scale")
+        .expect("scale row");
+    assert!(
+        scale["leases_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{scale}"
+    );
+    let rows = bench(&[
+        "handlers",
+        "--nodes",
+        "4",
+        "--regions",
+        "5",
+        "--connections",
+        "1",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["handler"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "collect_stats",
+            "check_leader",
+            "keep_lease",
+            "region_lease",
+            "persist_stats"
+        ]
+    );
+}
+
+#[test]
+fn etcd_mode_completes_against_a_real_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = tests::etcd::EtcdProc::start(dir.path());
+    let endpoint = etcd.endpoint();
+    let rows = bench(&[
+        "etcd",
+        "--etcd",
+        &endpoint,
+        "--nodes",
+        "4",
+        "--regions",
+        "5",
+        "--connections",
+        "1",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--streams",
+        "4",
+    ]);
+    let summary = rows
+        .iter()
+        .find(|r| r.get("etcd_keepalives_per_s").is_some())
+        .expect("summary row");
+    assert!(
+        summary["etcd_keepalives_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{summary}"
+    );
+    let etcd_row = rows
+        .iter()
+        .find(|r| r["target"] == "etcd")
+        .expect("etcd row");
+    assert!(
+        etcd_row["leases_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{etcd_row}"
+    );
+}
