@@ -134,24 +134,29 @@ impl StatsCache {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Writes every node marked for flushing in one KV batch; returns how many.
+    /// Writes every node marked for flushing, in KV batches of 256 nodes;
+    /// returns how many. JSON encoding runs on the blocking pool, chunk by chunk, so a
+    /// large flush (every node's first heartbeat marks it at once) never stalls the
+    /// runtime that serves heartbeats, nor holds all encoded values in memory at once.
     pub async fn flush(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        if pending.is_empty() {
-            return Ok(0);
+        let mut pending: Vec<(NodeKey, PersistedStats)> = pending.into_iter().collect();
+        let mut written = 0;
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(FLUSH_CHUNK));
+            let chunk = std::mem::replace(&mut pending, rest);
+            let ops = match tokio::task::spawn_blocking(move || encode_chunk(chunk)).await {
+                Ok(ops) => ops?,
+                Err(join) => {
+                    return Err(crate::Error::custom(format!(
+                        "stats encoding task failed: {join}"
+                    )))
+                }
+            };
+            written += ops.len();
+            kv.batch(ops).await?;
         }
-        let mut ops = Vec::with_capacity(pending.len());
-        for (key, persisted) in &pending {
-            let kv_key = Self::kv_key(*key);
-            let value = serde_json::to_vec(persisted).context(EncodeValueSnafu { key: &kv_key })?;
-            ops.push(crate::BatchOp::Put(crate::KeyValue {
-                key: kv_key.into_bytes(),
-                value,
-            }));
-        }
-        let n = ops.len();
-        kv.batch(ops).await?;
-        Ok(n)
+        Ok(written)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeKey, NodeStats>> {
@@ -195,6 +200,22 @@ impl StatsCache {
             Recorded::Cached
         }
     }
+}
+
+/// How many nodes one flush batch writes.
+const FLUSH_CHUNK: usize = 256;
+
+fn encode_chunk(chunk: Vec<(NodeKey, PersistedStats)>) -> Result<Vec<crate::BatchOp>> {
+    let mut ops = Vec::with_capacity(chunk.len());
+    for (key, persisted) in chunk {
+        let kv_key = StatsCache::kv_key(key);
+        let value = serde_json::to_vec(&persisted).context(EncodeValueSnafu { key: &kv_key })?;
+        ops.push(crate::BatchOp::Put(crate::KeyValue {
+            key: kv_key.into_bytes(),
+            value,
+        }));
+    }
+    Ok(ops)
 }
 
 /// Caches stats per node epoch and marks them for the batched flush.
