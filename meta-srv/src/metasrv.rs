@@ -92,24 +92,21 @@ impl MetasrvBuilder {
             }
             _ => None,
         };
-        let kv = match self.kv {
-            Some(kv) => kv,
-            None if etcd.is_some() => {
-                let client = etcd.clone().expect("checked is_some");
-                Arc::new(crate::kv_etcd::EtcdKvBackend::new(
-                    client,
-                    &options.store_key_prefix,
-                    options.meta_lease,
-                ))
-            }
-            None if options.data_dir.is_empty() => {
+        let kv = match (self.kv, &etcd) {
+            (Some(kv), _) => kv,
+            (None, Some(client)) => Arc::new(crate::kv_etcd::EtcdKvBackend::new(
+                client.clone(),
+                &options.store_key_prefix,
+                options.meta_lease,
+            )),
+            (None, None) if options.data_dir.is_empty() => {
                 warn!(
                     "memory backend without data_dir: region routes are not persisted; after a \
                      restart every reported region is unknown and datanodes will close it"
                 );
                 Arc::new(MemoryKvBackend::new())
             }
-            None => {
+            (None, None) => {
                 let dir = std::path::Path::new(&options.data_dir);
                 std::fs::create_dir_all(dir).map_err(|e| crate::Error::InvalidConfig {
                     reason: format!("cannot create data_dir {}: {e}", dir.display()),
