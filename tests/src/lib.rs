@@ -266,62 +266,39 @@ impl Http {
         Self { client }
     }
 
-    /// GET, returning status and JSON body.
-    pub async fn get(&self, url: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(url)
+    /// Sends a request; returns the status and the JSON body (`Null` if none). A
+    /// transport failure fails the test, naming the call.
+    async fn send(&self, what: &str, url: &str, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            .unwrap_or_else(|e| panic!("{what} {url}: {e}"));
         (
             resp.status().as_u16(),
             resp.json().await.unwrap_or(Value::Null),
         )
+    }
+
+    /// GET.
+    pub async fn get(&self, url: &str) -> (u16, Value) {
+        self.send("GET", url, self.client.get(url)).await
     }
 
     /// POST JSON.
     pub async fn post(&self, url: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(url)
-            .json(body)
-            .send()
+        self.send("POST", url, self.client.post(url).json(body))
             .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
     }
 
     /// PUT a text body.
     pub async fn put(&self, url: &str, body: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .put(url)
-            .body(body.to_string())
-            .send()
+        self.send("PUT", url, self.client.put(url).body(body.to_string()))
             .await
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
     }
 
     /// DELETE.
     pub async fn delete(&self, url: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .delete(url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.send("DELETE", url, self.client.delete(url)).await
     }
 
     /// Writes a row to a datanode.
