@@ -14,8 +14,8 @@ use common_proto::v1::heartbeat_server::HeartbeatServer;
 use common_proto::v1::HeartbeatConfig;
 use handlers::builtin::StatsCache;
 use handlers::{
-    BatchOp, Context, HandlerGroup, HandlerGroupBuilder, KeyValue, KvBackendRef,
-    KvRegionRouteStore, LeaseOptions, MemoryKvBackend, MemoryNodeLeaseStore, TokioClock,
+    Context, HandlerGroup, HandlerGroupBuilder, KvBackendRef, KvRegionRouteStore, LeaseOptions,
+    MemoryKvBackend, MemoryNodeLeaseStore, TokioClock,
 };
 use snafu::ResultExt;
 use tokio::net::TcpListener;
@@ -332,24 +332,9 @@ impl Metasrv {
     }
 
     async fn flush_stats(&self) {
-        let ops: Vec<BatchOp> = self
-            .stats
-            .snapshot_all()
-            .into_iter()
-            .filter_map(|(key, persisted)| {
-                let value = serde_json::to_vec(&persisted).ok()?;
-                Some(BatchOp::Put(KeyValue {
-                    key: StatsCache::kv_key(key).into_bytes(),
-                    value,
-                }))
-            })
-            .collect();
-        let n = ops.len();
-        if n == 0 {
-            return;
-        }
-        match self.ctx.kv.batch(ops).await {
-            Ok(()) => info!(nodes = n, "flushed cached stats"),
+        match self.stats.flush_all(&*self.ctx.kv).await {
+            Ok(0) => {}
+            Ok(n) => info!(nodes = n, "flushed cached stats"),
             Err(err) => warn!(error = %err, "failed to flush cached stats on shutdown"),
         }
     }

@@ -95,21 +95,23 @@ impl StatsCache {
         self.lock().get(&key).and_then(|n| n.recent.back().cloned())
     }
 
-    /// Every node's latest stat, for a final flush on shutdown.
-    pub fn snapshot_all(&self) -> Vec<(NodeKey, PersistedStats)> {
-        self.lock()
-            .iter()
-            .filter_map(|(key, n)| {
-                let stat = n.recent.back()?.clone();
-                Some((
-                    *key,
-                    PersistedStats {
+    /// Writes every node's latest stat, marked or not: the final flush on shutdown.
+    /// Same batching and encoding as [`flush`](Self::flush).
+    pub async fn flush_all(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
+        {
+            let nodes = self.lock();
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, n) in nodes.iter() {
+                if let Some(stat) = n.recent.back() {
+                    let persisted = PersistedStats {
                         node_epoch: n.node_epoch,
-                        stat,
-                    },
-                ))
-            })
-            .collect()
+                        stat: stat.clone(),
+                    };
+                    pending.insert(*key, persisted);
+                }
+            }
+        }
+        self.flush(kv).await
     }
 
     /// A node's recent stats, oldest first.

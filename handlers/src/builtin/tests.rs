@@ -624,4 +624,13 @@ async fn persist_stats_flushes_in_batches_and_on_epoch_change() {
     run(&group, &f.ctx, &req).await;
     let latest = f.stats.latest(NodeKey::datanode(9)).expect("cached");
     assert_eq!((latest.node_epoch, latest.duration_since_epoch), (200, 1));
+
+    // The shutdown flush writes every node's latest stat, marked or not.
+    req.node_epoch = 200;
+    req.duration_since_epoch = 2;
+    run(&group, &f.ctx, &req).await;
+    assert_eq!(f.stats.pending_len(), 0, "not due for a flush yet");
+    assert_eq!(f.stats.flush_all(&*f.ctx.kv).await.expect("flush_all"), 1);
+    let last = persisted(&f.ctx, 9).await.expect("flushed");
+    assert_eq!(last.stat.duration_since_epoch, 2);
 }
