@@ -92,6 +92,20 @@ impl EtcdElection {
         self.ttl.as_secs().max(1) as i64
     }
 
+    /// Runs one etcd call under the operation timeout; the error names the call, so
+    /// every failure reads "`what` failed: …" or "`what` timed out after …".
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+            Err(_) => Err(format!("{what} timed out after {:?}", self.op_timeout)),
+        }
+    }
+
     async fn keep_alive_once(
         &self,
         keeper: &mut LeaseKeeper,
@@ -114,31 +128,29 @@ impl EtcdElection {
 
     async fn term(&self, shutdown: &CancellationToken) -> TermEnd {
         let mut client = self.client.clone();
-        let t = self.op_timeout;
-        let lease = match tokio::time::timeout(t, client.lease_grant(self.ttl_secs(), None)).await {
-            Ok(Ok(l)) => l.id(),
-            Ok(Err(e)) => return lost("lease grant failed", e),
-            Err(_) => return lost("lease grant", "timed out"),
+        let lease = match self
+            .timed("lease grant", client.lease_grant(self.ttl_secs(), None))
+            .await
+        {
+            Ok(l) => l.id(),
+            Err(e) => return TermEnd::Lost(e),
         };
         *self.term_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-        let (mut keeper, mut stream) =
-            match tokio::time::timeout(t, client.lease_keep_alive(lease)).await {
-                Ok(Ok(ks)) => ks,
-                Ok(Err(e)) => return lost("keep-alive open failed", e),
-                Err(_) => return lost("keep-alive open", "timed out"),
-            };
+        let (mut keeper, mut stream) = match self
+            .timed("keep-alive open", client.lease_keep_alive(lease))
+            .await
+        {
+            Ok(ks) => ks,
+            Err(e) => return TermEnd::Lost(e),
+        };
         let member_key = format!("{}{}", self.members_prefix, self.addr);
         let put = client.put(
             member_key,
             self.addr.clone(),
             Some(PutOptions::new().with_lease(lease)),
         );
-        if let Err(e) = tokio::time::timeout(t, put)
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            return lost("member registration failed", e);
+        if let Err(e) = self.timed("member registration", put).await {
+            return TermEnd::Lost(e);
         }
         let mut ticker = tokio::time::interval(self.ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,10 +184,16 @@ impl EtcdElection {
         self.signal.set(true, Some(self.addr.clone()));
         info!(addr = %self.addr, lease, "became leader");
 
-        let mut observe = match tokio::time::timeout(t, client.observe(self.name.clone())).await {
-            Ok(Ok(s)) => Some(s),
-            _ => {
-                warn!("cannot observe the election; relying on keep-alives alone");
+        let mut observe = match self
+            .timed("observe", client.observe(self.name.clone()))
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(
+                    error = e,
+                    "cannot observe the election; relying on keep-alives alone"
+                );
                 None
             }
         };
@@ -233,7 +251,7 @@ impl Election for EtcdElection {
             if let Some(lease) = lease {
                 // Best effort: unreachable etcd expires it by TTL instead.
                 let mut client = self.client.clone();
-                let _ = tokio::time::timeout(self.op_timeout, client.lease_revoke(lease)).await;
+                let _ = self.timed("lease revoke", client.lease_revoke(lease)).await;
             }
             let pause = match end {
                 TermEnd::Shutdown => return Ok(()),
@@ -268,28 +286,17 @@ impl Election for EtcdElection {
             return Ok(());
         };
         let mut client = self.client.clone();
-        let t = self.op_timeout;
-        let res = tokio::time::timeout(
-            t,
-            client.resign(Some(ResignOptions::new().with_leader(key))),
-        )
-        .await;
-        let _ = tokio::time::timeout(t, client.lease_revoke(lease)).await;
+        let resigned = self
+            .timed(
+                "resign",
+                client.resign(Some(ResignOptions::new().with_leader(key))),
+            )
+            .await;
+        let _ = self.timed("lease revoke", client.lease_revoke(lease)).await;
         self.resigns.send_modify(|n| *n += 1);
-        match res {
-            Ok(Ok(_)) => {
-                info!("resigned leadership");
-                Ok(())
-            }
-            Ok(Err(e)) => ElectionSnafu {
-                message: format!("resign failed: {e}"),
-            }
-            .fail(),
-            Err(_) => ElectionSnafu {
-                message: "resign timed out".to_string(),
-            }
-            .fail(),
-        }
+        resigned.map_err(|message| ElectionSnafu { message }.build())?;
+        info!("resigned leadership");
+        Ok(())
     }
 
     async fn leader_addr(&self) -> Result<Option<String>> {
@@ -297,19 +304,16 @@ impl Election for EtcdElection {
             return Ok(Some(self.addr.clone()));
         }
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.op_timeout, client.leader(self.name.clone())).await {
-            Ok(Ok(resp)) => Ok(resp
+        match self
+            .timed("reading the leader", client.leader(self.name.clone()))
+            .await
+        {
+            Ok(resp) => Ok(resp
                 .kv()
                 .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-            Ok(Err(e)) if e.to_string().contains("no leader") => Ok(None),
-            Ok(Err(e)) => ElectionSnafu {
-                message: format!("cannot read the leader: {e}"),
-            }
-            .fail(),
-            Err(_) => ElectionSnafu {
-                message: "reading the leader timed out".to_string(),
-            }
-            .fail(),
+            // etcd 3.4 answers Unknown "election: no leader", not NotFound.
+            Err(e) if e.contains("no leader") => Ok(None),
+            Err(message) => ElectionSnafu { message }.fail(),
         }
     }
 
@@ -319,20 +323,14 @@ impl Election for EtcdElection {
             self.members_prefix.clone(),
             Some(GetOptions::new().with_prefix()),
         );
-        match tokio::time::timeout(self.op_timeout, get).await {
-            Ok(Ok(resp)) => Ok(resp
-                .kvs()
-                .iter()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-                .collect()),
-            Ok(Err(e)) => ElectionSnafu {
-                message: format!("cannot list members: {e}"),
-            }
-            .fail(),
-            Err(_) => ElectionSnafu {
-                message: "listing members timed out".to_string(),
-            }
-            .fail(),
-        }
+        let resp = self
+            .timed("listing members", get)
+            .await
+            .map_err(|message| ElectionSnafu { message }.build())?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
     }
 }
