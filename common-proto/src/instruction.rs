@@ -109,12 +109,21 @@ pub enum InstructionReply {
 impl InstructionReply {
     /// Whether the instruction succeeded.
     pub fn is_ok(&self) -> bool {
+        self.failure().is_none()
+    }
+
+    /// Why the instruction failed, or `None` if it succeeded.
+    pub fn failure(&self) -> Option<String> {
         match self {
             InstructionReply::OpenRegion(r)
             | InstructionReply::CloseRegion(r)
             | InstructionReply::DowngradeRegion(r)
-            | InstructionReply::UpgradeRegion(r) => r.ok,
-            InstructionReply::Error(_) => false,
+            | InstructionReply::UpgradeRegion(r) => match (r.ok, &r.error) {
+                (true, _) => None,
+                (false, Some(e)) => Some(e.clone()),
+                (false, None) => Some("no reason given".to_string()),
+            },
+            InstructionReply::Error(e) => Some(e.message.clone()),
         }
     }
 
@@ -260,6 +269,39 @@ mod tests {
                 reply
             );
         }
+    }
+
+    #[test]
+    fn failure_names_the_reason_and_is_none_on_success() {
+        let ok = RegionReply {
+            region_id: 1,
+            ok: true,
+            error: None,
+        };
+        let failed = RegionReply {
+            region_id: 1,
+            ok: false,
+            error: Some("no such region".into()),
+        };
+        let silent = RegionReply {
+            region_id: 1,
+            ok: false,
+            error: None,
+        };
+        assert_eq!(InstructionReply::UpgradeRegion(ok).failure(), None);
+        assert_eq!(
+            InstructionReply::OpenRegion(failed).failure().as_deref(),
+            Some("no such region")
+        );
+        assert_eq!(
+            InstructionReply::CloseRegion(silent).failure().as_deref(),
+            Some("no reason given")
+        );
+        let bad = InstructionReply::Error(ReplyError {
+            message: "bad json".into(),
+        });
+        assert_eq!(bad.failure().as_deref(), Some("bad json"));
+        assert!(!bad.is_ok());
     }
 
     #[test]

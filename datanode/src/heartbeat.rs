@@ -236,7 +236,7 @@ impl HeartbeatTask {
         };
         let (reply_tx, mut reply_rx) = mpsc::channel::<MailboxMessage>(64);
         let mut ticker = new_ticker(*interval);
-        let mut response_timeout = (*interval * 2).max(Duration::from_millis(500));
+        let mut response_timeout = response_timeout_for(*interval);
         let mut deadline = Instant::now() + response_timeout;
         loop {
             tokio::select! {
@@ -259,7 +259,7 @@ impl HeartbeatTask {
                         deadline = Instant::now() + response_timeout;
                         if let Some(cfg) = &resp.heartbeat_config {
                             *interval = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
-                            response_timeout = (*interval * 2).max(Duration::from_millis(500));
+                            response_timeout = response_timeout_for(*interval);
                             deadline = Instant::now() + response_timeout;
                             ticker = new_ticker(*interval);
                             backoff.set_cap(*interval);
@@ -336,6 +336,12 @@ impl HeartbeatTask {
         }
         None
     }
+}
+
+/// How long a session waits for any response before it gives the leader up: two
+/// heartbeat intervals, and never less than 500 ms.
+fn response_timeout_for(interval: Duration) -> Duration {
+    (interval * 2).max(Duration::from_millis(500))
 }
 
 fn new_ticker(interval: Duration) -> tokio::time::Interval {

@@ -12,14 +12,14 @@
 use std::collections::HashMap;
 
 use common_proto::instruction::OpenRole;
-use common_proto::{Instruction, InstructionReply, RegionIdent};
+use common_proto::{Instruction, RegionIdent};
 use handlers::{NodeKey, NodeLease, RegionRoute, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 use tracing::{info, warn};
 
 use crate::error::{
-    Error, InstructionFailedSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
+    InstructionFailedSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
     RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
 };
 use crate::Metasrv;
@@ -150,26 +150,15 @@ impl Metasrv {
             .mailbox
             .send(channel, ins, self.options.mailbox_timeout)?
             .await?;
-        let what = ins.subject();
-        let region_id = ins.region_id();
-        match reply {
-            r if r.is_ok() => Ok(()),
-            InstructionReply::Error(e) => InstructionFailedSnafu {
-                what,
-                region_id,
+        match reply.failure() {
+            None => Ok(()),
+            Some(message) => InstructionFailedSnafu {
+                what: ins.subject(),
+                region_id: ins.region_id(),
                 node_id,
-                message: e.message,
+                message,
             }
             .fail(),
-            InstructionReply::OpenRegion(r)
-            | InstructionReply::CloseRegion(r)
-            | InstructionReply::DowngradeRegion(r)
-            | InstructionReply::UpgradeRegion(r) => Err(Error::InstructionFailed {
-                what,
-                region_id,
-                node_id,
-                message: r.error.unwrap_or_else(|| "no reason given".into()),
-            }),
         }
     }
 }
