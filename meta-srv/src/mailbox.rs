@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::error::{
     ChannelClosedSnafu, MailboxTimeoutSnafu, PayloadSnafu, PusherNotFoundSnafu, Result,
 };
-use crate::pusher::Pushers;
+use crate::pusher::{Pusher, Pushers};
 
 #[derive(Debug)]
 struct Pending {
@@ -63,8 +63,18 @@ impl Mailbox {
         }
     }
 
-    fn envelope(&self, msg: MailboxMessage) -> HeartbeatResponse {
-        HeartbeatResponse {
+    /// Encodes `instruction` as message `id` to `channel`, in the response that carries
+    /// it down the stream.
+    fn envelope(
+        &self,
+        id: u64,
+        channel: NodeKey,
+        instruction: &Instruction,
+    ) -> Result<HeartbeatResponse> {
+        let msg = instruction
+            .to_mailbox_message(id, &self.from, &channel.to_string())
+            .context(PayloadSnafu)?;
+        Ok(HeartbeatResponse {
             header: Some(ResponseHeader {
                 protocol_version: PROTOCOL_VERSION,
                 cluster_id: self.cluster_id,
@@ -72,7 +82,13 @@ impl Mailbox {
             }),
             mailbox_message: Some(msg),
             ..Default::default()
-        }
+        })
+    }
+
+    fn pusher(&self, channel: NodeKey) -> Result<Arc<Pusher>> {
+        self.pushers
+            .get(channel)
+            .context(PusherNotFoundSnafu { channel })
     }
 
     /// Sends `instruction` to `channel` and returns a receiver that resolves to the reply,
@@ -84,14 +100,9 @@ impl Mailbox {
         instruction: &Instruction,
         timeout: Duration,
     ) -> Result<MailboxReceiver> {
-        let pusher = self
-            .pushers
-            .get(channel)
-            .context(PusherNotFoundSnafu { channel })?;
+        let pusher = self.pusher(channel)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = instruction
-            .to_mailbox_message(id, &self.from, &channel.to_string())
-            .context(PayloadSnafu)?;
+        let resp = self.envelope(id, channel, instruction)?;
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(
             id,
@@ -109,21 +120,15 @@ impl Mailbox {
             rx,
             pending: self.pending.clone(),
         };
-        pusher.push(self.envelope(msg))?;
+        pusher.push(resp)?;
         debug!(id, %channel, subject = instruction.subject(), "mailbox message sent");
         Ok(receiver)
     }
 
     /// Sends without waiting for a reply (id 0).
     pub fn send_oneway(&self, channel: NodeKey, instruction: &Instruction) -> Result<()> {
-        let pusher = self
-            .pushers
-            .get(channel)
-            .context(PusherNotFoundSnafu { channel })?;
-        let msg = instruction
-            .to_mailbox_message(0, &self.from, &channel.to_string())
-            .context(PayloadSnafu)?;
-        pusher.push(self.envelope(msg))
+        self.pusher(channel)?
+            .push(self.envelope(0, channel, instruction)?)
     }
 
     /// Sends one-way to every connected node of `role`; returns how many it reached.
@@ -131,10 +136,7 @@ impl Mailbox {
     pub fn broadcast(&self, role: Role, instruction: &Instruction) -> Result<usize> {
         let mut reached = 0;
         for pusher in self.pushers.by_role(role) {
-            let msg = instruction
-                .to_mailbox_message(0, &self.from, &pusher.key().to_string())
-                .context(PayloadSnafu)?;
-            match pusher.push(self.envelope(msg)) {
+            match pusher.push(self.envelope(0, pusher.key(), instruction)?) {
                 Ok(()) => reached += 1,
                 Err(err) => {
                     warn!(node_id = pusher.key().node_id, error = %err, "broadcast skipped a node")
