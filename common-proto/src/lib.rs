@@ -12,9 +12,14 @@
 //! - `v1`: generated messages, `heartbeat_client` and `heartbeat_server`.
 //! - `instruction`: `Instruction`, `InstructionReply` and their JSON helpers.
 //! - `error`: the crate's error type.
+//! - `process` (feature `process`): the bootstrap both binaries share: logging that cannot
+//!   kill the process, a panic policy that always does, signals. It lives here because
+//!   this is the one crate both binaries depend on.
 
 pub mod error;
 pub mod instruction;
+#[cfg(feature = "process")]
+pub mod process;
 
 pub use error::{Error, Result};
 pub use instruction::{

@@ -30,6 +30,11 @@ pub struct DatanodeOptions {
     /// Timeout of discovery and connect calls.
     #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
+    /// Taken off every region lease, for clock-rate drift and scheduling slack (see
+    /// `datanode::lease`). Must be shorter than the metasrv's region lease, or no region
+    /// is ever writable.
+    #[serde(with = "humantime_serde")]
+    pub lease_margin: Duration,
 }
 
 impl Default for DatanodeOptions {
@@ -43,6 +48,7 @@ impl Default for DatanodeOptions {
             data_dir: String::new(),
             heartbeat_interval: Duration::from_secs(3),
             rpc_timeout: Duration::from_secs(1),
+            lease_margin: crate::lease::DEFAULT_LEASE_MARGIN,
         }
     }
 }

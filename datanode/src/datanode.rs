@@ -15,6 +15,7 @@ use crate::alive_keeper::RegionAliveKeeper;
 use crate::engine::RegionEngineRef;
 use crate::error::{Result, RuntimeSnafu};
 use crate::heartbeat::{HeartbeatOptions, HeartbeatTask, StatusCell};
+use crate::lease::RegionLeases;
 use crate::meta_client::MetaClient;
 
 /// A running heartbeat task and keeper.
@@ -44,13 +45,18 @@ impl Drop for HeartbeatHandle {
     }
 }
 
-/// Starts heartbeating for `engine` on a dedicated runtime thread.
+/// Starts heartbeating for `engine` on a dedicated runtime thread. `leases` must be the
+/// same [`RegionLeases`] the engine checks on every write: the keeper applies grants to it.
+///
+/// If the task stops, for a shutdown, an error or anything else, nothing stays writable
+/// past its deadline: the write path checks the deadline itself.
 pub fn start_heartbeat(
     client: MetaClient,
     opts: HeartbeatOptions,
     engine: RegionEngineRef,
+    leases: Arc<RegionLeases>,
 ) -> Result<HeartbeatHandle> {
-    let keeper = RegionAliveKeeper::new(engine.clone());
+    let keeper = RegionAliveKeeper::new(engine.clone(), leases);
     let task = HeartbeatTask::new(client, opts, engine, keeper.clone());
     let status = task.status();
     let shutdown = CancellationToken::new();

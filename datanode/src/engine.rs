@@ -1,8 +1,16 @@
 //! The [`RegionEngine`] trait: what the heartbeat task needs from an embedder's storage.
 //!
-//! A region is writable only when **both** hold: its role is leader (set by
-//! instructions), and its lease is live (set by the RegionAliveKeeper). The engine keeps
-//! the two flags apart so neither path can make a region writable alone.
+//! A region is writable only when **both** hold, at the moment of the write: its role is
+//! leader (set by instructions, kept by the engine), and `now < deadline` of its lease
+//! (kept by [`RegionLeases`](crate::lease::RegionLeases), applied by the RegionAliveKeeper). Neither alone makes a
+//! region writable, and no flag stands in for the deadline.
+//!
+//! **The safety rule for implementors.** An engine's write path must call
+//! [`RegionLeases::begin_write`](crate::lease::RegionLeases::begin_write) before it applies a write, and
+//! [`WriteTicket::confirm`](crate::lease::WriteTicket::confirm) before it acknowledges it;
+//! and must refuse the write unless the region's role is leader. A write path that skips
+//! either check can accept writes on a lapsed lease, while the metasrv may already have
+//! granted the region to another node: two writers (invariant S1 broken).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,8 +29,6 @@ pub struct RegionInfo {
     /// Leader or follower.
     #[serde(serialize_with = "role_label")]
     pub role: RegionRole,
-    /// Whether the lease is live (writes also need the leader role).
-    pub lease_valid: bool,
     /// Rows stored.
     pub rows: u64,
     /// Approximate bytes stored.
@@ -37,13 +43,6 @@ fn role_label<S: serde::Serializer>(role: &RegionRole, s: S) -> Result<S::Ok, S:
     s.serialize_str(role.label())
 }
 
-impl RegionInfo {
-    /// Whether writes are accepted now.
-    pub fn writable(&self) -> bool {
-        self.role == RegionRole::Leader && self.lease_valid
-    }
-}
-
 /// The storage side a datanode embeds. All methods must be idempotent: instructions may
 /// be redelivered.
 #[async_trait]
@@ -54,8 +53,8 @@ pub trait RegionEngine: Send + Sync + Debug + 'static {
     /// One region's state.
     fn region(&self, region_id: u64) -> Option<RegionInfo>;
 
-    /// Opens (or creates) a region in `role`, with **no** valid lease: it stays readonly
-    /// until a grant arrives. Opening an open region only updates its role.
+    /// Opens (or creates) a region in `role`. It stays readonly until a lease is granted
+    /// (the keeper tracks it from then on). Opening an open region only updates its role.
     async fn open_region(&self, region_id: u64, role: RegionRole) -> Result<()>;
 
     /// Closes a region; returns whether it was open.
@@ -63,9 +62,6 @@ pub trait RegionEngine: Send + Sync + Debug + 'static {
 
     /// Sets a region's role.
     fn set_role(&self, region_id: u64, role: RegionRole) -> Result<()>;
-
-    /// Sets whether the region's lease is live; called by the keeper only.
-    fn set_lease_valid(&self, region_id: u64, valid: bool);
 
     /// Makes the region's data durable (before a downgrade hands it over).
     async fn flush(&self, region_id: u64) -> Result<()>;

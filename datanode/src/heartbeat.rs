@@ -10,7 +10,9 @@
 //! `2 × interval`; the task then rediscovers the leader at once, and backs off with jitter
 //! on repeated failures. `duration_since_epoch` is read from the keeper at send time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use common_proto::v1::heartbeat_client::HeartbeatClient;
@@ -59,12 +61,12 @@ pub struct StatusCell(Mutex<StatusInner>);
 
 impl StatusCell {
     fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.0.lock());
     }
 
     /// A snapshot.
     pub fn get(&self) -> HeartbeatStatus {
-        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.0.lock();
         let mut s = inner.status.clone();
         s.last_response_ms_ago = inner.last_response.map(|t| t.elapsed().as_millis() as u64);
         s

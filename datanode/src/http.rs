@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use common_proto::v1::RegionRole;
 use serde_json::json;
 
 use crate::alive_keeper::RegionAliveKeeper;
@@ -90,14 +91,15 @@ async fn status(State(s): State<HttpState>) -> Json<serde_json::Value> {
         .regions()
         .into_iter()
         .map(|r| {
-            let left = s
-                .keeper
+            let leases = s.keeper.leases();
+            let left = leases
                 .deadline(r.region_id)
                 .map(|d| d.saturating_duration_since(now).as_millis() as u64);
+            let writable = r.role == RegionRole::Leader && leases.is_live(r.region_id);
             json!({
                 "region_id": r.region_id,
                 "role": r.role.label(),
-                "writable": r.writable(),
+                "writable": writable,
                 "lease_left_ms": left,
                 "rows": r.rows,
             })

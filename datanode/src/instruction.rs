@@ -5,8 +5,9 @@
 //! `Error` reply, never a panic.
 //! - `OpenRegion`: open in the given role, **readonly** until a lease arrives.
 //! - `CloseRegion`: close and stop tracking its lease; closing an absent region is ok.
-//! - `DowngradeRegion`: leader → readonly follower, after a flush, so another node can
-//!   take over without losing acknowledged writes.
+//! - `DowngradeRegion`: leader → readonly follower: revoke the lease (fenced, so a late
+//!   grant cannot revive it), flush, then hand over the role, so another node can take
+//!   over without losing acknowledged writes.
 //! - `UpgradeRegion`: follower → leader; writable once the leader lease arrives.
 
 use std::sync::Arc;
@@ -99,7 +100,7 @@ impl InstructionHandler {
 
     async fn downgrade(&self, region_id: u64) -> Result<()> {
         // Stop writes first, then flush what was acknowledged, then hand over the role.
-        self.engine.set_lease_valid(region_id, false);
+        self.keeper.leases().revoke(region_id);
         self.engine.flush(region_id).await?;
         self.engine.set_role(region_id, RegionRole::Follower)
     }
@@ -113,8 +114,9 @@ mod tests {
     use common_proto::RegionIdent;
 
     fn setup() -> (Arc<MemoryRegionEngine>, InstructionHandler) {
-        let engine = Arc::new(MemoryRegionEngine::new());
-        let keeper = RegionAliveKeeper::new(engine.clone());
+        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
+        let engine = Arc::new(MemoryRegionEngine::new(leases.clone()));
+        let keeper = RegionAliveKeeper::new(engine.clone(), leases);
         (engine.clone(), InstructionHandler::new(engine, keeper))
     }
 
@@ -128,11 +130,8 @@ mod tests {
         for _ in 0..2 {
             assert!(h.handle(open.clone()).await.is_ok());
             let r = engine.region(1).expect("open");
-            assert_eq!(
-                (r.role, r.writable()),
-                (RegionRole::Leader, false),
-                "opened readonly"
-            );
+            assert_eq!(r.role, RegionRole::Leader);
+            assert!(engine.write(1, "k", "v").is_err(), "opened readonly");
         }
         for _ in 0..2 {
             assert!(h

@@ -1,15 +1,17 @@
 //! The datanode side: the heartbeat task a storage server embeds, and a demo datanode.
 //!
-//! An embedder implements [`RegionEngine`] for its storage, and calls
-//! [`start_heartbeat`]. From then on the node streams heartbeats to the metasrv leader,
-//! its regions are writable only while their leases are live (the
-//! [`RegionAliveKeeper`]), and it follows the metasrv's instructions. Cut off from the
+//! An embedder implements [`RegionEngine`] for its storage, checks every write against a
+//! shared [`RegionLeases`], and calls [`start_heartbeat`]. From then on the node streams
+//! heartbeats to the metasrv leader, its regions accept writes only while `now <` their
+//! lease deadline (checked at the write), and it follows the metasrv's instructions. Cut off from the
 //! metasrv, the node turns its regions readonly on its own, before anyone may take them
 //! over.
 //!
 //! Layout:
 //! - `engine`: the [`RegionEngine`] trait; `memory_engine`: [`MemoryRegionEngine`].
-//! - `alive_keeper`: [`RegionAliveKeeper`], one timer for all regions' deadlines.
+//! - `lease`: [`RegionLeases`], the deadlines every write is checked against (fail
+//!   closed), and the [`WriteTicket`] an engine confirms before it acknowledges a write.
+//! - `alive_keeper`: [`RegionAliveKeeper`], applies grants; one bookkeeping timer.
 //! - `meta_client`: leader discovery across all metasrvs, and [`Backoff`].
 //! - `heartbeat`: [`HeartbeatTask`], the stream and its sessions.
 //! - `instruction`: [`InstructionHandler`], open/close/downgrade/upgrade.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod instruction;
+pub mod lease;
 pub mod memory_engine;
 pub mod meta_client;
 
@@ -34,5 +37,6 @@ pub use engine::{RegionEngine, RegionEngineRef, RegionInfo};
 pub use error::{Error, Result};
 pub use heartbeat::{HeartbeatOptions, HeartbeatStatus, HeartbeatTask};
 pub use instruction::InstructionHandler;
+pub use lease::{RegionLeases, WriteTicket, DEFAULT_LEASE_MARGIN};
 pub use memory_engine::MemoryRegionEngine;
 pub use meta_client::{Backoff, MetaClient};

@@ -1,17 +1,22 @@
 //! [`MemoryRegionEngine`]: a small region engine that keeps rows per region, and really
 //! refuses writes to readonly regions. The demo and the tests run on it.
 //!
+//! Every write checks the lease at the write, through [`RegionLeases`]: before it is
+//! applied and again before it is acknowledged (fail closed; see `lease`).
+//!
 //! With a data directory it is durable enough to survive a restart: a manifest
 //! (`regions.json`) lists the open regions and their roles, and each region's rows are an
 //! append-only log (`region-<id>.log`, one JSON `[key, value]` per line) replayed on
-//! open. After a restart every region comes back **readonly**: the lease flag always
-//! starts false.
+//! open. After a restart every region comes back **readonly**: no lease survives a
+//! restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use async_trait::async_trait;
 use common_proto::v1::RegionRole;
@@ -19,14 +24,12 @@ use snafu::ResultExt;
 use tracing::info;
 
 use crate::engine::{RegionEngine, RegionInfo};
-use crate::error::{
-    CorruptSnafu, LeaseExpiredSnafu, RegionFollowerSnafu, RegionNotFoundSnafu, Result, StorageSnafu,
-};
+use crate::error::{CorruptSnafu, RegionFollowerSnafu, RegionNotFoundSnafu, Result, StorageSnafu};
+use crate::lease::RegionLeases;
 
 #[derive(Debug)]
 struct Region {
     role: RegionRole,
-    lease_valid: bool,
     rows: BTreeMap<String, String>,
     bytes: u64,
     reads: u64,
@@ -38,7 +41,6 @@ impl Region {
         RegionInfo {
             region_id,
             role: self.role,
-            lease_valid: self.lease_valid,
             rows: self.rows.len() as u64,
             bytes: self.bytes,
             reads: self.reads,
@@ -48,9 +50,11 @@ impl Region {
 }
 
 /// An in-memory region engine, optionally backed by a data directory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryRegionEngine {
     dir: Option<PathBuf>,
+    /// The deadlines every write is checked against; shared with the keeper.
+    leases: Arc<RegionLeases>,
     // A std RwLock: no await happens while it is held.
     regions: RwLock<HashMap<u64, Region>>,
 }
@@ -67,18 +71,23 @@ fn role_from(name: &str) -> RegionRole {
 }
 
 impl MemoryRegionEngine {
-    /// A purely in-memory engine.
-    pub fn new() -> Self {
-        Self::default()
+    /// A purely in-memory engine whose writes are checked against `leases`.
+    pub fn new(leases: Arc<RegionLeases>) -> Self {
+        Self {
+            dir: None,
+            leases,
+            regions: RwLock::default(),
+        }
     }
 
     /// An engine persisted under `dir`; reopens the regions listed there, readonly.
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub fn open(dir: &Path, leases: Arc<RegionLeases>) -> Result<Self> {
         std::fs::create_dir_all(dir).context(StorageSnafu {
             path: dir.display().to_string(),
         })?;
         let engine = Self {
             dir: Some(dir.to_path_buf()),
+            leases,
             regions: RwLock::default(),
         };
         let manifest = engine.manifest_path();
@@ -105,12 +114,12 @@ impl MemoryRegionEngine {
         Ok(engine)
     }
 
-    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Region>> {
-        self.regions.write().unwrap_or_else(|p| p.into_inner())
+    fn write_lock(&self) -> parking_lot::RwLockWriteGuard<'_, HashMap<u64, Region>> {
+        self.regions.write()
     }
 
-    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Region>> {
-        self.regions.read().unwrap_or_else(|p| p.into_inner())
+    fn read_lock(&self) -> parking_lot::RwLockReadGuard<'_, HashMap<u64, Region>> {
+        self.regions.read()
     }
 
     fn manifest_path(&self) -> PathBuf {
@@ -129,7 +138,6 @@ impl MemoryRegionEngine {
     fn load_region(&self, region_id: u64, role: RegionRole) -> Result<Region> {
         let mut region = Region {
             role,
-            lease_valid: false,
             rows: BTreeMap::new(),
             bytes: 0,
             reads: 0,
@@ -185,7 +193,8 @@ impl MemoryRegionEngine {
     }
 
     /// Writes a row. Refused with a clear error when the region is a follower or its
-    /// lease is not live.
+    /// lease is not live *now*; a write whose lease lapsed while it was applied is not
+    /// acknowledged (it returns `LeaseExpired`, and may or may not have been applied).
     pub fn write(&self, region_id: u64, key: &str, value: &str) -> Result<()> {
         let mut regions = self.write_lock();
         let region = regions
@@ -194,9 +203,7 @@ impl MemoryRegionEngine {
         if region.role != RegionRole::Leader {
             return RegionFollowerSnafu { region_id }.fail();
         }
-        if !region.lease_valid {
-            return LeaseExpiredSnafu { region_id }.fail();
-        }
+        let ticket = self.leases.begin_write(region_id)?;
         if let Some(path) = self.log_path(region_id) {
             let line = serde_json::to_string(&(key, value)).context(CorruptSnafu {
                 path: path.display().to_string(),
@@ -215,7 +222,7 @@ impl MemoryRegionEngine {
         region.bytes += (key.len() + value.len()) as u64;
         region.writes += 1;
         region.rows.insert(key.to_string(), value.to_string());
-        Ok(())
+        ticket.confirm()
     }
 
     /// Reads a row; works on readonly regions too.
@@ -279,12 +286,6 @@ impl RegionEngine for MemoryRegionEngine {
         self.save_manifest(&regions)
     }
 
-    fn set_lease_valid(&self, region_id: u64, valid: bool) {
-        if let Some(region) = self.write_lock().get_mut(&region_id) {
-            region.lease_valid = valid;
-        }
-    }
-
     async fn flush(&self, region_id: u64) -> Result<()> {
         // Every write is appended before it is acknowledged, so there is nothing to flush
         // beyond checking the region exists.
@@ -298,18 +299,28 @@ impl RegionEngine for MemoryRegionEngine {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn engine() -> (Arc<RegionLeases>, MemoryRegionEngine) {
+        let leases = RegionLeases::new(Duration::ZERO);
+        (leases.clone(), MemoryRegionEngine::new(leases))
+    }
 
     #[tokio::test]
     async fn writes_need_the_leader_role_and_a_live_lease_and_reads_always_work() {
-        let engine = MemoryRegionEngine::new();
+        let (leases, engine) = engine();
         engine
             .open_region(1, RegionRole::Leader)
             .await
             .expect("open");
+        leases.track(1);
         let err = engine.write(1, "k", "v").expect_err("no lease yet");
         assert!(err.to_string().contains("region lease expired"), "{err}");
-        engine.set_lease_valid(1, true);
+        leases.grant(1, leases.duration_since_epoch(), LEASE);
         engine.write(1, "k", "v").expect("leader with lease");
         engine.set_role(1, RegionRole::Follower).expect("role");
         let err = engine.write(1, "k", "v2").expect_err("follower");
@@ -322,28 +333,60 @@ mod tests {
             .contains("not found"));
     }
 
+    /// No keeper, no timer task at all: the write path alone refuses writes from the
+    /// deadline on. This is what a stalled, panicked or SIGSTOPped timer leaves behind.
+    #[tokio::test(start_paused = true)]
+    async fn with_no_timer_running_writes_are_refused_from_the_deadline_on() {
+        let (leases, engine) = engine();
+        engine
+            .open_region(1, RegionRole::Leader)
+            .await
+            .expect("open");
+        leases.track(1);
+        let deadline = leases.grant(1, 0, LEASE).expect("granted");
+        tokio::time::advance(LEASE - Duration::from_millis(1)).await;
+        engine
+            .write(1, "before", "v")
+            .expect("1 ms before the deadline");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(tokio::time::Instant::now(), deadline);
+        for i in 0..100 {
+            let err = engine
+                .write(1, &format!("after{i}"), "v")
+                .expect_err("at or after the deadline");
+            assert!(err.to_string().contains("lease expired"), "{err}");
+            tokio::time::advance(Duration::from_millis(7)).await;
+        }
+        assert_eq!(engine.row_count(1).expect("rows"), 1);
+    }
+
     #[tokio::test]
     async fn a_reopened_engine_keeps_its_rows_and_starts_readonly() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let engine = MemoryRegionEngine::open(dir.path()).expect("open");
+            let (leases, _) = engine();
+            let engine = MemoryRegionEngine::open(dir.path(), leases.clone()).expect("open");
             engine
                 .open_region(3, RegionRole::Leader)
                 .await
                 .expect("open region");
-            engine.set_lease_valid(3, true);
+            leases.track(3);
+            leases.grant(3, leases.duration_since_epoch(), LEASE);
             engine.write(3, "a", "1").expect("write");
             engine.write(3, "b", "2").expect("write");
         }
-        let engine = MemoryRegionEngine::open(dir.path()).expect("reopen");
+        let (leases, _) = engine();
+        let engine = MemoryRegionEngine::open(dir.path(), leases.clone()).expect("reopen");
         let info = engine.region(3).expect("region back");
-        assert_eq!(
-            (info.role, info.lease_valid, info.rows),
-            (RegionRole::Leader, false, 2)
+        assert_eq!((info.role, info.rows), (RegionRole::Leader, 2));
+        leases.track(3);
+        assert!(
+            engine.write(3, "c", "3").is_err(),
+            "readonly after a restart"
         );
         assert_eq!(engine.read(3, "b").expect("read"), Some("2".into()));
         assert!(engine.close_region(3).await.expect("close"));
-        assert!(MemoryRegionEngine::open(dir.path())
+        assert!(MemoryRegionEngine::open(dir.path(), leases)
             .expect("reopen")
             .regions()
             .is_empty());

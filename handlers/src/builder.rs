@@ -166,3 +166,181 @@ impl HandlerGroupBuilder {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::builtin::names::*;
+    use crate::test_util::{defaults, Probe};
+    use crate::{Error, HandlerGroupBuilder};
+
+    #[test]
+    fn default_order_is_pinned() {
+        let group = defaults().build().expect("defaults build");
+        assert_eq!(
+            group.names(),
+            vec![
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS
+            ]
+        );
+    }
+
+    #[test]
+    fn builder_inserts_replaces_and_removes_by_name() {
+        let names = |b: HandlerGroupBuilder| {
+            b.build()
+                .expect("valid")
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(defaults().insert_before(COLLECT_STATS, Probe::named("first"))),
+            [
+                "first",
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS
+            ]
+        );
+        assert_eq!(
+            names(defaults().insert_after(CHECK_LEADER, Probe::named("x"))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                "x",
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS
+            ]
+        );
+        assert_eq!(
+            names(defaults().insert_after(PERSIST_STATS, Probe::named("last"))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS,
+                "last"
+            ]
+        );
+        assert_eq!(
+            names(defaults().insert_before(PERSIST_STATS, Probe::named("y"))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                "y",
+                PERSIST_STATS
+            ]
+        );
+        assert_eq!(
+            names(defaults().push(Probe::named("tail"))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS,
+                "tail"
+            ]
+        );
+        assert_eq!(
+            names(defaults().replace(PERSIST_STATS, Probe::named("my_stats"))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                "my_stats"
+            ]
+        );
+        assert_eq!(
+            names(defaults().replace(KEEP_LEASE, Probe::named(KEEP_LEASE))),
+            [
+                COLLECT_STATS,
+                CHECK_LEADER,
+                KEEP_LEASE,
+                REGION_LEASE,
+                PERSIST_STATS
+            ]
+        );
+        assert_eq!(
+            names(defaults().remove(CHECK_LEADER)),
+            [COLLECT_STATS, KEEP_LEASE, REGION_LEASE, PERSIST_STATS]
+        );
+        assert_eq!(
+            names(HandlerGroupBuilder::new().push(Probe::named("only"))),
+            ["only"]
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_typed_errors_for_every_operation() {
+        let cases = [
+            (
+                "insert_before",
+                defaults().insert_before("nope", Probe::named("a")),
+            ),
+            (
+                "insert_after",
+                defaults().insert_after("nope", Probe::named("a")),
+            ),
+            ("replace", defaults().replace("nope", Probe::named("a"))),
+            ("remove", defaults().remove("nope")),
+        ];
+        for (op, builder) in cases {
+            match builder.build() {
+                Err(Error::UnknownHandler {
+                    op: got,
+                    name,
+                    known,
+                }) => {
+                    assert_eq!((got, name.as_str()), (op, "nope"));
+                    assert!(
+                        known.contains(KEEP_LEASE),
+                        "the error lists known names: {known}"
+                    );
+                }
+                other => panic!("{op}: expected UnknownHandler, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_and_empty_names_are_typed_errors() {
+        let dup = |b: HandlerGroupBuilder| matches!(b.build(), Err(Error::DuplicateHandler { name }) if name == KEEP_LEASE);
+        assert!(dup(defaults().push(Probe::named(KEEP_LEASE))));
+        assert!(dup(
+            defaults().insert_after(CHECK_LEADER, Probe::named(KEEP_LEASE))
+        ));
+        assert!(dup(
+            defaults().insert_before(CHECK_LEADER, Probe::named(KEEP_LEASE))
+        ));
+        assert!(dup(
+            defaults().replace(REGION_LEASE, Probe::named(KEEP_LEASE))
+        ));
+        assert!(matches!(
+            defaults().push(Probe::named("")).build(),
+            Err(Error::EmptyHandlerName)
+        ));
+        // The first error wins, later operations do not hide it.
+        let err = defaults()
+            .remove("a")
+            .remove("b")
+            .build()
+            .expect_err("invalid");
+        assert!(
+            matches!(err, Error::UnknownHandler { ref name, .. } if name == "a"),
+            "{err}"
+        );
+    }
+}

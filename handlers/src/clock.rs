@@ -5,7 +5,9 @@
 //! drives it too; [`ManualClock`] is for unit tests without a runtime.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -54,13 +56,13 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut offset = self.offset.lock().unwrap_or_else(|p| p.into_inner());
+        let mut offset = self.offset.lock();
         *offset += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.base + *self.offset.lock().unwrap_or_else(|p| p.into_inner())
+        self.base + *self.offset.lock()
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    ClockRef, KvBackendRef, KvRegionRouteStore, LeaderFlag, LeadershipRef, MemoryKvBackend,
+    ClockRef, KvBackendRef, KvRegionRouteStore, LeaderLease, LeadershipRef, MemoryKvBackend,
     MemoryNodeLeaseStore, NodeLeaseStoreRef, RegionRouteStoreRef, TokioClock,
 };
 
@@ -55,7 +55,7 @@ impl Context {
             cluster_id,
             routes: Arc::new(KvRegionRouteStore::new(kv.clone())),
             kv,
-            leadership: Arc::new(LeaderFlag::new(true, None)),
+            leadership: Arc::new(LeaderLease::new(true, None)),
             node_leases: Arc::new(MemoryNodeLeaseStore::new()),
             clock: Arc::new(TokioClock),
             leases,

@@ -130,3 +130,108 @@ impl HandlerGroup {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use common_proto::v1::{ErrorCode, Role};
+
+    use crate::builtin::names::*;
+    use crate::test_util::{fixture, request, run, Probe};
+    use crate::{ErrorPolicy, HandlerGroupBuilder, NodeKey, RegionRoute};
+
+    #[tokio::test]
+    async fn role_filtering_skips_handlers_that_do_not_accept_the_role() {
+        let f = fixture();
+        let frontend_only = Probe {
+            roles: &[Role::Frontend],
+            ..Probe::named("frontend_only")
+        };
+        let calls = frontend_only.calls.clone();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .push(frontend_only)
+            .build()
+            .expect("build");
+
+        let acc = run(&group, &f.ctx, &request(1, Role::Datanode, &[], 1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(
+            acc.region_lease.is_some(),
+            "region_lease runs for datanodes"
+        );
+
+        let acc = run(&group, &f.ctx, &request(2, Role::Frontend, &[], 1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(acc.region_lease.is_none(), "region_lease skips frontends");
+        assert!(
+            f.ctx
+                .node_leases
+                .get(NodeKey {
+                    role: Role::Frontend,
+                    node_id: 2
+                })
+                .is_some(),
+            "keep_lease accepts frontends"
+        );
+        let timings = group.timings();
+        let region = timings
+            .iter()
+            .find(|t| t.name == REGION_LEASE)
+            .expect("timed");
+        assert_eq!(region.calls, 1, "skipped runs are not timed");
+    }
+
+    #[tokio::test]
+    async fn a_failing_handler_does_not_cost_the_lease() {
+        let f = fixture();
+        f.ctx
+            .routes
+            .put(RegionRoute {
+                region_id: 1,
+                leader: Some(5),
+                followers: vec![],
+            })
+            .await
+            .expect("route");
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .insert_before(
+                KEEP_LEASE,
+                Probe::failing("flaky_quota", ErrorPolicy::Continue),
+            )
+            .build()
+            .expect("build");
+        let acc = run(&group, &f.ctx, &request(5, Role::Datanode, &[1], 9)).await;
+        assert!(
+            f.ctx.node_leases.get(NodeKey::datanode(5)).is_some(),
+            "keep_lease still ran"
+        );
+        assert_eq!(acc.region_lease.as_ref().expect("granted").regions.len(), 1);
+        assert_eq!(acc.failures.len(), 1);
+        assert_eq!(acc.failures[0].handler, "flaky_quota");
+        assert!(acc.failures[0].message.contains("flaky_quota exploded"));
+        assert_eq!(acc.error, None, "a Continue failure is not a request error");
+        let t = group
+            .timings()
+            .into_iter()
+            .find(|t| t.name == "flaky_quota")
+            .expect("timed");
+        assert_eq!((t.calls, t.errors), (1, 1));
+
+        // Reported in the response header.
+        let resp = acc.into_response();
+        assert_eq!(resp.header.expect("header").handler_failures.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stop_policy_failure_stops_the_chain_with_an_error() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .insert_before(KEEP_LEASE, Probe::failing("gate", ErrorPolicy::Stop))
+            .build()
+            .expect("build");
+        let acc = run(&group, &f.ctx, &request(5, Role::Datanode, &[], 9)).await;
+        assert_eq!(acc.error_code(), Some(ErrorCode::HandlerFailed));
+        assert!(f.ctx.node_leases.list().is_empty());
+    }
+}

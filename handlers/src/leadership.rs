@@ -1,15 +1,29 @@
 //! The leadership view handlers consult: is this metasrv the leader right now?
 //!
-//! It is a synchronous read of local state (an atomic), never a network call: CheckLeader
-//! runs on every heartbeat. The election implementation keeps it current.
+//! **Leadership is a deadline, not a flag** (DESIGN.md §4, fail closed). A metasrv on
+//! etcd may act as leader only while `now <` (send time of its last keep-alive that etcd
+//! acknowledged + the TTL etcd returned − a drift margin). etcd cannot expire the
+//! election key before then, because it starts the TTL when it *receives* the keep-alive,
+//! after it was sent; so no successor can exist before the deadline. [`LeaderLease`]
+//! keeps that deadline and compares against it on every read: if the election task that
+//! extends it stalls, is starved or the whole process is SIGSTOPped, leadership simply
+//! lapses at the deadline, with nobody having to clear anything.
+//!
+//! It is a synchronous read of local state (two atomics and the clock), never a network
+//! call: CheckLeader runs on every heartbeat.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use tokio::time::Instant;
 
 /// Read-only view of this metasrv's leadership.
 pub trait LeadershipView: Send + Sync + Debug + 'static {
-    /// Whether this process is the leader and may grant leases.
+    /// Whether this process is the leader *now* and may grant leases. Implementations
+    /// decide from a deadline at the call, never from a flag a task must clear.
     fn is_leader(&self) -> bool;
 
     /// The leader's advertised address, if known, to point followers' callers at it.
@@ -19,40 +33,147 @@ pub trait LeadershipView: Send + Sync + Debug + 'static {
 /// Shared leadership handle.
 pub type LeadershipRef = Arc<dyn LeadershipView>;
 
-/// A leadership view backed by a flag and an address, set by whoever runs the election.
-/// Standalone mode sets it once; the etcd election flips it on win and step-down.
-#[derive(Debug, Default)]
-pub struct LeaderFlag {
-    leader: AtomicBool,
+const NOT_LEADING: u64 = 0;
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// Leadership held until a monotonic deadline (or without one, standalone). Whoever runs
+/// the election extends it; everyone else only reads it.
+#[derive(Debug)]
+pub struct LeaderLease {
+    base: Instant,
+    /// Nanoseconds after `base` until which this process leads; 0: not leading;
+    /// `u64::MAX`: leading with no deadline (standalone).
+    until: AtomicU64,
     // A std RwLock: nothing awaits while holding it.
     leader_addr: RwLock<Option<String>>,
 }
 
-impl LeaderFlag {
-    /// A flag that says "leader" (with our own address) or "follower".
+impl Default for LeaderLease {
+    fn default() -> Self {
+        Self::new(false, None)
+    }
+}
+
+impl LeaderLease {
+    /// Leading with no deadline (standalone; with our own address), or following.
     pub fn new(is_leader: bool, leader_addr: Option<String>) -> Self {
         Self {
-            leader: AtomicBool::new(is_leader),
+            base: Instant::now(),
+            until: AtomicU64::new(if is_leader { NO_DEADLINE } else { NOT_LEADING }),
             leader_addr: RwLock::new(leader_addr),
         }
     }
 
-    /// Updates leadership; called by the election on every change.
+    fn nanos(&self, t: Instant) -> u64 {
+        // At least 1, so that a deadline at `base` is not read as "not leading".
+        (t.saturating_duration_since(self.base).as_nanos() as u64).clamp(1, NO_DEADLINE - 1)
+    }
+
+    /// Leads with no deadline (`true`), or follows (`false`), naming the leader. Used by
+    /// the standalone election, and by tests.
     pub fn set(&self, is_leader: bool, leader_addr: Option<String>) {
-        *self.leader_addr.write().unwrap_or_else(|p| p.into_inner()) = leader_addr;
-        self.leader.store(is_leader, Ordering::SeqCst);
+        if is_leader {
+            *self.leader_addr.write() = leader_addr;
+            self.until.store(NO_DEADLINE, Ordering::SeqCst);
+        } else {
+            self.step_down(leader_addr);
+        }
+    }
+
+    /// Starts (or continues) leading until `deadline`, advertising `addr`.
+    pub fn lead_until(&self, deadline: Instant, addr: Option<String>) {
+        *self.leader_addr.write() = addr;
+        self.until.store(self.nanos(deadline), Ordering::SeqCst);
+    }
+
+    /// Moves the deadline forward (never back), only while still leading: a lapsed or
+    /// ended leadership is never revived by a late extension.
+    pub fn extend_to(&self, deadline: Instant) -> bool {
+        let new = self.nanos(deadline);
+        let now = self.nanos(Instant::now());
+        self.until
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                (cur != NOT_LEADING && cur != NO_DEADLINE && now < cur && new > cur).then_some(new)
+            })
+            .is_ok()
+    }
+
+    /// Stops leading at once; `leader_addr` names the new leader, if known.
+    pub fn step_down(&self, leader_addr: Option<String>) {
+        // The deadline goes first, so nothing reads "leader" with the new address.
+        self.until.store(NOT_LEADING, Ordering::SeqCst);
+        *self.leader_addr.write() = leader_addr;
+    }
+
+    /// The deadline, if leading under one.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.until.load(Ordering::SeqCst) {
+            NOT_LEADING | NO_DEADLINE => None,
+            n => Some(self.base + std::time::Duration::from_nanos(n)),
+        }
     }
 }
 
-impl LeadershipView for LeaderFlag {
+impl LeadershipView for LeaderLease {
     fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        let until = self.until.load(Ordering::SeqCst);
+        // The clock is read after the deadline: a pause in between only makes "now" later.
+        until == NO_DEADLINE || (until != NOT_LEADING && self.nanos(Instant::now()) < until)
     }
 
     fn leader_addr(&self) -> Option<String> {
-        self.leader_addr
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.leader_addr.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_lapses_at_its_deadline_with_no_one_clearing_it() {
+        let lease = LeaderLease::default();
+        assert!(!lease.is_leader());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        lease.lead_until(deadline, Some("me".into()));
+        assert!(lease.is_leader());
+        tokio::time::advance(Duration::from_millis(2_999)).await;
+        assert!(lease.is_leader());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            !lease.is_leader(),
+            "at the deadline itself, no longer leader"
+        );
+        assert!(
+            !lease.extend_to(Instant::now() + Duration::from_secs(3)),
+            "a lapsed term is not revived by a late keep-alive"
+        );
+        assert!(!lease.is_leader());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extensions_only_move_forward_and_a_step_down_is_immediate() {
+        let lease = LeaderLease::default();
+        let t0 = Instant::now();
+        lease.lead_until(t0 + Duration::from_secs(3), None);
+        assert!(lease.extend_to(t0 + Duration::from_secs(5)));
+        assert!(!lease.extend_to(t0 + Duration::from_secs(4)), "never back");
+        assert_eq!(lease.deadline(), Some(t0 + Duration::from_secs(5)));
+        lease.step_down(Some("other".into()));
+        assert!(!lease.is_leader());
+        assert_eq!(lease.leader_addr().as_deref(), Some("other"));
+        assert!(!lease.extend_to(t0 + Duration::from_secs(9)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn standalone_leadership_has_no_deadline() {
+        let lease = LeaderLease::new(true, Some("me".into()));
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert!(lease.is_leader());
+        assert_eq!(lease.deadline(), None);
+        lease.set(false, None);
+        assert!(!lease.is_leader());
     }
 }

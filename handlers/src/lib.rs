@@ -36,6 +36,9 @@ pub mod route;
 pub mod stat;
 pub mod validate;
 
+#[cfg(test)]
+pub(crate) mod test_util;
+
 pub use accumulator::HeartbeatAccumulator;
 pub use builder::HandlerGroupBuilder;
 pub use clock::{Clock, ClockRef, ManualClock, TokioClock};
@@ -44,7 +47,7 @@ pub use error::{Error, Result};
 pub use group::{HandlerGroup, HandlerTiming};
 pub use handler::{ErrorPolicy, HandleControl, HeartbeatHandler};
 pub use kv::{BatchOp, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
-pub use leadership::{LeaderFlag, LeadershipRef, LeadershipView};
+pub use leadership::{LeaderLease, LeadershipRef, LeadershipView};
 pub use node_lease::{MemoryNodeLeaseStore, NodeKey, NodeLease, NodeLeaseStore, NodeLeaseStoreRef};
 pub use route::{KvRegionRouteStore, RegionRoute, RegionRouteStore, RegionRouteStoreRef};
 pub use stat::Stat;

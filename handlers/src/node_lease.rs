@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common_proto::v1::Role;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 /// Identifies one node stream: the same id may exist once per role.
@@ -87,6 +88,11 @@ pub trait NodeLeaseStore: Send + Sync + Debug + 'static {
     /// that expired just now (so each expiry is logged once).
     fn expire(&self, now: Instant, ttl: Duration) -> Vec<NodeLease>;
 
+    /// Gives every node that is not already expired a fresh grace of one node lease from
+    /// `now`. The leader calls it after its *own* stall (a SIGSTOP, a starved runtime):
+    /// it heard no heartbeats while it was not running, which says nothing about the nodes.
+    fn grace(&self, now: Instant);
+
     /// Forgets a node (e.g. decommissioned).
     fn remove(&self, key: NodeKey) -> Option<NodeLease>;
 
@@ -100,7 +106,7 @@ pub type NodeLeaseStoreRef = Arc<dyn NodeLeaseStore>;
 /// The in-memory node-lease store.
 #[derive(Debug, Default)]
 pub struct MemoryNodeLeaseStore {
-    // A std Mutex: every method is synchronous.
+    // Every method is synchronous: nothing awaits while holding it.
     nodes: Mutex<HashMap<NodeKey, NodeLease>>,
 }
 
@@ -110,8 +116,8 @@ impl MemoryNodeLeaseStore {
         Self::default()
     }
 
-    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<NodeKey, NodeLease>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    fn nodes(&self) -> MutexGuard<'_, HashMap<NodeKey, NodeLease>> {
+        self.nodes.lock()
     }
 }
 
@@ -172,6 +178,12 @@ impl NodeLeaseStore for MemoryNodeLeaseStore {
         newly
     }
 
+    fn grace(&self, now: Instant) {
+        for lease in self.nodes().values_mut().filter(|l| !l.expired) {
+            lease.last_seen = lease.last_seen.max(now);
+        }
+    }
+
     fn remove(&self, key: NodeKey) -> Option<NodeLease> {
         self.nodes().remove(&key)
     }
@@ -223,6 +235,34 @@ mod tests {
             t0 + Duration::from_secs(12),
         );
         assert!(!store.get(NodeKey::datanode(1)).expect("known").expired);
+    }
+
+    #[test]
+    fn grace_renews_live_nodes_only() {
+        let store = MemoryNodeLeaseStore::new();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        store.keep_alive(NodeKey::datanode(1), "a:1", 1, 0, t0);
+        store.keep_alive(NodeKey::datanode(2), "a:2", 1, 0, t0);
+        store.expire(t0 + Duration::from_secs(11), ttl); // both expire…
+        store.keep_alive(
+            NodeKey::datanode(1),
+            "a:1",
+            1,
+            0,
+            t0 + Duration::from_secs(12),
+        ); // …1 returns
+        let resumed = t0 + Duration::from_secs(40); // the leader was stalled for 28 s
+        store.grace(resumed);
+        assert!(
+            store.expire(resumed + ttl, ttl).is_empty(),
+            "node 1 has a fresh grace, node 2 stays expired without a new report"
+        );
+        assert_eq!(
+            store.get(NodeKey::datanode(1)).expect("known").last_seen,
+            resumed
+        );
+        assert!(store.get(NodeKey::datanode(2)).expect("known").expired);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use async_trait::async_trait;
 use common_proto::v1::RegionRole;
@@ -177,12 +179,12 @@ impl KvRegionRouteStore {
         })
     }
 
-    fn cache_read(&self) -> std::sync::RwLockReadGuard<'_, RouteCache> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    fn cache_read(&self) -> parking_lot::RwLockReadGuard<'_, RouteCache> {
+        self.cache.read()
     }
 
-    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, RouteCache> {
-        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    fn cache_write(&self) -> parking_lot::RwLockWriteGuard<'_, RouteCache> {
+        self.cache.write()
     }
 }
 

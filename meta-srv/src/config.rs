@@ -5,8 +5,13 @@
 //! - `region_lease > 2 × heartbeat_interval`: a lease must survive one lost heartbeat;
 //! - `region_lease` is whole seconds (the wire carries `lease_seconds`);
 //! - `node_lease > heartbeat_interval`: otherwise healthy nodes flap;
-//! - `failover_wait ≥ region_lease`: invariant S1, the old owner's lease must have expired
-//!   before a region is granted elsewhere.
+//! - `failover_wait ≥ region_lease + lease_drift_margin`: invariant S1, the old owner's
+//!   lease must have surely expired before a region is granted elsewhere. A datanode's
+//!   deadline is anchored at its own send time, before our grant, and shortened by its own
+//!   margin; the drift margin covers the clocks running at slightly different rates;
+//! - `meta_lease ≥ 1 s` (etcd TTLs are whole seconds) and `meta_lease > 2 ×
+//!   lease_drift_margin`: the leader acts only until each keep-alive's send time + TTL −
+//!   margin, and must be left time to lead.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +68,11 @@ pub struct MetasrvOptions {
     /// The election lease in etcd.
     #[serde(with = "humantime_serde")]
     pub meta_lease: Duration,
+    /// Safety margin for clock-rate drift and scheduling: failover waits this long past
+    /// the old owner's region lease, and the leader stops acting this long before its
+    /// etcd lease could expire.
+    #[serde(with = "humantime_serde")]
+    pub lease_drift_margin: Duration,
     /// Default mailbox reply timeout for admin operations.
     #[serde(with = "humantime_serde")]
     pub mailbox_timeout: Duration,
@@ -94,6 +104,7 @@ impl Default for MetasrvOptions {
             region_lease: Duration::from_secs(10),
             failover_wait: Duration::from_secs(12),
             meta_lease: Duration::from_secs(5),
+            lease_drift_margin: Duration::from_millis(500),
             mailbox_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             stats_flush_every: 10,
@@ -150,10 +161,22 @@ impl MetasrvOptions {
                 self.node_lease, self.heartbeat_interval
             ));
         }
-        if self.failover_wait < self.region_lease {
+        if self.failover_wait < self.region_lease + self.lease_drift_margin {
             return fail(format!(
-                "failover_wait ({:?}) must be at least region_lease ({:?}): a region may move only after the old owner's lease has expired",
-                self.failover_wait, self.region_lease
+                "failover_wait ({:?}) must be at least region_lease ({:?}) + lease_drift_margin ({:?}): a region may move only after the old owner's lease has surely expired",
+                self.failover_wait, self.region_lease, self.lease_drift_margin
+            ));
+        }
+        if self.meta_lease < Duration::from_secs(1) || self.meta_lease.subsec_nanos() != 0 {
+            return fail(format!(
+                "meta_lease ({:?}) must be a whole number of seconds, at least 1 s (etcd lease TTLs are whole seconds)",
+                self.meta_lease
+            ));
+        }
+        if self.meta_lease <= self.lease_drift_margin * 2 {
+            return fail(format!(
+                "meta_lease ({:?}) must exceed 2 × lease_drift_margin ({:?}): the leader stops acting a margin before its etcd lease could expire",
+                self.meta_lease, self.lease_drift_margin
             ));
         }
         if self.cluster_id == 0 {
@@ -191,6 +214,16 @@ mod tests {
         assert!(bad(|o| o.region_lease = Duration::from_secs(6))
             .contains("must exceed 2 × heartbeat_interval"));
         assert!(bad(|o| o.failover_wait = Duration::from_secs(5)).contains("failover_wait"));
+        assert!(
+            bad(|o| o.failover_wait = Duration::from_millis(10_400)).contains("lease_drift_margin"),
+            "the drift margin counts in the failover wait"
+        );
+        assert!(bad(|o| o.meta_lease = Duration::from_millis(1_500)).contains("whole number"));
+        assert!(bad(|o| {
+            o.lease_drift_margin = Duration::from_millis(2_500);
+            o.failover_wait = Duration::from_secs(20);
+        })
+        .contains("2 × lease_drift_margin"));
         assert!(bad(|o| o.node_lease = Duration::from_secs(3)).contains("node_lease"));
         assert!(bad(|o| o.region_lease = Duration::from_millis(10_500)).contains("whole number"));
         assert!(bad(|o| o.heartbeat_interval = Duration::ZERO).contains("greater than 0"));

@@ -1,9 +1,11 @@
 //! The [`Election`] trait: who leads, and how the rest of the server learns of changes.
 //!
-//! An election owns a [`LeaderFlag`] (the synchronous view CheckLeader reads on every
-//! heartbeat) and a `watch` channel of [`LeaderState`]. `watch` keeps only the latest
-//! value, so a lagging subscriber can never block the election or see a stale queue of
-//! changes: it sees the current state when it looks.
+//! An election owns a [`LeaderLease`] (the synchronous view CheckLeader reads on every
+//! heartbeat: leadership as a *deadline*, checked at each read) and a `watch` channel of
+//! [`LeaderState`]. The watch tells tasks that leadership *changed* (to reset state, close
+//! streams); it never grants authority. Authority is the lease's deadline alone, so a
+//! late or missed notification cannot extend it. `watch` keeps only the latest value, so
+//! a lagging subscriber can never block the election or see a stale queue of changes.
 //!
 //! Implementations: [`StandaloneElection`] (always leader, the embedded default) and
 //! [`EtcdElection`].
@@ -12,8 +14,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use handlers::{LeaderFlag, LeadershipRef};
+use handlers::{LeaderLease, LeadershipRef};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
@@ -62,10 +65,11 @@ pub trait Election: Send + Sync + Debug + 'static {
 /// Shared election handle.
 pub type ElectionRef = Arc<dyn Election>;
 
-/// State shared by election implementations: the flag and the watch sender, kept in step.
+/// State shared by election implementations: the lease and the watch sender, kept in
+/// step.
 #[derive(Debug)]
 pub struct LeaderSignal {
-    flag: Arc<LeaderFlag>,
+    lease: Arc<LeaderLease>,
     tx: watch::Sender<LeaderState>,
 }
 
@@ -74,14 +78,19 @@ impl LeaderSignal {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(LeaderState::default());
         Self {
-            flag: Arc::new(LeaderFlag::new(false, None)),
+            lease: Arc::new(LeaderLease::default()),
             tx,
         }
     }
 
-    /// The flag, as a leadership view.
+    /// The lease, as a leadership view.
     pub fn view(&self) -> LeadershipRef {
-        self.flag.clone()
+        self.lease.clone()
+    }
+
+    /// The lease itself, for its deadline.
+    pub fn lease(&self) -> &LeaderLease {
+        &self.lease
     }
 
     /// A new subscriber.
@@ -89,15 +98,30 @@ impl LeaderSignal {
         self.tx.subscribe()
     }
 
-    /// The current state.
+    /// The current published state (what subscribers saw last; for authority, ask the
+    /// lease).
     pub fn current(&self) -> LeaderState {
         self.tx.borrow().clone()
     }
 
-    /// Publishes a change; the flag flips first so CheckLeader stops granting before
-    /// anyone is told.
-    pub fn set(&self, is_leader: bool, leader_addr: Option<String>) {
-        self.flag.set(is_leader, leader_addr.clone());
+    /// Begins leading, until `deadline` (`None`: no deadline, standalone), then tells
+    /// subscribers.
+    pub fn lead(&self, addr: String, deadline: Option<Instant>) {
+        match deadline {
+            Some(d) => self.lease.lead_until(d, Some(addr.clone())),
+            None => self.lease.set(true, Some(addr.clone())),
+        }
+        self.publish(true, Some(addr));
+    }
+
+    /// Stops leading at once, then tells subscribers: the lease ends first, so CheckLeader
+    /// stops granting before anyone is told.
+    pub fn follow(&self, leader_addr: Option<String>) {
+        self.lease.step_down(leader_addr.clone());
+        self.publish(false, leader_addr);
+    }
+
+    fn publish(&self, is_leader: bool, leader_addr: Option<String>) {
         self.tx.send_modify(|s| {
             if s.is_leader != is_leader || s.leader_addr != leader_addr {
                 s.term += 1;

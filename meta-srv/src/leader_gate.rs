@@ -6,12 +6,16 @@
 //! current term. A step-down closes the gate at once, since the election flips its flag
 //! before anything else.
 //!
-//! The gate also keeps a [`GrantLog`]: per term, when leadership began and ended and
-//! when this metasrv first and last granted a lease, on the wall clock. Tests compare
-//! the logs of every metasrv to prove that no two ever granted at the same time.
+//! The gate also keeps a [`GrantLog`]: per term, when leadership began and ended, when
+//! this metasrv first and last answered a heartbeat as leader (granting leases), and when
+//! a leader task last acted, on the wall clock. Each time is taken *before* the deadline
+//! check that allowed the act, so a pause after the check cannot make a record look
+//! later than the authority behind it. Tests compare the logs of every metasrv to prove
+//! that no two ever acted as leader at the same time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use handlers::{LeadershipRef, LeadershipView};
 use serde::Serialize;
@@ -34,20 +38,22 @@ pub struct TermRecord {
     pub last_grant_ms: Option<u64>,
     /// How many heartbeats were granted leases.
     pub grants: u64,
+    /// The last time a leader task (the sweeper) acted in this term.
+    pub last_task_ms: Option<u64>,
 }
 
 /// Grant history, newest last; bounded.
 #[derive(Debug, Default)]
 pub struct GrantLog {
-    // A std Mutex: every method is synchronous.
+    // Every method is synchronous: nothing awaits while holding it.
     terms: Mutex<Vec<TermRecord>>,
 }
 
 const MAX_TERMS: usize = 256;
 
 impl GrantLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TermRecord>> {
-        self.terms.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<TermRecord>> {
+        self.terms.lock()
     }
 
     fn begin(&self, term: u64) {
@@ -70,13 +76,20 @@ impl GrantLog {
         }
     }
 
-    /// Records a heartbeat that was granted leases.
-    pub fn record_grant(&self) {
-        let now = common_proto::unix_millis();
+    /// Records a heartbeat answered as leader with leases, decided at `at_ms` (taken
+    /// before the leadership check that allowed it).
+    pub fn record_grant(&self, at_ms: u64) {
         if let Some(t) = self.lock().last_mut() {
-            t.first_grant_ms.get_or_insert(now);
-            t.last_grant_ms = Some(now);
+            t.first_grant_ms.get_or_insert(at_ms);
+            t.last_grant_ms = Some(t.last_grant_ms.map_or(at_ms, |l| l.max(at_ms)));
             t.grants += 1;
+        }
+    }
+
+    /// Records that a leader task acted at `at_ms` (taken before its leadership check).
+    pub fn record_task(&self, at_ms: u64) {
+        if let Some(t) = self.lock().last_mut() {
+            t.last_task_ms = Some(t.last_task_ms.map_or(at_ms, |l| l.max(at_ms)));
         }
     }
 

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use common_proto::v1::{HeartbeatResponse, MailboxMessage, ResponseHeader, Role};
@@ -36,8 +38,8 @@ struct Pending {
 
 type PendingMap = Mutex<HashMap<u64, Pending>>;
 
-fn lock(map: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
-    map.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(map: &PendingMap) -> parking_lot::MutexGuard<'_, HashMap<u64, Pending>> {
+    map.lock()
 }
 
 /// Sends instructions to nodes and routes their replies.

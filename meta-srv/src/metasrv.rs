@@ -126,6 +126,7 @@ impl MetasrvBuilder {
                 &options.store_key_prefix,
                 options.advertised_addr(),
                 options.meta_lease,
+                options.lease_drift_margin,
             )),
             (None, None) => Arc::new(StandaloneElection::new(options.advertised_addr())),
         };

@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use common_proto::v1::{HeartbeatResponse, Role};
@@ -86,7 +88,7 @@ impl Pusher {
 
     /// Records that a message arrived on this stream.
     pub fn touch(&self, now: Instant) {
-        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.last_seen.lock();
         *seen = (*seen).max(now);
     }
 
@@ -96,7 +98,7 @@ impl Pusher {
     }
 
     fn last_seen(&self) -> Instant {
-        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+        *self.last_seen.lock()
     }
 }
 
@@ -114,8 +116,8 @@ impl Pushers {
         Self::default()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<NodeKey, Arc<Pusher>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn map(&self) -> parking_lot::MutexGuard<'_, HashMap<NodeKey, Arc<Pusher>>> {
+        self.map.lock()
     }
 
     /// Registers a new session's pusher under the rules in the module docs.

@@ -8,6 +8,7 @@
 //! leader that steps down forgets its leases and stats.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -15,18 +16,43 @@ use tracing::{info, warn};
 use crate::Metasrv;
 
 /// Expires silent nodes every `sweep_interval` while leading.
+///
+/// Each tick is a leader action, so it is taken only under the leadership deadline, read
+/// at the tick (fail closed): a deposed leader resuming from a pause finds its deadline
+/// passed and does nothing. The expiry uses the same `now` as the check, so even a pause
+/// between the two cannot act on a later time than the authority covered.
+///
+/// **Our own stalls are not node failures.** If the gap since the previous tick is far
+/// longer than the interval, this process was not running (SIGSTOP, a starved runtime):
+/// it heard no heartbeats for that time through no fault of the nodes. It then gives
+/// every live node a fresh grace of one node lease instead of expiring them all.
 pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(srv.options.sweep_interval());
+    let interval = srv.options.sweep_interval();
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = srv.ctx.clock.now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let at_ms = common_proto::unix_millis();
+        let now = srv.ctx.clock.now();
+        let gap = now.saturating_duration_since(last_tick);
+        last_tick = now;
         if !srv.ctx.leadership.is_leader() {
             continue;
         }
-        let now = srv.ctx.clock.now();
+        srv.gate.grants.record_task(at_ms);
+        if gap > stall_threshold(interval) {
+            warn!(
+                gap_ms = gap.as_millis() as u64,
+                interval_ms = interval.as_millis() as u64,
+                "this metasrv was stalled; giving every live node a fresh grace instead of expiring it"
+            );
+            srv.ctx.node_leases.grace(now);
+            continue;
+        }
         for lease in srv.ctx.node_leases.expire(now, srv.options.node_lease) {
             let silent_ms = now.saturating_duration_since(lease.last_seen).as_millis() as u64;
             let connected = srv.pushers.get(lease.key).is_some();
@@ -43,6 +69,11 @@ pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
     }
 }
 
+/// A tick gap beyond this means the process itself was not running.
+fn stall_threshold(interval: Duration) -> Duration {
+    interval * 3
+}
+
 /// Writes the stats marked for flushing, in one batch, every `stats_flush_interval`.
 /// Heartbeats never wait on it.
 pub(crate) async fn flush_stats(srv: Arc<Metasrv>, shutdown: CancellationToken) {
@@ -56,6 +87,10 @@ pub(crate) async fn flush_stats(srv: Arc<Metasrv>, shutdown: CancellationToken) 
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        // Leader state is written only under the leadership deadline.
+        if !srv.ctx.leadership.is_leader() {
+            continue;
         }
         match srv.stats.flush(&*srv.ctx.kv).await {
             Ok(0) => {}

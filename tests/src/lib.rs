@@ -51,11 +51,20 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin args…`, logging stderr to `log`, and waits for its ready line.
     pub fn spawn(name: &str, bin: &str, args: &[String], log: &Path) -> Proc {
+        Self::spawn_with(name, bin, args, log, Stderr::Log)
+    }
+
+    /// Starts `bin args…` with its stderr as `stderr` says, and waits for its ready line.
+    pub fn spawn_with(name: &str, bin: &str, args: &[String], log: &Path, stderr: Stderr) -> Proc {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
+        let stderr_cfg = match stderr {
+            Stderr::Log => Stdio::from(log_file),
+            Stderr::BrokenPipe => Stdio::piped(),
+        };
         let mut child = Command::new(bin_path(bin))
             .args(args)
             .env(
@@ -64,9 +73,11 @@ impl Proc {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log_file)
+            .stderr(stderr_cfg)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        // The read end goes away now: every write to stderr fails with EPIPE.
+        drop(child.stderr.take());
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -115,12 +126,49 @@ impl Proc {
 
     /// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{sig} {} failed", self.name);
+        send_signal(self.pid(), sig).unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+    }
+
+    /// SIGSTOP, and wait until it took effect (a signal is delivered asynchronously: a
+    /// request sent in between would still be served).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        self.wait_stopped(true);
+    }
+
+    /// SIGCONT, and wait until the process runs again.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+        self.wait_stopped(false);
+    }
+
+    fn wait_stopped(&self, stopped: bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.is_stopped() != stopped {
+            assert!(
+                Instant::now() < deadline,
+                "{}: stopped={stopped} did not take effect within 5 s",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether the process is stopped (SIGSTOP took effect), from `/proc/PID/stat`.
+    pub fn is_stopped(&self) -> bool {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
     }
 
     /// SIGKILL and reap.
@@ -136,10 +184,7 @@ impl Proc {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = send_signal(c.id(), "TERM");
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {
@@ -164,6 +209,42 @@ impl Drop for Proc {
             );
         }
         self.kill();
+    }
+}
+
+/// Where a child's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    /// Appended to its log file.
+    Log,
+    /// A pipe whose read end is closed at once: every write fails with EPIPE, as when the
+    /// reader of a process's log pipe went away.
+    BrokenPipe,
+}
+
+/// Sends `sig` (`KILL`, `TERM`, `STOP`, `CONT`, `INT`) to `pid`, through libc: no `kill`
+/// binary needed.
+pub fn send_signal(pid: u32, sig: &str) -> std::io::Result<()> {
+    let signo = match sig {
+        "KILL" => libc::SIGKILL,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "INT" => libc::SIGINT,
+        other => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("unknown signal {other}"),
+            ))
+        }
+    };
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signo) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -200,12 +281,23 @@ pub struct MetasrvProc {
 impl MetasrvProc {
     /// Starts `metasrv start` with `extra` flags; `bind` may be `127.0.0.1:0`.
     pub fn start(name: &str, bind: &str, extra: &[String], log: &Path) -> MetasrvProc {
+        Self::start_with(name, bind, extra, log, Stderr::Log)
+    }
+
+    /// As [`start`](Self::start), with its stderr as `stderr` says.
+    pub fn start_with(
+        name: &str,
+        bind: &str,
+        extra: &[String],
+        log: &Path,
+        stderr: Stderr,
+    ) -> MetasrvProc {
         let mut args: Vec<String> = ["start", "--bind-addr", bind, "--http-addr", "127.0.0.1:0"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         args.extend(extra.iter().cloned());
-        let proc = Proc::spawn(name, "metasrv", &args, log);
+        let proc = Proc::spawn_with(name, "metasrv", &args, log, stderr);
         let grpc = proc.field("grpc");
         let http = format!("http://{}", proc.field("http"));
         MetasrvProc { proc, grpc, http }
@@ -226,6 +318,17 @@ pub struct DatanodeProc {
 impl DatanodeProc {
     /// Starts `datanode start` for `node_id`, persisting under `data_dir`.
     pub fn start(node_id: u64, metasrvs: &[String], data_dir: &Path, log: &Path) -> DatanodeProc {
+        Self::start_with(node_id, metasrvs, data_dir, log, Stderr::Log)
+    }
+
+    /// As [`start`](Self::start), with its stderr as `stderr` says.
+    pub fn start_with(
+        node_id: u64,
+        metasrvs: &[String],
+        data_dir: &Path,
+        log: &Path,
+        stderr: Stderr,
+    ) -> DatanodeProc {
         let args: Vec<String> = vec![
             "start".into(),
             "--node-id".into(),
@@ -239,7 +342,13 @@ impl DatanodeProc {
             "--heartbeat-interval".into(),
             "500ms".into(),
         ];
-        let proc = Proc::spawn(&format!("datanode-{node_id}"), "datanode", &args, log);
+        let proc = Proc::spawn_with(
+            &format!("datanode-{node_id}"),
+            "datanode",
+            &args,
+            log,
+            stderr,
+        );
         let http = format!("http://{}", proc.field("data"));
         DatanodeProc {
             proc,
@@ -312,6 +421,27 @@ impl Http {
         self.get(&format!("{node}/regions/{region}/rows/{key}"))
             .await
     }
+}
+
+/// Asserts `check` on every poll for the whole `window` (a "this never happens" window:
+/// a single failing poll fails the test, naming `what`).
+pub async fn always_for<F, Fut>(what: &str, window: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    let mut polls = 0u64;
+    while start.elapsed() < window {
+        polls += 1;
+        assert!(
+            check().await,
+            "{what}: violated after {:?} (poll {polls})",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(polls > 0, "{what}: never checked");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `within`.

@@ -3,7 +3,9 @@
 //! readonly asserts that none was recorded.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -42,13 +44,10 @@ impl Writers {
                             written.fetch_add(1, Ordering::Relaxed);
                         } else {
                             let at = started.elapsed();
-                            failures
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(format!(
-                                    "region {region} at {at:?}: {code} {}",
-                                    body["error"].as_str().unwrap_or("?")
-                                ));
+                            failures.lock().push(format!(
+                                "region {region} at {at:?}: {code} {}",
+                                body["error"].as_str().unwrap_or("?")
+                            ));
                         }
                         tokio::time::sleep(Duration::from_millis(40)).await;
                     }
@@ -66,10 +65,7 @@ impl Writers {
 
     /// Refusals so far.
     pub fn failures(&self) -> Vec<String> {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.failures.lock().clone()
     }
 
     /// Successful writes so far.
@@ -86,10 +82,7 @@ impl Writers {
         let _ = self.started;
         (
             self.written.load(Ordering::Relaxed),
-            self.failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            self.failures.lock().clone(),
         )
     }
 }

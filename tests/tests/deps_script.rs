@@ -67,7 +67,10 @@ fn deps_refuses_a_protoc_that_cannot_compile_the_well_known_imports() {
 
 #[test]
 fn deps_accepts_the_protoc_it_installed() {
-    let out = check(&working_protoc(), std::env::var("PROTOC_INCLUDE").ok().as_deref());
+    let out = check(
+        &working_protoc(),
+        std::env::var("PROTOC_INCLUDE").ok().as_deref(),
+    );
     assert!(
         out.status.success(),
         "scripts/deps --check failed on this machine's protoc:\n{}",

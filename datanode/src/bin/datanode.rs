@@ -3,6 +3,8 @@
 //! Runs the demo in-memory engine (persisted under `--data-dir` when given), the
 //! heartbeat task on its own runtime, and the data API. Prints
 //! `datanode ready node_id=N data=ADDR` on stdout once listening; SIGINT/SIGTERM stop it.
+//! Logging, the panic policy (any panic aborts) and signals come from
+//! `common_proto::process`, shared with the `metasrv` binary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,12 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use common_proto::process;
 use datanode::http::{router, HttpState};
 use datanode::{
     start_heartbeat, DatanodeOptions, HeartbeatOptions, MemoryRegionEngine, MetaClient,
+    RegionLeases,
 };
 use snafu::ResultExt;
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +64,9 @@ struct StartArgs {
     /// Heartbeat interval until the metasrv's handshake, e.g. 3s.
     #[arg(long, value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// Taken off every region lease for clock drift and scheduling slack, e.g. 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lease_margin: Option<Duration>,
 }
 
 impl StartArgs {
@@ -78,35 +85,21 @@ impl StartArgs {
             data_addr,
             advertise_addr,
             data_dir,
-            heartbeat_interval
+            heartbeat_interval,
+            lease_margin
         );
         Ok(o)
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                _ = term.recv() => info!("SIGTERM received"),
-            }
-        }
-        Err(err) => {
-            error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
 async fn start(args: StartArgs) -> datanode::Result<()> {
     let options = args.options()?;
     options.validate()?;
+    let leases = RegionLeases::new(options.lease_margin);
     let engine = Arc::new(if options.data_dir.is_empty() {
-        MemoryRegionEngine::new()
+        MemoryRegionEngine::new(leases.clone())
     } else {
-        MemoryRegionEngine::open(std::path::Path::new(&options.data_dir))?
+        MemoryRegionEngine::open(std::path::Path::new(&options.data_dir), leases.clone())?
     });
     let listener = tokio::net::TcpListener::bind(&options.data_addr)
         .await
@@ -137,6 +130,7 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
             rpc_timeout: options.rpc_timeout,
         },
         engine.clone(),
+        leases,
     )?;
     let state = HttpState {
         node_id: options.node_id,
@@ -145,12 +139,12 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
         status: hb.status.clone(),
     };
     info!(node_id = options.node_id, data = %data_addr, metasrvs = ?options.metasrv_addrs, "datanode started");
-    println!(
+    process::announce(&format!(
         "datanode ready node_id={} data={data_addr}",
         options.node_id
-    );
+    ));
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(process::shutdown_signal())
         .await;
     hb.stop();
     info!("datanode stopped");
@@ -160,28 +154,6 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
     let Command::Start(args) = Cli::parse().command;
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("datanode: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(start(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            error!(error = %err, "datanode failed");
-            eprintln!("datanode: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    process::run("datanode", start(args))
 }

@@ -38,3 +38,49 @@ impl HeartbeatHandler for CheckLeaderHandler {
         Ok(HandleControl::Done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use common_proto::v1::{ErrorCode, Role};
+
+    use crate::test_util::{fixture, request, run, Probe};
+    use crate::{HandlerGroupBuilder, RegionRoute};
+
+    #[tokio::test]
+    async fn follower_answers_not_leader_and_stops_the_chain() {
+        let f = fixture();
+        f.leader.set(false, Some("10.0.0.9:3002".into()));
+        let tail = Probe::named("tail");
+        let tail_calls = tail.calls.clone();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .push(tail)
+            .build()
+            .expect("build");
+        f.ctx
+            .routes
+            .put(RegionRoute {
+                region_id: 1,
+                leader: Some(1),
+                followers: vec![],
+            })
+            .await
+            .expect("route");
+
+        let acc = run(&group, &f.ctx, &request(1, Role::Datanode, &[1], 5)).await;
+        assert_eq!(acc.error_code(), Some(ErrorCode::NotLeader));
+        assert!(acc
+            .error
+            .as_ref()
+            .expect("error")
+            .message
+            .contains("10.0.0.9:3002"));
+        assert!(acc.region_lease.is_none(), "a follower never grants");
+        assert!(
+            f.ctx.node_leases.list().is_empty(),
+            "a follower never records a lease"
+        );
+        assert_eq!(tail_calls.load(Ordering::SeqCst), 0, "Done stops the chain");
+    }
+}

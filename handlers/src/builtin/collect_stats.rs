@@ -64,3 +64,37 @@ impl HeartbeatHandler for CollectStatsHandler {
         Ok(HandleControl::Continue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use common_proto::v1::{ErrorCode, Role};
+
+    use crate::test_util::{fixture, request, run};
+    use crate::HandlerGroupBuilder;
+
+    #[tokio::test]
+    async fn collect_stats_rejects_invalid_requests_and_stops() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        let mut req = request(5, Role::Datanode, &[1, 1], 9);
+        let acc = run(&group, &f.ctx, &req).await;
+        assert_eq!(acc.error_code(), Some(ErrorCode::HandlerFailed));
+        assert!(acc.failures[0]
+            .message
+            .contains("region 1 is reported twice"));
+        assert!(
+            f.ctx.node_leases.list().is_empty(),
+            "nothing granted to a bad request"
+        );
+
+        req.region_stats.pop();
+        let acc = run(&group, &f.ctx, &req).await;
+        let stat = acc.stat.expect("parsed");
+        assert_eq!(
+            (stat.node_id, stat.node_epoch, stat.region_stats.len()),
+            (5, 100, 1)
+        );
+    }
+}

@@ -41,3 +41,37 @@ impl HeartbeatHandler for KeepLeaseHandler {
         Ok(HandleControl::Continue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use common_proto::v1::Role;
+
+    use crate::test_util::{fixture, request, run};
+    use crate::{HandlerGroupBuilder, NodeKey};
+
+    #[tokio::test]
+    async fn keep_lease_stamps_last_seen_on_the_leader_clock() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        run(&group, &f.ctx, &request(3, Role::Datanode, &[], 1)).await;
+        let first = f
+            .ctx
+            .node_leases
+            .get(NodeKey::datanode(3))
+            .expect("recorded")
+            .last_seen;
+        f.clock.advance(Duration::from_secs(2));
+        run(&group, &f.ctx, &request(3, Role::Datanode, &[], 2)).await;
+        let lease = f
+            .ctx
+            .node_leases
+            .get(NodeKey::datanode(3))
+            .expect("recorded");
+        assert_eq!(lease.last_seen - first, Duration::from_secs(2));
+        assert_eq!(lease.addr, "127.0.0.1:4003");
+    }
+}

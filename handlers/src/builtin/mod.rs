@@ -12,9 +12,6 @@ pub use keep_lease::KeepLeaseHandler;
 pub use persist_stats::{PersistStatsHandler, PersistedStats, StatsCache};
 pub use region_lease::RegionLeaseHandler;
 
-#[cfg(test)]
-mod tests;
-
 /// The built-in handler names, for `insert_before`/`insert_after`/`replace`/`remove`.
 pub mod names {
     /// [`CollectStatsHandler`](super::CollectStatsHandler).

@@ -18,7 +18,9 @@
 //! regions on every flush), for history nobody reads back from the KV.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use common_proto::v1::{HeartbeatRequest, Role};
@@ -100,7 +102,7 @@ impl StatsCache {
     pub async fn flush_all(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
         {
             let nodes = self.lock();
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.pending.lock();
             for (key, n) in nodes.iter() {
                 if let Some(stat) = n.recent.back() {
                     let persisted = PersistedStats {
@@ -125,15 +127,12 @@ impl StatsCache {
     /// Forgets everything; leader-only state, dropped on step-down.
     pub fn clear(&self) {
         self.lock().clear();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.pending.lock().clear();
     }
 
     /// How many nodes await a flush.
     pub fn pending_len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending.lock().len()
     }
 
     /// Writes every node marked for flushing, in KV batches of 256 nodes;
@@ -141,7 +140,7 @@ impl StatsCache {
     /// large flush (every node's first heartbeat marks it at once) never stalls the
     /// runtime that serves heartbeats, nor holds all encoded values in memory at once.
     pub async fn flush(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.pending.lock());
         let mut pending: Vec<(NodeKey, PersistedStats)> = pending.into_iter().collect();
         let mut written = 0;
         while !pending.is_empty() {
@@ -161,8 +160,8 @@ impl StatsCache {
         Ok(written)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeKey, NodeStats>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<NodeKey, NodeStats>> {
+        self.nodes.lock()
     }
 
     fn record(&self, key: NodeKey, stat: &Stat) -> Recorded {
@@ -193,10 +192,7 @@ impl StatsCache {
                 stat: stat.clone(),
             };
             drop(nodes);
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, persisted);
+            self.pending.lock().insert(key, persisted);
             Recorded::MarkedForFlush
         } else {
             Recorded::Cached
@@ -264,5 +260,107 @@ impl HeartbeatHandler for PersistStatsHandler {
             );
         }
         Ok(HandleControl::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common_proto::v1::Role;
+
+    use super::{PersistedStats, StatsCache};
+    use crate::test_util::{fixture, request, run, Fixture};
+    use crate::{Context, HandlerGroupBuilder, NodeKey};
+
+    /// Runs the flusher once (as the metasrv's background task would), then reads the KV.
+    async fn flushed(f: &Fixture, node_id: u64) -> Option<PersistedStats> {
+        f.stats.flush(&*f.ctx.kv).await.expect("flush");
+        persisted(&f.ctx, node_id).await
+    }
+
+    async fn persisted(ctx: &Context, node_id: u64) -> Option<PersistedStats> {
+        let raw = ctx
+            .kv
+            .get(StatsCache::kv_key(NodeKey::datanode(node_id)).as_bytes())
+            .await
+            .expect("get")?;
+        Some(serde_json::from_slice(&raw).expect("valid json"))
+    }
+
+    #[tokio::test]
+    async fn persist_stats_flushes_in_batches_and_on_epoch_change() {
+        let f = fixture(); // flush every 3, keep 2
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        let mut req = request(9, Role::Datanode, &[], 1);
+
+        run(&group, &f.ctx, &req).await;
+        assert!(
+            persisted(&f.ctx, 9).await.is_none(),
+            "the handler itself never writes"
+        );
+        assert_eq!(
+            f.stats.pending_len(),
+            1,
+            "the first epoch is marked at once"
+        );
+        let first = flushed(&f, 9)
+            .await
+            .expect("the first epoch is flushed at once");
+        assert_eq!(first.stat.duration_since_epoch, 1);
+
+        req.duration_since_epoch = 2;
+        run(&group, &f.ctx, &req).await;
+        req.duration_since_epoch = 3;
+        run(&group, &f.ctx, &req).await;
+        assert_eq!(
+            flushed(&f, 9).await,
+            Some(first),
+            "no write before the batch is full"
+        );
+
+        req.duration_since_epoch = 4;
+        run(&group, &f.ctx, &req).await;
+        let batch = flushed(&f, 9).await.expect("flushed");
+        assert_eq!(
+            batch.stat.duration_since_epoch, 4,
+            "the latest stat is flushed"
+        );
+        let recent: Vec<u64> = f
+            .stats
+            .recent(NodeKey::datanode(9))
+            .iter()
+            .map(|s| s.duration_since_epoch)
+            .collect();
+        assert_eq!(recent, vec![3, 4], "memory keeps the last 2");
+
+        // Restart: a newer epoch clears the old stats and flushes at once.
+        req.node_epoch = 200;
+        req.duration_since_epoch = 1;
+        run(&group, &f.ctx, &req).await;
+        let restarted = flushed(&f, 9).await.expect("flushed");
+        assert_eq!(restarted.node_epoch, 200);
+        assert_eq!(restarted.stat.node_epoch, 200);
+        assert_eq!(
+            f.stats.recent(NodeKey::datanode(9)).len(),
+            1,
+            "the old epoch was cleared"
+        );
+
+        // A stale message from the old epoch is ignored.
+        req.node_epoch = 100;
+        req.duration_since_epoch = 99;
+        run(&group, &f.ctx, &req).await;
+        let latest = f.stats.latest(NodeKey::datanode(9)).expect("cached");
+        assert_eq!((latest.node_epoch, latest.duration_since_epoch), (200, 1));
+
+        // The shutdown flush writes every node's latest stat, marked or not.
+        req.node_epoch = 200;
+        req.duration_since_epoch = 2;
+        run(&group, &f.ctx, &req).await;
+        assert_eq!(f.stats.pending_len(), 0, "not due for a flush yet");
+        assert_eq!(f.stats.flush_all(&*f.ctx.kv).await.expect("flush_all"), 1);
+        let last = persisted(&f.ctx, 9).await.expect("flushed");
+        assert_eq!(last.stat.duration_since_epoch, 2);
     }
 }

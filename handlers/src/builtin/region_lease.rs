@@ -60,3 +60,70 @@ impl HeartbeatHandler for RegionLeaseHandler {
         Ok(HandleControl::Continue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use common_proto::v1::{GrantedRegion, RegionRole, Role};
+
+    use crate::test_util::{fixture, request, run};
+    use crate::{HandlerGroupBuilder, NodeKey, RegionRoute};
+
+    #[tokio::test]
+    async fn region_lease_grants_owned_roles_echoes_duration_and_lists_closeable() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        for route in [
+            RegionRoute {
+                region_id: 1,
+                leader: Some(7),
+                followers: vec![8],
+            },
+            RegionRoute {
+                region_id: 2,
+                leader: Some(8),
+                followers: vec![7],
+            },
+            RegionRoute {
+                region_id: 3,
+                leader: Some(8),
+                followers: vec![],
+            },
+        ] {
+            f.ctx.routes.put(route).await.expect("route");
+        }
+        // Region 4 has no route at all.
+        let acc = run(
+            &group,
+            &f.ctx,
+            &request(7, Role::Datanode, &[1, 2, 3, 4], 123_456),
+        )
+        .await;
+        assert_eq!(acc.error, None);
+        let lease = acc.region_lease.expect("granted");
+        assert_eq!(
+            lease.regions,
+            vec![
+                GrantedRegion {
+                    region_id: 1,
+                    role: RegionRole::Leader as i32
+                },
+                GrantedRegion {
+                    region_id: 2,
+                    role: RegionRole::Follower as i32
+                },
+            ]
+        );
+        assert_eq!(lease.duration_since_epoch, 123_456);
+        assert_eq!(lease.lease_seconds, 10);
+        assert_eq!(lease.closeable_region_ids, vec![3, 4]);
+        assert!(f
+            .ctx
+            .node_leases
+            .get(NodeKey::datanode(7))
+            .expect("known")
+            .last_granted
+            .is_some());
+    }
+}

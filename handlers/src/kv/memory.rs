@@ -8,9 +8,9 @@
 //! one, never half of one) after every mutation. That lets a standalone metasrv restart
 //! without forgetting its region routes; without it, a restart starts empty.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
 use async_trait::async_trait;
 use snafu::IntoError;
@@ -79,12 +79,12 @@ impl MemoryKvBackend {
         std::fs::rename(&tmp, path).map_err(|e| kv_error("write snapshot", path, e))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Map> {
+        self.map.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Map> {
+        self.map.write()
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Every setting can come from the TOML file or a flag; a flag wins. Prints one line
 //! `metasrv ready grpc=ADDR http=ADDR` on stdout once listening (ports may be 0, for
-//! tests), and shuts down gracefully on SIGINT or SIGTERM.
+//! tests), and shuts down gracefully on SIGINT or SIGTERM. Logging, the panic policy (any
+//! panic aborts) and signals come from `common_proto::process`, shared with the
+//! `datanode` binary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use common_proto::process;
 use meta_srv::{BackendKind, MetasrvBuilder, MetasrvOptions};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +78,9 @@ struct StartArgs {
     /// Election lease in etcd, e.g. 5s.
     #[arg(long, value_parser = humantime::parse_duration)]
     meta_lease: Option<Duration>,
+    /// Margin for clock drift: added to failover waits, taken off leadership, e.g. 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lease_drift_margin: Option<Duration>,
 }
 
 impl StartArgs {
@@ -101,32 +107,11 @@ impl StartArgs {
             node_lease,
             region_lease,
             failover_wait,
-            meta_lease
+            meta_lease,
+            lease_drift_margin
         );
         Ok(o)
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => info!("SIGINT received"),
-                    _ = term.recv() => info!("SIGTERM received"),
-                }
-            }
-            Err(err) => {
-                error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn bind(what: &'static str, addr: &str) -> meta_srv::Result<(TcpListener, SocketAddr)> {
@@ -156,35 +141,12 @@ async fn start(args: StartArgs) -> meta_srv::Result<()> {
         .map_or(String::from("disabled"), |(_, a)| a.to_string());
     let srv = MetasrvBuilder::new(options).build().await?;
     info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
-    println!("metasrv ready grpc={grpc_addr} http={http_addr}");
-    srv.serve(grpc, http.map(|(l, _)| l), shutdown_signal())
+    process::announce(&format!("metasrv ready grpc={grpc_addr} http={http_addr}"));
+    srv.serve(grpc, http.map(|(l, _)| l), process::shutdown_signal())
         .await
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("metasrv: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Command::Start(args) = cli.command;
-    match runtime.block_on(start(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            error!(error = %err, "metasrv failed");
-            eprintln!("metasrv: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let Command::Start(args) = Cli::parse().command;
+    process::run("metasrv", start(args))
 }

@@ -1,29 +1,42 @@
-//! [`EtcdElection`]: leader election through etcd's election API, with a real resign.
+//! [`EtcdElection`]: leader election through etcd's election API, with a real resign,
+//! and leadership held as a **deadline** (fail closed, DESIGN.md §4–5).
 //!
 //! One **term** of a candidate:
-//! 1. grant a lease of `meta_lease` and keep it alive every TTL/3, each keep-alive under a
-//!    TTL/3 timeout, so a failure is noticed at least TTL/3 before etcd expires the
-//!    lease, and thus before any rival can win;
-//! 2. register as a member (a key on the lease, so it vanishes with us);
-//! 3. campaign, racing the campaign against the keep-alives: a lease lost while waiting
-//!    ends the term;
-//! 4. leadership **begins** only after the campaign returned *and* one more keep-alive
-//!    confirmed the lease;
-//! 5. leadership **ends at once** when a keep-alive fails or times out, the lease is
-//!    reported expired, the observed leader is someone else, or `resign` is called. The
-//!    flag flips first, so CheckLeader stops granting before anything else happens.
+//! 1. revoke any lease an earlier term could not revoke (etcd was away): etcd restores
+//!    leases with a fresh TTL on restart, so that old election key would otherwise block
+//!    every campaign for a full TTL after etcd returns;
+//! 2. grant a lease of `meta_lease`, and register as a member (a key on the lease);
+//! 3. campaign, racing the campaign against keep-alives: a candidate holds no authority,
+//!    so a failed keep-alive simply ends its term;
+//! 4. leadership **begins** only after the campaign returned *and* one more keep-alive was
+//!    acknowledged: the deadline is that keep-alive's send time + the TTL etcd returned −
+//!    the drift margin;
+//! 5. while leading, a keep-alive every TTL/5; each acknowledged one moves the deadline to
+//!    its own send time + TTL − margin. A failed keep-alive does **not** end the term: the
+//!    leader reopens the stream and retries every TTL/20, and goes on serving until the
+//!    deadline. When etcd answers again in time, the same term simply continues, so a
+//!    short etcd outage costs nothing;
+//! 6. leadership **ends** when the deadline passes, a rival is observed, etcd reports the
+//!    lease gone, `resign` is called, or on shutdown. The lease's deadline is what
+//!    CheckLeader and every leader task read, so even a stalled election task (a paused
+//!    process) loses authority exactly at the deadline, before it notices.
 //!
-//! Then the candidate campaigns again, after a short pause.
+//! **Why the deadline is safe.** etcd starts the lease TTL when it *receives* a
+//! keep-alive, which is after we sent it; so etcd cannot expire our election key, and no
+//! rival can win, before `send time + TTL`. The margin covers clock-rate drift between us
+//! and etcd and the moment between a check and its effect.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, GetOptions, LeaderKey, LeaseKeepAliveStream, LeaseKeeper, PutOptions, ResignOptions,
+    Client, GetOptions, LeaderKey, LeaseKeepAliveStream, LeaseKeeper, ObserveStream, PutOptions,
+    ResignOptions,
 };
 use handlers::LeadershipRef;
+use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -37,6 +50,20 @@ enum TermEnd {
     Lost(String),
 }
 
+/// Why a keep-alive round failed.
+enum KeepAliveError {
+    /// etcd answered that the lease no longer exists: a rival may win now.
+    Gone,
+    /// No answer (etcd away, a broken stream, a timeout): retry until the deadline.
+    Failed(String),
+}
+
+/// A lease's open keep-alive stream.
+struct KeepAlive {
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
 /// Leader election on etcd.
 pub struct EtcdElection {
     client: Client,
@@ -44,13 +71,16 @@ pub struct EtcdElection {
     members_prefix: String,
     addr: String,
     ttl: Duration,
+    margin: Duration,
     op_timeout: Duration,
     signal: LeaderSignal,
-    // A std Mutex: set and taken without awaiting.
+    // parking_lot Mutexes: set and taken without awaiting.
     current: Mutex<Option<(LeaderKey, i64)>>,
     /// The lease of the running term, revoked when the term ends for any reason, so no
     /// election key outlives the term that owned it.
     term_lease: Mutex<Option<i64>>,
+    /// A lease whose revoke failed (etcd was away); revoked before the next campaign.
+    stale_lease: Mutex<Option<i64>>,
     /// Bumped by every resign. A counter in a `watch`, not a `Notify`: a resign that
     /// happened before a term began must never end that term (a stored `Notify` permit
     /// did, leaving the election key behind and no one leading).
@@ -62,6 +92,8 @@ impl std::fmt::Debug for EtcdElection {
         f.debug_struct("EtcdElection")
             .field("name", &self.name)
             .field("addr", &self.addr)
+            .field("ttl", &self.ttl)
+            .field("margin", &self.margin)
             .finish()
     }
 }
@@ -71,8 +103,9 @@ fn lost(what: &str, err: impl std::fmt::Display) -> TermEnd {
 }
 
 impl EtcdElection {
-    /// A candidate advertising `addr`, in the election under `prefix`.
-    pub fn new(client: Client, prefix: &str, addr: &str, ttl: Duration) -> Self {
+    /// A candidate advertising `addr`, in the election under `prefix`, on a lease of `ttl`;
+    /// it leads until each acknowledged keep-alive's send time + TTL − `margin`.
+    pub fn new(client: Client, prefix: &str, addr: &str, ttl: Duration, margin: Duration) -> Self {
         let prefix = prefix.trim_end_matches('/');
         Self {
             client,
@@ -80,16 +113,35 @@ impl EtcdElection {
             members_prefix: format!("{prefix}/__members/"),
             addr: addr.to_string(),
             ttl,
+            margin,
             op_timeout: (ttl / 3).max(Duration::from_millis(300)),
             signal: LeaderSignal::new(),
             current: Mutex::new(None),
             term_lease: Mutex::new(None),
+            stale_lease: Mutex::new(None),
             resigns: watch::channel(0).0,
         }
     }
 
     fn ttl_secs(&self) -> i64 {
         self.ttl.as_secs().max(1) as i64
+    }
+
+    /// How often a leader sends a keep-alive while etcd answers.
+    fn keep_alive_every(&self) -> Duration {
+        (self.ttl / 5).max(Duration::from_millis(50))
+    }
+
+    /// How often a leader retries while keep-alives fail.
+    fn retry_every(&self) -> Duration {
+        (self.ttl / 20).max(Duration::from_millis(50))
+    }
+
+    /// The leadership deadline a keep-alive sent at `sent`, acknowledged with `ttl`,
+    /// allows; `None` if the margin leaves nothing.
+    fn deadline_after(&self, sent: Instant, ttl: Duration) -> Option<Instant> {
+        let usable = ttl.min(self.ttl).checked_sub(self.margin)?;
+        (!usable.is_zero()).then(|| sent + usable)
     }
 
     /// Runs one etcd call under the operation timeout; the error names the call, so
@@ -106,27 +158,93 @@ impl EtcdElection {
         }
     }
 
-    async fn keep_alive_once(
+    /// One keep-alive round for `lease`, within `limit`, opening the stream first if there
+    /// is none. Returns the TTL etcd acknowledged. Any failure drops the stream, so the
+    /// next round reopens it (etcd may have restarted).
+    async fn keep_alive(
         &self,
-        keeper: &mut LeaseKeeper,
-        stream: &mut LeaseKeepAliveStream,
-    ) -> Result<(), String> {
+        ka: &mut Option<KeepAlive>,
+        lease: i64,
+        limit: Duration,
+    ) -> Result<Duration, KeepAliveError> {
         let round = async {
-            keeper.keep_alive().await.map_err(|e| e.to_string())?;
-            match stream.message().await {
-                Ok(Some(resp)) if resp.ttl() > 0 => Ok(()),
-                Ok(Some(_)) => Err("lease expired".to_string()),
-                Ok(None) => Err("keep-alive stream closed".to_string()),
-                Err(e) => Err(e.to_string()),
+            if ka.is_none() {
+                let mut client = self.client.clone();
+                let (keeper, stream) = client
+                    .lease_keep_alive(lease)
+                    .await
+                    .map_err(|e| KeepAliveError::Failed(format!("keep-alive open failed: {e}")))?;
+                *ka = Some(KeepAlive { keeper, stream });
+            }
+            let Some(k) = ka.as_mut() else {
+                return Err(KeepAliveError::Failed("no keep-alive stream".into()));
+            };
+            k.keeper
+                .keep_alive()
+                .await
+                .map_err(|e| KeepAliveError::Failed(format!("keep-alive send failed: {e}")))?;
+            match k.stream.message().await {
+                Ok(Some(resp)) if resp.ttl() > 0 => Ok(Duration::from_secs(resp.ttl() as u64)),
+                Ok(Some(_)) => Err(KeepAliveError::Gone),
+                Ok(None) => Err(KeepAliveError::Failed("keep-alive stream closed".into())),
+                Err(e) => Err(KeepAliveError::Failed(format!("keep-alive failed: {e}"))),
             }
         };
-        match tokio::time::timeout(self.op_timeout, round).await {
+        let result = match tokio::time::timeout(limit, round).await {
             Ok(r) => r,
-            Err(_) => Err(format!("keep-alive timed out after {:?}", self.op_timeout)),
+            Err(_) => Err(KeepAliveError::Failed(format!(
+                "keep-alive timed out after {limit:?}"
+            ))),
+        };
+        if result.is_err() {
+            *ka = None;
+        }
+        result
+    }
+
+    async fn open_observe(&self) -> Option<ObserveStream> {
+        let mut client = self.client.clone();
+        match self
+            .timed("observe", client.observe(self.name.clone()))
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(
+                    error = e,
+                    "cannot observe the election; relying on keep-alives until it reopens"
+                );
+                None
+            }
+        }
+    }
+
+    /// Revokes the lease of a term whose revoke failed, so its election key cannot block
+    /// this campaign.
+    async fn revoke_stale_lease(&self) {
+        let Some(lease) = *self.stale_lease.lock() else {
+            return;
+        };
+        let mut client = self.client.clone();
+        match self.timed("lease revoke", client.lease_revoke(lease)).await {
+            Ok(_) => {
+                info!(lease, "revoked the lease of an earlier term");
+                self.stale_lease.lock().take();
+            }
+            // Not found means etcd already expired it: done too.
+            Err(e) if e.contains("not found") => {
+                self.stale_lease.lock().take();
+            }
+            Err(e) => warn!(
+                lease,
+                error = e,
+                "cannot revoke the lease of an earlier term yet"
+            ),
         }
     }
 
     async fn term(&self, shutdown: &CancellationToken) -> TermEnd {
+        self.revoke_stale_lease().await;
         let mut client = self.client.clone();
         let lease = match self
             .timed("lease grant", client.lease_grant(self.ttl_secs(), None))
@@ -135,14 +253,7 @@ impl EtcdElection {
             Ok(l) => l.id(),
             Err(e) => return TermEnd::Lost(e),
         };
-        *self.term_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-        let (mut keeper, mut stream) = match self
-            .timed("keep-alive open", client.lease_keep_alive(lease))
-            .await
-        {
-            Ok(ks) => ks,
-            Err(e) => return TermEnd::Lost(e),
-        };
+        *self.term_lease.lock() = Some(lease);
         let member_key = format!("{}{}", self.members_prefix, self.addr);
         let put = client.put(
             member_key,
@@ -152,7 +263,8 @@ impl EtcdElection {
         if let Err(e) = self.timed("member registration", put).await {
             return TermEnd::Lost(e);
         }
-        let mut ticker = tokio::time::interval(self.ttl / 3);
+        let mut ka = None;
+        let mut ticker = tokio::time::interval(self.keep_alive_every());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let mut campaign_client = self.client.clone();
@@ -161,11 +273,11 @@ impl EtcdElection {
         let leader_key = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return TermEnd::Shutdown,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.keep_alive_once(&mut keeper, &mut stream).await {
-                        return lost("keep-alive failed while campaigning", e);
-                    }
-                }
+                _ = ticker.tick() => match self.keep_alive(&mut ka, lease, self.op_timeout).await {
+                    Ok(_) => {}
+                    Err(KeepAliveError::Gone) => return lost("campaign", "the lease expired"),
+                    Err(KeepAliveError::Failed(e)) => return lost("keep-alive failed while campaigning", e),
+                },
                 won = &mut campaign => match won {
                     Ok(mut resp) => match resp.take_leader() {
                         Some(key) => break key,
@@ -175,35 +287,66 @@ impl EtcdElection {
                 },
             }
         };
-        if let Err(e) = self.keep_alive_once(&mut keeper, &mut stream).await {
-            return lost("keep-alive failed right after winning", e);
-        }
-        let mut resigns = self.resigns.subscribe();
-        resigns.borrow_and_update();
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader_key, lease));
-        self.signal.set(true, Some(self.addr.clone()));
-        info!(addr = %self.addr, lease, "became leader");
-
-        let mut observe = match self
-            .timed("observe", client.observe(self.name.clone()))
-            .await
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!(
-                    error = e,
-                    "cannot observe the election; relying on keep-alives alone"
-                );
-                None
+        // Authority begins with a keep-alive acknowledged after the win.
+        let sent = Instant::now();
+        let mut deadline = match self.keep_alive(&mut ka, lease, self.op_timeout).await {
+            Ok(ttl) => match self.deadline_after(sent, ttl) {
+                Some(d) if Instant::now() < d => d,
+                _ => return lost("won, but", "the lease TTL left no time to lead"),
+            },
+            Err(KeepAliveError::Gone) => return lost("won, but", "the lease expired"),
+            Err(KeepAliveError::Failed(e)) => {
+                return lost("keep-alive failed right after winning", e)
             }
         };
+        let mut resigns = self.resigns.subscribe();
+        resigns.borrow_and_update();
+        *self.current.lock() = Some((leader_key, lease));
+        self.signal.lead(self.addr.clone(), Some(deadline));
+        info!(addr = %self.addr, lease, leads_for_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64, "became leader");
+
+        let mut observe = self.open_observe().await;
+        let mut next = sent + self.keep_alive_every();
+        let mut failing: Option<String> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return TermEnd::Shutdown,
                 _ = resigns.changed() => return TermEnd::Resigned,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.keep_alive_once(&mut keeper, &mut stream).await {
-                        return lost("keep-alive failed", e);
+                _ = tokio::time::sleep_until(deadline) => {
+                    return lost(
+                        "leadership deadline passed with no keep-alive acknowledged",
+                        failing.unwrap_or_else(|| "no answer".into()),
+                    );
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    let sent = Instant::now();
+                    let limit = self.op_timeout.min(deadline.saturating_duration_since(sent));
+                    match self.keep_alive(&mut ka, lease, limit).await {
+                        Ok(ttl) => {
+                            if Instant::now() >= deadline {
+                                return lost("leadership deadline passed", "the keep-alive was acknowledged too late");
+                            }
+                            if let Some(d) = self.deadline_after(sent, ttl).filter(|d| *d > deadline) {
+                                deadline = d;
+                                self.signal.lease().extend_to(d);
+                            }
+                            if let Some(e) = failing.take() {
+                                info!(last_error = e, "etcd acknowledges keep-alives again; the term goes on");
+                            }
+                            if observe.is_none() {
+                                observe = self.open_observe().await;
+                            }
+                            next = sent + self.keep_alive_every();
+                        }
+                        Err(KeepAliveError::Gone) => return lost("etcd reports the election lease gone", "lease expired"),
+                        Err(KeepAliveError::Failed(e)) => {
+                            if failing.is_none() {
+                                let left_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+                                warn!(error = e, left_ms, "keep-alive failed; still leading until the deadline, retrying");
+                            }
+                            failing = Some(e);
+                            next = Instant::now() + self.retry_every();
+                        }
                     }
                 }
                 seen = async { observe.as_mut()?.message().await.ok()? }, if observe.is_some() => match seen {
@@ -214,7 +357,7 @@ impl EtcdElection {
                         }
                     }
                     None => {
-                        warn!("election observe stream ended; relying on keep-alives alone");
+                        warn!("election observe stream ended; reopening it after the next keep-alive");
                         observe = None;
                     }
                 },
@@ -238,20 +381,21 @@ impl Election for EtcdElection {
             let end = self.term(&shutdown).await;
             let was_leader = self.signal.current().is_leader;
             // Stop granting first; everything else comes after.
-            self.signal.set(false, None);
-            self.current
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let lease = self
-                .term_lease
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            self.signal.follow(None);
+            self.current.lock().take();
+            let lease = self.term_lease.lock().take();
             if let Some(lease) = lease {
-                // Best effort: unreachable etcd expires it by TTL instead.
+                // If etcd is away, revoke it before the next campaign instead: etcd
+                // restores leases with a fresh TTL when it restarts.
                 let mut client = self.client.clone();
-                let _ = self.timed("lease revoke", client.lease_revoke(lease)).await;
+                if let Err(e) = self.timed("lease revoke", client.lease_revoke(lease)).await {
+                    warn!(
+                        lease,
+                        error = e,
+                        "cannot revoke the term's lease now; will retry before campaigning"
+                    );
+                    *self.stale_lease.lock() = Some(lease);
+                }
             }
             let pause = match end {
                 TermEnd::Shutdown => return Ok(()),
@@ -276,12 +420,8 @@ impl Election for EtcdElection {
     }
 
     async fn resign(&self) -> Result<()> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.signal.set(false, None);
+        let current = self.current.lock().take();
+        self.signal.follow(None);
         let Some((key, lease)) = current else {
             return Ok(());
         };
@@ -300,7 +440,7 @@ impl Election for EtcdElection {
     }
 
     async fn leader_addr(&self) -> Result<Option<String>> {
-        if self.signal.current().is_leader {
+        if self.signal.lease().deadline().is_some() && self.signal.view().is_leader() {
             return Ok(Some(self.addr.clone()));
         }
         let mut client = self.client.clone();

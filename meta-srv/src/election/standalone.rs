@@ -24,15 +24,18 @@ impl StandaloneElection {
     pub fn new(addr: impl Into<String>) -> Self {
         let addr = addr.into();
         let signal = LeaderSignal::new();
-        signal.set(true, Some(addr.clone()));
+        signal.lead(addr.clone(), None);
         Self { addr, signal }
     }
 
     /// Sets leadership by hand: `false` makes this metasrv a follower with no leader
     /// known, `true` restores it.
     pub fn set_leader(&self, is_leader: bool) {
-        let addr = is_leader.then(|| self.addr.clone());
-        self.signal.set(is_leader, addr);
+        if is_leader {
+            self.signal.lead(self.addr.clone(), None);
+        } else {
+            self.signal.follow(None);
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use common_proto::v1::{HeartbeatRequest, HeartbeatResponse};
+use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse};
 use futures::{Stream, StreamExt};
 use handlers::validate::validate_request;
 use handlers::{HeartbeatAccumulator, NodeKey};
@@ -170,12 +170,24 @@ async fn handle(
         acc.heartbeat_config = Some(srv.heartbeat_config());
     }
     srv.group.handle(key.role, &req, &srv.ctx, &mut acc).await;
-    if acc
-        .region_lease
-        .as_ref()
-        .is_some_and(|l| !l.regions.is_empty())
-    {
-        srv.gate.grants.record_grant();
+    if acc.error_code() != Some(ErrorCode::NotLeader) {
+        // Fail closed: CheckLeader decided at the start of the chain, and leadership is a
+        // deadline that may have passed since (a slow handler, a paused process). Check it
+        // again now, before anything granted leaves; the time is taken first, so the
+        // grant log never records a grant later than the authority behind it.
+        let at_ms = common_proto::unix_millis();
+        if !srv.ctx.leadership.is_leader() {
+            let mut lapsed = HeartbeatAccumulator::new(srv.options.cluster_id);
+            lapsed.heartbeat_config = acc.heartbeat_config.take();
+            lapsed.set_error(
+                ErrorCode::NotLeader,
+                "not leader: this metasrv's leadership lapsed while it handled the heartbeat",
+            );
+            return Ok(lapsed.into_response());
+        }
+        if acc.region_lease.is_some() {
+            srv.gate.grants.record_grant(at_ms);
+        }
     }
     Ok(acc.into_response())
 }

@@ -1,0 +1,153 @@
+//! Process bootstrap shared by the `metasrv` and `datanode` binaries (feature `process`).
+//!
+//! Both binaries promise the same thing to an operator: **nothing that logs can kill the
+//! process, and a panic always does.** A half-dead process (a heartbeat thread gone, the
+//! rest still serving) is the worst case for leases, so:
+//! - **Logging never fails upward.** Lines go through a lossy non-blocking queue to a
+//!   writer that swallows (and counts) its own errors. A closed stderr pipe (EPIPE), a
+//!   full disk or a reader that stopped reading cannot panic, block or stall any thread:
+//!   lines are dropped instead. tracing-subscriber's own `eprintln!` on write errors is
+//!   switched off (it panics when stderr is broken).
+//! - **A panic aborts.** The hook writes the message best-effort (bounded wait, so a
+//!   blocked stderr cannot hold it up), then aborts the process, so a supervisor
+//!   restarts it; no thread limps on without its siblings.
+//! - **Signals do not depend on the logger.** SIGINT and SIGTERM resolve
+//!   [`shutdown_signal`] whatever state logging is in.
+//! - The **ready line** on stdout is written with errors ignored, never `println!`.
+
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing::{error, info};
+
+static LOG_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// How many log writes to stderr failed (and were dropped) since start.
+pub fn log_write_errors() -> u64 {
+    LOG_WRITE_ERRORS.load(Ordering::Relaxed)
+}
+
+/// stderr that never reports an error: a failed write is counted and dropped.
+#[derive(Debug, Clone, Copy)]
+struct SafeStderr;
+
+impl Write for SafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(buf).is_err() {
+            LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Keeps the log writer thread alive; dropping it flushes what is queued (waiting at most
+/// about a second, so a blocked stderr cannot hold up exit).
+#[derive(Debug)]
+#[must_use = "logging stops when the guard is dropped"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+/// Installs the global tracing subscriber: `RUST_LOG` (default `info`), to stderr, through
+/// a lossy non-blocking queue that can never fail, block or panic a caller.
+pub fn init_logging() -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(SafeStderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .log_internal_errors(false)
+        .init();
+    LogGuard(guard)
+}
+
+/// Makes any panic, in any thread, abort the process after a best-effort message.
+pub fn abort_on_panic(binary: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("<unnamed>")
+            .to_string();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let message = format!(
+            "{binary}: panic in thread '{thread}': {info}\n{backtrace}\n{binary}: aborting so \
+             that a supervisor restarts the process\n"
+        );
+        // Write from another thread and wait a bounded time: stderr may be a pipe that
+        // nobody reads.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::Builder::new().spawn(move || {
+            let _ = std::io::stderr().write_all(message.as_bytes());
+            let _ = tx.send(());
+        });
+        if writer.is_ok() {
+            let _ = rx.recv_timeout(Duration::from_millis(500));
+        }
+        std::process::abort();
+    }));
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                _ = term.recv() => info!("SIGTERM received"),
+            }
+        }
+        Err(err) => {
+            error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Prints one line on stdout (the ready line harnesses wait for), ignoring errors: a
+/// closed stdout must not panic the process.
+pub fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The body of a binary's `main`: installs the panic policy and logging, runs `main` on
+/// a multi-threaded runtime, and turns its error into a logged message and exit code 1.
+pub fn run<E, F>(binary: &'static str, main: F) -> ExitCode
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<(), E>>,
+{
+    abort_on_panic(binary);
+    let _log = init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(main);
+    // Stop the runtime's tasks before the log guard flushes.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(error = %err, "{binary} failed");
+            let _ = writeln!(std::io::stderr(), "{binary}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
