@@ -95,6 +95,7 @@ mod tests {
                 wcus: 2,
                 approximate_bytes: 3,
                 row_count: 4,
+                shared_storage: true,
             }],
             mailbox_message: None,
             extensions: [("version".to_string(), "1.2.0".to_string())].into(),

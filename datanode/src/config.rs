@@ -24,6 +24,10 @@ pub struct DatanodeOptions {
     pub advertise_addr: String,
     /// Where regions are persisted (empty: memory only).
     pub data_dir: String,
+    /// Where region data lives when it is shared by every datanode (standing in for
+    /// object storage); empty: regions are local to `data_dir` and cannot fail over.
+    /// Needs `data_dir` for the node's own manifest.
+    pub shared_dir: String,
     /// The heartbeat interval until the metasrv's handshake sets it.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -46,6 +50,7 @@ impl Default for DatanodeOptions {
             data_addr: "127.0.0.1:5000".into(),
             advertise_addr: String::new(),
             data_dir: String::new(),
+            shared_dir: String::new(),
             heartbeat_interval: Duration::from_secs(3),
             rpc_timeout: Duration::from_secs(1),
             lease_margin: crate::lease::DEFAULT_LEASE_MARGIN,
@@ -71,6 +76,9 @@ impl DatanodeOptions {
         }
         if self.metasrv_addrs.is_empty() {
             return fail("metasrv_addrs must name at least one metasrv");
+        }
+        if !self.shared_dir.is_empty() && self.data_dir.is_empty() {
+            return fail("shared_dir needs a data_dir for the node's own manifest");
         }
         if self.heartbeat_interval.is_zero() || self.rpc_timeout.is_zero() {
             return fail("heartbeat_interval and rpc_timeout must be greater than 0");

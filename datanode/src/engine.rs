@@ -37,6 +37,9 @@ pub struct RegionInfo {
     pub reads: u64,
     /// Writes served since open.
     pub writes: u64,
+    /// Whether the region's data lives on shared storage that any datanode can open
+    /// (reported to the metasrv: only such a region can fail over).
+    pub shared_storage: bool,
 }
 
 fn role_label<S: serde::Serializer>(role: &RegionRole, s: S) -> Result<S::Ok, S::Error> {
@@ -60,7 +63,8 @@ pub trait RegionEngine: Send + Sync + Debug + 'static {
     /// Closes a region; returns whether it was open.
     async fn close_region(&self, region_id: u64) -> Result<bool>;
 
-    /// Sets a region's role.
+    /// Sets a region's role. Becoming leader on shared storage must first catch up with
+    /// what the previous leader wrote there.
     fn set_role(&self, region_id: u64, role: RegionRole) -> Result<()>;
 
     /// Makes the region's data durable (before a downgrade hands it over).

@@ -11,8 +11,6 @@
 //! on repeated failures. `duration_since_epoch` is read from the keeper at send time.
 
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use common_proto::v1::heartbeat_client::HeartbeatClient;
@@ -20,6 +18,7 @@ use common_proto::v1::{
     ErrorCode, HeartbeatRequest, HeartbeatResponse, MailboxMessage, Peer, RegionStat,
 };
 use common_proto::JsonPayload;
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -141,6 +140,7 @@ impl HeartbeatTask {
                 wcus: r.writes as i64,
                 approximate_bytes: r.bytes,
                 row_count: r.rows,
+                shared_storage: r.shared_storage,
             })
             .collect();
         self.status.update(|s| s.status.sent += 1);

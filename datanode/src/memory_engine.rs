@@ -9,6 +9,13 @@
 //! append-only log (`region-<id>.log`, one JSON `[key, value]` per line) replayed on
 //! open. After a restart every region comes back **readonly**: no lease survives a
 //! restart.
+//!
+//! With a **shared directory** (standing in for the object storage GreptimeDB uses), the
+//! region logs live there instead, so any datanode can open any region's data: a write is
+//! appended and synced there before it is acknowledged, and a new owner replays every
+//! row the old owner acknowledged. Such regions are reported as on shared storage, and
+//! only they fail over. A follower that is upgraded replays the log again first, to catch
+//! up with what the old leader wrote while it followed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -16,10 +23,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
 use async_trait::async_trait;
 use common_proto::v1::RegionRole;
+use parking_lot::RwLock;
 use snafu::ResultExt;
 use tracing::info;
 
@@ -37,11 +43,12 @@ struct Region {
 }
 
 impl Region {
-    fn info(&self, region_id: u64) -> RegionInfo {
+    fn info(&self, region_id: u64, shared_storage: bool) -> RegionInfo {
         RegionInfo {
             region_id,
             role: self.role,
             rows: self.rows.len() as u64,
+            shared_storage,
             bytes: self.bytes,
             reads: self.reads,
             writes: self.writes,
@@ -53,6 +60,8 @@ impl Region {
 #[derive(Debug)]
 pub struct MemoryRegionEngine {
     dir: Option<PathBuf>,
+    /// Where region logs live when they are shared between datanodes.
+    shared: Option<PathBuf>,
     /// The deadlines every write is checked against; shared with the keeper.
     leases: Arc<RegionLeases>,
     // A std RwLock: no await happens while it is held.
@@ -75,6 +84,7 @@ impl MemoryRegionEngine {
     pub fn new(leases: Arc<RegionLeases>) -> Self {
         Self {
             dir: None,
+            shared: None,
             leases,
             regions: RwLock::default(),
         }
@@ -82,11 +92,21 @@ impl MemoryRegionEngine {
 
     /// An engine persisted under `dir`; reopens the regions listed there, readonly.
     pub fn open(dir: &Path, leases: Arc<RegionLeases>) -> Result<Self> {
-        std::fs::create_dir_all(dir).context(StorageSnafu {
-            path: dir.display().to_string(),
-        })?;
+        Self::open_with(dir, None, leases)
+    }
+
+    /// An engine whose manifest is under `dir` and whose region logs are under `shared`
+    /// when given (created if missing), which every datanode of the cluster can open:
+    /// its regions can fail over. Reopens the regions the manifest lists, readonly.
+    pub fn open_with(dir: &Path, shared: Option<&Path>, leases: Arc<RegionLeases>) -> Result<Self> {
+        for d in std::iter::once(dir).chain(shared) {
+            std::fs::create_dir_all(d).context(StorageSnafu {
+                path: d.display().to_string(),
+            })?;
+        }
         let engine = Self {
             dir: Some(dir.to_path_buf()),
+            shared: shared.map(Path::to_path_buf),
             leases,
             regions: RwLock::default(),
         };
@@ -130,8 +150,9 @@ impl MemoryRegionEngine {
     }
 
     fn log_path(&self, region_id: u64) -> Option<PathBuf> {
-        self.dir
+        self.shared
             .as_ref()
+            .or(self.dir.as_ref())
             .map(|d| d.join(format!("region-{region_id}.log")))
     }
 
@@ -218,6 +239,12 @@ impl MemoryRegionEngine {
             writeln!(f, "{line}").context(StorageSnafu {
                 path: path.display().to_string(),
             })?;
+            if self.shared.is_some() {
+                // Durable where the next owner will read it, before the acknowledgement.
+                f.sync_data().context(StorageSnafu {
+                    path: path.display().to_string(),
+                })?;
+            }
         }
         region.bytes += (key.len() + value.len()) as u64;
         region.writes += 1;
@@ -248,13 +275,19 @@ impl MemoryRegionEngine {
 #[async_trait]
 impl RegionEngine for MemoryRegionEngine {
     fn regions(&self) -> Vec<RegionInfo> {
-        let mut all: Vec<RegionInfo> = self.read_lock().iter().map(|(id, r)| r.info(*id)).collect();
+        let mut all: Vec<RegionInfo> = self
+            .read_lock()
+            .iter()
+            .map(|(id, r)| r.info(*id, self.shared.is_some()))
+            .collect();
         all.sort_by_key(|r| r.region_id);
         all
     }
 
     fn region(&self, region_id: u64) -> Option<RegionInfo> {
-        self.read_lock().get(&region_id).map(|r| r.info(region_id))
+        self.read_lock()
+            .get(&region_id)
+            .map(|r| r.info(region_id, self.shared.is_some()))
     }
 
     async fn open_region(&self, region_id: u64, role: RegionRole) -> Result<()> {
@@ -282,6 +315,15 @@ impl RegionEngine for MemoryRegionEngine {
         let region = regions
             .get_mut(&region_id)
             .ok_or_else(|| RegionNotFoundSnafu { region_id }.build())?;
+        if role == RegionRole::Leader && region.role != RegionRole::Leader && self.shared.is_some()
+        {
+            // Catch up with what the previous leader wrote while this copy followed.
+            let fresh = self.load_region(region_id, role)?;
+            let (reads, writes) = (region.reads, region.writes);
+            *region = fresh;
+            region.reads = reads;
+            region.writes = writes;
+        }
         region.role = role;
         self.save_manifest(&regions)
     }
@@ -390,5 +432,31 @@ mod tests {
             .expect("reopen")
             .regions()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn on_a_shared_dir_a_new_owner_reads_every_acknowledged_row_and_catches_up_on_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = dir.path().join("shared");
+        let (la, _) = engine();
+        let a = MemoryRegionEngine::open_with(&dir.path().join("a"), Some(&shared), la.clone())
+            .expect("open a");
+        let (lb, _) = engine();
+        let b = MemoryRegionEngine::open_with(&dir.path().join("b"), Some(&shared), lb.clone())
+            .expect("open b");
+        a.open_region(5, RegionRole::Leader).await.expect("open");
+        la.track(5);
+        la.grant(5, la.duration_since_epoch(), LEASE);
+        a.write(5, "k1", "v1").expect("write");
+        // b opens it as a follower and sees what a acknowledged…
+        b.open_region(5, RegionRole::Follower).await.expect("open");
+        assert_eq!(b.read(5, "k1").expect("read"), Some("v1".into()));
+        assert!(b.region(5).expect("open").shared_storage);
+        // …a writes more while b follows…
+        a.write(5, "k2", "v2").expect("write");
+        // …and b, upgraded, catches up before it leads.
+        b.set_role(5, RegionRole::Leader).expect("upgrade");
+        assert_eq!(b.read(5, "k2").expect("read"), Some("v2".into()));
+        assert_eq!(b.row_count(5).expect("rows"), 2);
     }
 }

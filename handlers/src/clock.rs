@@ -6,10 +6,9 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// A monotonic time source.

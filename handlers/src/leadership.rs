@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-
 use tokio::time::Instant;
 
 /// Read-only view of this metasrv's leadership.

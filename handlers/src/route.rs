@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
 use async_trait::async_trait;
 use common_proto::v1::RegionRole;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 
@@ -57,8 +56,13 @@ pub trait RegionRouteStore: Send + Sync + Debug + 'static {
     /// Creates a route; returns false (and writes nothing) if the region already has one.
     async fn create(&self, route: RegionRoute) -> Result<bool>;
 
-    /// Writes a route unconditionally (failover, migration).
+    /// Writes a route unconditionally (bulk import, tests).
     async fn put(&self, route: RegionRoute) -> Result<()>;
+
+    /// Replaces `expected` with `new` only if the stored route is still `expected`;
+    /// returns whether it did. Every step of a region migration moves the route this way,
+    /// so two movers (or a stale leader) can never both win.
+    async fn compare_and_put(&self, expected: &RegionRoute, new: RegionRoute) -> Result<bool>;
 
     /// Deletes a route, returning it.
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>>;
@@ -219,6 +223,22 @@ impl RegionRouteStore for KvRegionRouteStore {
         Ok(())
     }
 
+    async fn compare_and_put(&self, expected: &RegionRoute, new: RegionRoute) -> Result<bool> {
+        let key = Self::key(new.region_id);
+        let swapped = self
+            .kv
+            .compare_and_put(
+                key.as_bytes(),
+                Some(&Self::encode(expected)?),
+                &Self::encode(&new)?,
+            )
+            .await?;
+        if swapped {
+            self.cache_write().insert(new);
+        }
+        Ok(swapped)
+    }
+
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>> {
         self.kv.delete(Self::key(region_id).as_bytes()).await?;
         Ok(self.cache_write().remove(region_id))
@@ -255,6 +275,36 @@ mod tests {
         assert_eq!(reloaded.get(1).await.expect("get"), Some(route));
         let roles = reloaded.roles_for(11, &[1, 2]).await.expect("roles");
         assert_eq!(roles, vec![Some(RegionRole::Follower), None]);
+    }
+
+    #[tokio::test]
+    async fn compare_and_put_swaps_only_the_expected_route() {
+        let kv: KvBackendRef = Arc::new(MemoryKvBackend::new());
+        let store = KvRegionRouteStore::new(kv);
+        let a = RegionRoute {
+            region_id: 1,
+            leader: Some(10),
+            followers: vec![],
+        };
+        store.create(a.clone()).await.expect("create");
+        let b = RegionRoute {
+            leader: None,
+            followers: vec![11, 10],
+            ..a.clone()
+        };
+        assert!(store.compare_and_put(&a, b.clone()).await.expect("cas"));
+        assert!(
+            !store
+                .compare_and_put(&a, a.clone())
+                .await
+                .expect("stale cas"),
+            "a stale expectation loses"
+        );
+        assert_eq!(store.get(1).await.expect("get"), Some(b));
+        assert_eq!(
+            store.roles_for(10, &[1]).await.expect("roles"),
+            vec![Some(RegionRole::Follower)]
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,10 @@ pub struct RegionStatSummary {
     pub approximate_bytes: u64,
     /// Row count.
     pub row_count: u64,
+    /// Whether the data is on shared storage (any datanode can open it), so the region
+    /// can fail over.
+    #[serde(default)]
+    pub shared_storage: bool,
 }
 
 /// A validated heartbeat: who sent it, when, and its regions' stats.

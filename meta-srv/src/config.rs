@@ -73,6 +73,10 @@ pub struct MetasrvOptions {
     /// etcd lease could expire.
     #[serde(with = "humantime_serde")]
     pub lease_drift_margin: Duration,
+    /// Whether a failed datanode's regions fail over automatically (on shared storage
+    /// only). On by default: leases fail closed and every move waits out the old owner's
+    /// lease, so a failover is safe; maintenance mode pauses it for planned work.
+    pub region_failover: bool,
     /// Default mailbox reply timeout for admin operations.
     #[serde(with = "humantime_serde")]
     pub mailbox_timeout: Duration,
@@ -105,6 +109,7 @@ impl Default for MetasrvOptions {
             failover_wait: Duration::from_secs(12),
             meta_lease: Duration::from_secs(5),
             lease_drift_margin: Duration::from_millis(500),
+            region_failover: true,
             mailbox_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             stats_flush_every: 10,

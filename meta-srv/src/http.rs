@@ -16,6 +16,8 @@ use handlers::{NodeKey, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod failover;
+
 use crate::error::Error;
 use crate::region_admin::CreateRegion;
 use crate::Metasrv;
@@ -31,6 +33,13 @@ pub fn router(srv: Arc<Metasrv>) -> Router {
         .route("/nodes", get(nodes))
         .route("/regions", get(list_regions).post(create_region))
         .route("/regions/{id}", delete(drop_region))
+        .route("/regions/{id}/migrate", post(failover::migrate))
+        .route("/nodes/{id}/drain", post(failover::drain))
+        .route(
+            "/maintenance",
+            get(failover::get_maintenance).post(failover::set_maintenance),
+        )
+        .route("/procedures", get(failover::procedures))
         .route(
             "/routes",
             post(import_routes).layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024)),
@@ -130,6 +139,13 @@ struct RegionView {
     /// `granted`: the leader reported it and holds a live lease; `pending`: routed but not
     /// yet reported; `expired`: the leader's lease lapsed; `unassigned`: no leader.
     lease_state: &'static str,
+    /// `available`, `migrating` (to `migrating_to`), or `unavailable` (its node failed and
+    /// it cannot move; `reason` says why).
+    availability: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migrating_to: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 fn lease_state(srv: &Metasrv, region_id: u64, leader: Option<u64>) -> &'static str {
@@ -168,14 +184,28 @@ async fn list_regions(State(srv): State<Arc<Metasrv>>) -> Result<Json<Vec<Region
         .list()
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let migrating = crate::procedure::migration::targets(&srv.migrations().persisted().await);
+    let mut unavailable = srv.supervisor().unavailable();
     Ok(Json(
         routes
             .into_iter()
-            .map(|r| RegionView {
-                lease_state: lease_state(&srv, r.region_id, r.leader),
-                region_id: r.region_id,
-                leader: r.leader,
-                followers: r.followers,
+            .map(|r| {
+                let migrating_to = migrating.get(&r.region_id).copied();
+                let reason = unavailable.remove(&r.region_id);
+                let availability = match (&reason, migrating_to) {
+                    (_, Some(_)) => "migrating",
+                    (Some(_), None) => "unavailable",
+                    (None, None) => "available",
+                };
+                RegionView {
+                    lease_state: lease_state(&srv, r.region_id, r.leader),
+                    region_id: r.region_id,
+                    leader: r.leader,
+                    followers: r.followers,
+                    availability,
+                    migrating_to,
+                    reason,
+                }
             })
             .collect(),
     ))
@@ -269,7 +299,12 @@ async fn cluster(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Val
         .iter()
         .map(|m| json!({ "addr": m, "leader": Some(m) == leader.as_ref() }))
         .collect();
-    Ok(Json(json!({ "leader": leader, "members": list })))
+    Ok(Json(json!({
+        "leader": leader,
+        "members": list,
+        "maintenance": srv.maintenance().is_enabled(),
+        "region_failover": srv.options.region_failover,
+    })))
 }
 
 /// Imports routes in bulk, without instructing any node: for restoring a backup, or for

@@ -15,11 +15,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, MutexGuard};
-
 use handlers::{LeadershipRef, LeadershipView};
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::election::LeaderState;
 
@@ -105,6 +105,9 @@ pub struct LeaderGate {
     election: LeadershipRef,
     state: watch::Receiver<LeaderState>,
     ready_term: AtomicU64,
+    /// When the open term began, on the monotonic clock: every grant of earlier leaders
+    /// came before it, which bounds the leases a new leader does not know about.
+    term_started: Mutex<Option<Instant>>,
     /// The grant history.
     pub grants: GrantLog,
 }
@@ -116,14 +119,21 @@ impl LeaderGate {
             election,
             state,
             ready_term: AtomicU64::new(0),
+            term_started: Mutex::new(None),
             grants: GrantLog::default(),
         }
     }
 
     /// Opens the gate for `term`, once leader state is ready.
     pub fn open(&self, term: u64) {
+        *self.term_started.lock() = Some(Instant::now());
         self.grants.begin(term);
         self.ready_term.store(term, Ordering::SeqCst);
+    }
+
+    /// When the open term began (monotonic); `None` while closed.
+    pub fn term_started(&self) -> Option<Instant> {
+        *self.term_started.lock()
     }
 
     /// The term the gate is open for (0: closed).
@@ -134,6 +144,7 @@ impl LeaderGate {
     /// Closes the gate (records the end of the term).
     pub fn close(&self) {
         self.ready_term.store(0, Ordering::SeqCst);
+        *self.term_started.lock() = None;
         self.grants.end();
     }
 }

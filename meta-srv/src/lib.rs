@@ -15,7 +15,11 @@
 //! - `election`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`.
 //! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
 //! - `leader_gate`: leadership as handlers see it: elected *and* leader state ready.
-//! - `sweeper`: node-lease expiry, and resets on leadership change.
+//! - `leader`: [`leader::LeaderScope`], a term's state and tasks; begins and ends terms.
+//! - `sweeper`: node-lease expiry and the stats flusher.
+//! - `failover`: the phi-accrual detector, the target selector, the region supervisor.
+//! - `procedure`: the region-migration procedure (failover, migrate, drain).
+//! - `maintenance`: the persisted switch that pauses failover.
 //! - `region_admin`: create and drop regions.
 //! - `http`: the admin HTTP API.
 //! - `error`: typed errors and their gRPC mapping.
@@ -23,11 +27,15 @@
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod failover;
 pub mod http;
 pub mod kv_etcd;
+pub mod leader;
 pub mod leader_gate;
 pub mod mailbox;
+pub mod maintenance;
 pub mod metasrv;
+pub mod procedure;
 pub mod pusher;
 pub mod region_admin;
 mod registration;

@@ -13,13 +13,12 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use common_proto::v1::{HeartbeatResponse, MailboxMessage, ResponseHeader, Role};
 use common_proto::{Instruction, InstructionReply, JsonPayload, PROTOCOL_VERSION};
 use handlers::NodeKey;
+use parking_lot::Mutex;
 use snafu::{OptionExt, ResultExt};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -125,6 +124,29 @@ impl Mailbox {
         pusher.push(resp)?;
         debug!(id, %channel, subject = instruction.subject(), "mailbox message sent");
         Ok(receiver)
+    }
+
+    /// Sends `instruction` to datanode `node_id` and waits for a successful reply; a
+    /// refusal from the node is `InstructionFailed` with its reason.
+    pub async fn instruct(
+        &self,
+        node_id: u64,
+        instruction: &Instruction,
+        timeout: Duration,
+    ) -> Result<()> {
+        let reply = self
+            .send(NodeKey::datanode(node_id), instruction, timeout)?
+            .await?;
+        match reply.failure() {
+            None => Ok(()),
+            Some(message) => crate::error::InstructionFailedSnafu {
+                what: instruction.subject(),
+                region_id: instruction.region_id(),
+                node_id,
+                message,
+            }
+            .fail(),
+        }
     }
 
     /// Sends without waiting for a reply (id 0).

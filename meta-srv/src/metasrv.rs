@@ -26,8 +26,14 @@ use tracing::{error, info, warn};
 use crate::election::{ElectionRef, StandaloneElection};
 use crate::error::EtcdConnectSnafu;
 use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
+use crate::failover::detector::PhiOptions;
+use crate::failover::selector::{LeastRegionsSelector, RegionSelectorRef};
+use crate::failover::supervisor::{RegionSupervisor, SupervisorOptions};
+use crate::leader::LeaderScope;
 use crate::leader_gate::LeaderGate;
 use crate::mailbox::Mailbox;
+use crate::maintenance::Maintenance;
+use crate::procedure::migration::{MigrationDeps, Migrations};
 use crate::pusher::Pushers;
 use crate::service::HeartbeatService;
 use crate::MetasrvOptions;
@@ -40,6 +46,7 @@ pub struct MetasrvBuilder {
     kv: Option<KvBackendRef>,
     election: Option<ElectionRef>,
     customize: Option<Customizer>,
+    selector: Option<RegionSelectorRef>,
 }
 
 impl std::fmt::Debug for MetasrvBuilder {
@@ -58,6 +65,7 @@ impl MetasrvBuilder {
             kv: None,
             election: None,
             customize: None,
+            selector: None,
         }
     }
 
@@ -70,6 +78,12 @@ impl MetasrvBuilder {
     /// Uses this election.
     pub fn election(mut self, election: ElectionRef) -> Self {
         self.election = Some(election);
+        self
+    }
+
+    /// Places moving regions with this selector instead of the least-loaded default.
+    pub fn selector(mut self, selector: RegionSelectorRef) -> Self {
+        self.selector = Some(selector);
         self
     }
 
@@ -144,22 +158,6 @@ impl MetasrvBuilder {
                 node_lease: options.node_lease,
             },
         };
-        // Already leading (standalone): get ready now, so the first heartbeat is served.
-        let state = election.subscribe().borrow().clone();
-        if state.is_leader {
-            let (routes, nodes) = crate::sweeper::prepare_leadership(&ctx, &routes)
-                .await
-                .context(StoreSnafu {
-                    op: "load leader state",
-                })?;
-            gate.open(state.term);
-            info!(
-                routes,
-                nodes,
-                backend = ctx.kv.name(),
-                "leading from the start"
-            );
-        }
         let stats = Arc::new(StatsCache::new(
             options.stats_flush_every,
             options.stats_keep,
@@ -178,6 +176,54 @@ impl MetasrvBuilder {
             options.cluster_id,
             format!("metasrv@{}", options.advertised_addr()),
         ));
+        let shutdown = CancellationToken::new();
+        let migrations = Arc::new(Migrations::new(MigrationDeps {
+            kv: ctx.kv.clone(),
+            routes: routes.clone(),
+            node_leases: ctx.node_leases.clone(),
+            pushers: pushers.clone(),
+            mailbox: mailbox.clone(),
+            leadership: ctx.leadership.clone(),
+            gate: gate.clone(),
+            stats: stats.clone(),
+            selector: self
+                .selector
+                .unwrap_or_else(|| Arc::new(LeastRegionsSelector)),
+            region_lease: options.region_lease,
+            drift_margin: options.lease_drift_margin,
+            instruction_timeout: options.mailbox_timeout,
+        }));
+        let maintenance = Arc::new(Maintenance::new(ctx.kv.clone()));
+        let supervisor = Arc::new(RegionSupervisor::new(
+            SupervisorOptions {
+                enabled: options.region_failover,
+                tick: (options.heartbeat_interval / 4).max(std::time::Duration::from_millis(20)),
+                node_lease: options.node_lease,
+                phi: PhiOptions::from_timings(options.heartbeat_interval, options.region_lease),
+            },
+            migrations.clone(),
+            maintenance.clone(),
+        ));
+        let leader = Arc::new(LeaderScope::new(
+            election.clone(),
+            gate.clone(),
+            ctx.clone(),
+            routes.clone(),
+            stats.clone(),
+            migrations,
+            maintenance,
+            supervisor,
+            shutdown.clone(),
+        ));
+        // Already leading (standalone): begin the term now, so the first heartbeat is
+        // served.
+        let state = election.subscribe().borrow().clone();
+        if state.is_leader {
+            leader.begin(state.term).await.context(StoreSnafu {
+                op: "load leader state",
+            })?;
+            info!(backend = ctx.kv.name(), "leading from the start");
+        }
         Ok(Arc::new(Metasrv {
             options,
             ctx,
@@ -188,7 +234,8 @@ impl MetasrvBuilder {
             gate,
             stats,
             routes,
-            shutdown: CancellationToken::new(),
+            leader,
+            shutdown,
         }))
     }
 }
@@ -205,6 +252,7 @@ pub struct Metasrv {
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) stats: Arc<StatsCache>,
     pub(crate) routes: Arc<KvRegionRouteStore>,
+    pub(crate) leader: Arc<LeaderScope>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -249,6 +297,21 @@ impl Metasrv {
         &self.stats
     }
 
+    /// The region-migration procedures (failover, migrate, drain).
+    pub fn migrations(&self) -> &Arc<Migrations> {
+        &self.leader.migrations
+    }
+
+    /// The maintenance switch.
+    pub fn maintenance(&self) -> &Arc<Maintenance> {
+        &self.leader.maintenance
+    }
+
+    /// The region supervisor (failed nodes, unavailable regions).
+    pub fn supervisor(&self) -> &Arc<RegionSupervisor> {
+        &self.leader.supervisor
+    }
+
     /// The handshake config sent on each stream's first response.
     pub(crate) fn heartbeat_config(&self) -> HeartbeatConfig {
         let interval = self.options.heartbeat_interval.as_millis() as u64;
@@ -278,10 +341,7 @@ impl Metasrv {
         }
         tasks.spawn(crate::sweeper::run(self.clone(), token.clone()));
         tasks.spawn(crate::sweeper::flush_stats(self.clone(), token.clone()));
-        tasks.spawn(crate::sweeper::watch_leadership(
-            self.clone(),
-            token.clone(),
-        ));
+        tasks.spawn(self.leader.clone().watch());
         {
             let srv = self.clone();
             tasks.spawn(async move {

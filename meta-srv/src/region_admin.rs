@@ -13,14 +13,14 @@ use std::collections::HashMap;
 
 use common_proto::instruction::OpenRole;
 use common_proto::{Instruction, RegionIdent};
-use handlers::{NodeKey, NodeLease, RegionRoute, RegionRouteStore as _};
+use handlers::{NodeLease, RegionRoute, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 use tracing::{info, warn};
 
 use crate::error::{
-    InstructionFailedSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
-    RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
+    NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu, RegionExistsSnafu,
+    RegionNotFoundSnafu, Result, StoreSnafu,
 };
 use crate::Metasrv;
 
@@ -145,20 +145,8 @@ impl Metasrv {
 
     /// Sends an instruction to a datanode and waits for a successful reply.
     pub async fn instruct(&self, node_id: u64, ins: &Instruction) -> Result<()> {
-        let channel = NodeKey::datanode(node_id);
-        let reply = self
-            .mailbox
-            .send(channel, ins, self.options.mailbox_timeout)?
-            .await?;
-        match reply.failure() {
-            None => Ok(()),
-            Some(message) => InstructionFailedSnafu {
-                what: ins.subject(),
-                region_id: ins.region_id(),
-                node_id,
-                message,
-            }
-            .fail(),
-        }
+        self.mailbox
+            .instruct(node_id, ins, self.options.mailbox_timeout)
+            .await
     }
 }

@@ -1,17 +1,15 @@
-//! Leader-side background tasks: the node-lease sweeper, the stats flusher and the
-//! leadership watcher.
+//! Leader-side background tasks that run for the process's life: the node-lease sweeper
+//! and the stats flusher. Each acts only under the leadership deadline. (Term-scoped
+//! state and tasks are in `leader`.)
 //!
 //! The sweeper marks nodes expired by time alone, so a half-open stream (TCP still up,
-//! no heartbeats) cannot keep a dead node alive. The watcher resets leader-only state on
-//! every leadership change: a new leader starts empty (every node gets a grace of one
-//! node lease, since it is unknown until its first heartbeat) and reloads routes; a
-//! leader that steps down forgets its leases and stats.
+//! no heartbeats) cannot keep a dead node alive.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::Metasrv;
 
@@ -100,66 +98,4 @@ pub(crate) async fn flush_stats(srv: Arc<Metasrv>, shutdown: CancellationToken) 
             }
         }
     }
-}
-
-/// Resets leader-only state on every leadership change, then opens the gate.
-///
-/// Becoming leader: forget old leases and stats, reload routes, and load every node
-/// registration with `last_seen = now`, which gives each known node a grace of one node
-/// lease before the sweeper may declare it dead. Only then does the gate open. Stepping
-/// down: close the gate and forget leader-only state.
-pub(crate) async fn watch_leadership(srv: Arc<Metasrv>, shutdown: CancellationToken) {
-    let mut rx = srv.election.subscribe();
-    let mut handled_term = 0;
-    loop {
-        let state = rx.borrow_and_update().clone();
-        if state.term != handled_term && srv.gate.ready_term() != state.term {
-            handled_term = state.term;
-            srv.gate.close();
-            srv.ctx.node_leases.clear();
-            srv.stats.clear();
-            if state.is_leader {
-                match prepare_leadership(&srv.ctx, &srv.routes).await {
-                    Ok((routes, nodes)) => {
-                        srv.gate.open(state.term);
-                        info!(term = state.term, routes, nodes, "leading: routes reloaded, known nodes granted a grace of one node lease");
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "became leader but could not load leader state; resigning");
-                        if let Err(e) = srv.election.resign().await {
-                            warn!(error = %e, "resign failed");
-                        }
-                    }
-                }
-            } else {
-                info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// Loads routes and node registrations; returns how many of each.
-pub(crate) async fn prepare_leadership(
-    ctx: &handlers::Context,
-    routes: &handlers::KvRegionRouteStore,
-) -> handlers::Result<(usize, usize)> {
-    let routes = routes.load().await?;
-    let now = ctx.clock.now();
-    let mut nodes = 0;
-    for kv in ctx
-        .kv
-        .range_prefix(crate::registration::PREFIX.as_bytes())
-        .await?
-    {
-        if let Some(reg) = crate::registration::decode(&kv.value) {
-            ctx.node_leases
-                .keep_alive(reg.key(), &reg.addr, reg.node_epoch, 0, now);
-            nodes += 1;
-        }
-    }
-    Ok((routes, nodes))
 }

@@ -100,6 +100,7 @@ pub fn heartbeat(node_id: u64, first_region: u64, regions: usize) -> HeartbeatRe
                 wcus: 80,
                 approximate_bytes: 64 << 20,
                 row_count: 1_000_000,
+                shared_storage: false,
             })
             .collect(),
         ..Default::default()

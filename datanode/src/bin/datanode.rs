@@ -61,6 +61,9 @@ struct StartArgs {
     /// Directory to persist regions in.
     #[arg(long)]
     data_dir: Option<String>,
+    /// Directory every datanode shares for region data (regions can then fail over).
+    #[arg(long)]
+    shared_dir: Option<String>,
     /// Heartbeat interval until the metasrv's handshake, e.g. 3s.
     #[arg(long, value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
@@ -85,6 +88,7 @@ impl StartArgs {
             data_addr,
             advertise_addr,
             data_dir,
+            shared_dir,
             heartbeat_interval,
             lease_margin
         );
@@ -99,7 +103,13 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
     let engine = Arc::new(if options.data_dir.is_empty() {
         MemoryRegionEngine::new(leases.clone())
     } else {
-        MemoryRegionEngine::open(std::path::Path::new(&options.data_dir), leases.clone())?
+        let shared =
+            (!options.shared_dir.is_empty()).then(|| std::path::Path::new(&options.shared_dir));
+        MemoryRegionEngine::open_with(
+            std::path::Path::new(&options.data_dir),
+            shared,
+            leases.clone(),
+        )?
     });
     let listener = tokio::net::TcpListener::bind(&options.data_addr)
         .await

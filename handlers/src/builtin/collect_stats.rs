@@ -58,6 +58,7 @@ impl HeartbeatHandler for CollectStatsHandler {
                     wcus: s.wcus,
                     approximate_bytes: s.approximate_bytes,
                     row_count: s.row_count,
+                    shared_storage: s.shared_storage,
                 })
                 .collect(),
         });

@@ -20,10 +20,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use async_trait::async_trait;
 use common_proto::v1::{HeartbeatRequest, Role};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 

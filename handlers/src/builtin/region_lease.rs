@@ -36,6 +36,12 @@ impl HeartbeatHandler for RegionLeaseHandler {
             return Ok(HandleControl::Continue);
         };
         let ids: Vec<u64> = req.region_stats.iter().map(|s| s.region_id).collect();
+        // Recorded *before* the routes are read: any grant that saw a route as it was
+        // before a migration fenced it is then visible to that migration, which waits
+        // out `last_granted + lease` (S1). An over-estimate only delays a failover.
+        if !ids.is_empty() {
+            ctx.node_leases.record_grant(key, ctx.clock.now());
+        }
         let roles = ctx.routes.roles_for(key.node_id, &ids).await?;
         let mut regions = Vec::with_capacity(ids.len());
         let mut closeable_region_ids = Vec::new();
@@ -47,9 +53,6 @@ impl HeartbeatHandler for RegionLeaseHandler {
                 }),
                 None => closeable_region_ids.push(region_id),
             }
-        }
-        if !regions.is_empty() {
-            ctx.node_leases.record_grant(key, ctx.clock.now());
         }
         acc.region_lease = Some(RegionLease {
             regions,

@@ -8,11 +8,11 @@
 //! one, never half of one) after every mutation. That lets a standalone metasrv restart
 //! without forgetting its region routes; without it, a restart starts empty.
 
-use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use parking_lot::RwLock;
 use snafu::IntoError;
 
 use super::{BatchOp, KeyValue, KvBackend};

@@ -81,6 +81,9 @@ struct StartArgs {
     /// Margin for clock drift: added to failover waits, taken off leadership, e.g. 500ms.
     #[arg(long, value_parser = humantime::parse_duration)]
     lease_drift_margin: Option<Duration>,
+    /// Automatic region failover on (true) or off (false).
+    #[arg(long)]
+    region_failover: Option<bool>,
 }
 
 impl StartArgs {
@@ -108,7 +111,8 @@ impl StartArgs {
             region_lease,
             failover_wait,
             meta_lease,
-            lease_drift_margin
+            lease_drift_margin,
+            region_failover
         );
         Ok(o)
     }

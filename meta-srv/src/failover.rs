@@ -1,0 +1,13 @@
+//! Failure detection and region failover (DESIGN.md §6).
+//!
+//! - `detector`: [`PhiAccrualDetector`](detector::PhiAccrualDetector), pure code, one per
+//!   datanode, parameters derived from the heartbeat interval and the region lease.
+//! - `selector`: [`RegionSelector`](selector::RegionSelector), where a moving region goes;
+//!   the default picks the alive node leading the fewest regions.
+//! - `supervisor`: [`RegionSupervisor`](supervisor::RegionSupervisor), the leader task
+//!   that judges nodes and schedules failovers through the one migration procedure
+//!   (`procedure::migration`).
+
+pub mod detector;
+pub mod selector;
+pub mod supervisor;

@@ -1,0 +1,180 @@
+//! Admin endpoints for moving regions: migrate, drain, maintenance, procedures.
+//!
+//! - `POST /regions/{id}/migrate` (`{"to": node_id}`, or `{}` to let the selector pick),
+//!   `?wait_ms=` (default 30000): starts the migration procedure and waits for it. 200
+//!   with the final state when it finished, 202 with the state while it still runs, 409
+//!   when it cannot start (already migrating, a bad target, local-only storage).
+//! - `POST /nodes/{id}/drain`, `?wait_ms=`: migrates every region the node leads away.
+//! - `GET /maintenance`, `POST /maintenance` (`{"enabled": bool}`): pauses automatic
+//!   failover, persisted across leader changes.
+//! - `GET /procedures`: migrations in flight and recently finished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use handlers::RegionRouteStore as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use crate::procedure::migration::{MigrationError, MigrationReason, Step};
+use crate::Metasrv;
+
+impl From<MigrationError> for ApiError {
+    fn from(err: MigrationError) -> Self {
+        let code = match &err {
+            MigrationError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            MigrationError::AlreadyMigrating { .. }
+            | MigrationError::BadTarget { .. }
+            | MigrationError::LocalOnly { .. } => StatusCode::CONFLICT,
+            MigrationError::RolledBack { .. } => StatusCode::BAD_GATEWAY,
+            MigrationError::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, err.to_string())
+    }
+}
+
+/// `?wait_ms=`: how long to wait for the procedure to finish.
+#[derive(Debug, Deserialize)]
+pub(super) struct WaitQuery {
+    wait_ms: Option<u64>,
+}
+
+impl WaitQuery {
+    fn within(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.unwrap_or(30_000))
+    }
+}
+
+/// Body of `POST /regions/{id}/migrate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MigrateRequest {
+    /// The target datanode; the selector picks when absent.
+    to: Option<u64>,
+}
+
+fn ensure_leader(srv: &Metasrv) -> Result<(), ApiError> {
+    if srv.ctx.leadership.is_leader() {
+        Ok(())
+    } else {
+        Err(crate::Error::NotLeader {
+            leader: srv.ctx.leadership.leader_addr(),
+        }
+        .into())
+    }
+}
+
+pub(super) async fn migrate(
+    State(srv): State<Arc<Metasrv>>,
+    Path(id): Path<u64>,
+    Query(q): Query<WaitQuery>,
+    body: Result<Json<MigrateRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
+    ensure_leader(&srv)?;
+    let started = srv
+        .migrations()
+        .start(id, req.to, MigrationReason::Manual)
+        .await?;
+    match srv.migrations().wait(id, q.within()).await {
+        Some(done) if done.step == Step::RolledBack => Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "migration of region {id} rolled back: {}",
+                done.last_error.unwrap_or_default()
+            ),
+        )),
+        Some(done) => Ok((StatusCode::OK, Json(json!(done)))),
+        None => Ok((StatusCode::ACCEPTED, Json(json!(started)))),
+    }
+}
+
+pub(super) async fn drain(
+    State(srv): State<Arc<Metasrv>>,
+    Path(node_id): Path<u64>,
+    Query(q): Query<WaitQuery>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    ensure_leader(&srv)?;
+    let routes = srv
+        .routes
+        .list()
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut started = Vec::new();
+    let mut refused = Vec::new();
+    for r in routes.iter().filter(|r| r.leader == Some(node_id)) {
+        match srv
+            .migrations()
+            .start(r.region_id, None, MigrationReason::Drain)
+            .await
+        {
+            Ok(state) => started.push(state),
+            Err(err) => refused.push(json!({ "region_id": r.region_id, "error": err.to_string() })),
+        }
+    }
+    let mut finished = Vec::new();
+    let mut running = Vec::new();
+    let deadline = tokio::time::Instant::now() + q.within();
+    for s in &started {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match srv.migrations().wait(s.region_id, left).await {
+            Some(done) => finished.push(done),
+            None => running.push(s.clone()),
+        }
+    }
+    let code = if running.is_empty() && refused.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        code,
+        Json(
+            json!({ "node_id": node_id, "finished": finished, "running": running, "refused": refused }),
+        ),
+    ))
+}
+
+/// Body of `POST /maintenance`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MaintenanceRequest {
+    enabled: bool,
+}
+
+pub(super) async fn get_maintenance(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+    Json(json!({ "enabled": srv.maintenance().is_enabled() }))
+}
+
+pub(super) async fn set_maintenance(
+    State(srv): State<Arc<Metasrv>>,
+    body: Result<Json<MaintenanceRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
+    ensure_leader(&srv)?;
+    srv.maintenance().set(req.enabled).await?;
+    Ok(Json(json!({ "enabled": req.enabled })))
+}
+
+pub(super) async fn procedures(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "running": srv.migrations().persisted().await,
+        "finished": srv.migrations().history(),
+        "failed_nodes": srv.supervisor().failed_nodes(),
+    }))
+}

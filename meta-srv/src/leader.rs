@@ -1,0 +1,162 @@
+//! [`LeaderScope`]: everything that exists only while this metasrv leads, per term.
+//!
+//! A **term** begins when the election says "leader" and ends when it says otherwise.
+//! Beginning: forget old leader state, reload routes, load node registrations (each known
+//! node gets a grace of one node lease, since it is unknown until its first heartbeat),
+//! read maintenance mode, open the gate (from here handlers may grant), then start the
+//! term's tasks under a token of their own: the region supervisor, and every migration an
+//! earlier leader left unfinished. Ending: cancel that token (every term task stops),
+//! close the gate, and drop leader-only state (leases, stats).
+//!
+//! The scope holds narrow handles, not the whole server: sessions and HTTP reach the
+//! parts they use through [`Metasrv`](crate::Metasrv) accessors.
+
+use std::sync::Arc;
+
+use handlers::builtin::StatsCache;
+use handlers::{Context, KvRegionRouteStore};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::election::ElectionRef;
+use crate::failover::supervisor::RegionSupervisor;
+use crate::leader_gate::LeaderGate;
+use crate::maintenance::Maintenance;
+use crate::procedure::migration::Migrations;
+
+/// Leader-only state and the current term's tasks.
+#[derive(Debug)]
+pub struct LeaderScope {
+    pub(crate) election: ElectionRef,
+    pub(crate) gate: Arc<LeaderGate>,
+    pub(crate) ctx: Context,
+    pub(crate) routes: Arc<KvRegionRouteStore>,
+    pub(crate) stats: Arc<StatsCache>,
+    pub(crate) migrations: Arc<Migrations>,
+    pub(crate) maintenance: Arc<Maintenance>,
+    pub(crate) supervisor: Arc<RegionSupervisor>,
+    /// The server's shutdown; every term token is its child.
+    pub(crate) shutdown: CancellationToken,
+    /// The running term's token.
+    term: Mutex<Option<CancellationToken>>,
+}
+
+impl LeaderScope {
+    /// A scope with no term running.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        election: ElectionRef,
+        gate: Arc<LeaderGate>,
+        ctx: Context,
+        routes: Arc<KvRegionRouteStore>,
+        stats: Arc<StatsCache>,
+        migrations: Arc<Migrations>,
+        maintenance: Arc<Maintenance>,
+        supervisor: Arc<RegionSupervisor>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            election,
+            gate,
+            ctx,
+            routes,
+            stats,
+            migrations,
+            maintenance,
+            supervisor,
+            shutdown,
+            term: Mutex::new(None),
+        }
+    }
+
+    /// Begins `term`: loads leader state, opens the gate, starts the term's tasks.
+    pub(crate) async fn begin(&self, term: u64) -> handlers::Result<()> {
+        self.end();
+        let (routes, nodes) = self.prepare().await?;
+        let maintenance = match self.maintenance.load().await {
+            Ok(m) => m,
+            Err(err) => {
+                // Unknown means paused: failing safe costs only automatic failover.
+                warn!(error = %err, "cannot read maintenance mode; pausing failover until it can be read");
+                true
+            }
+        };
+        self.gate.open(term);
+        let token = self.shutdown.child_token();
+        *self.term.lock() = Some(token.clone());
+        self.migrations.begin_term(token.clone()).await;
+        tokio::spawn(self.supervisor.clone().run(token));
+        info!(
+            term,
+            routes,
+            nodes,
+            maintenance,
+            "leading: routes reloaded, known nodes granted a grace of one node lease"
+        );
+        Ok(())
+    }
+
+    /// Ends the running term, if any: stops its tasks, closes the gate, drops state.
+    pub(crate) fn end(&self) {
+        if let Some(token) = self.term.lock().take() {
+            token.cancel();
+        }
+        self.migrations.end_term();
+        self.gate.close();
+        self.ctx.node_leases.clear();
+        self.stats.clear();
+    }
+
+    /// Loads routes and node registrations; returns how many of each.
+    async fn prepare(&self) -> handlers::Result<(usize, usize)> {
+        let routes = self.routes.load().await?;
+        let now = self.ctx.clock.now();
+        let mut nodes = 0;
+        for kv in self
+            .ctx
+            .kv
+            .range_prefix(crate::registration::PREFIX.as_bytes())
+            .await?
+        {
+            if let Some(reg) = crate::registration::decode(&kv.value) {
+                self.ctx
+                    .node_leases
+                    .keep_alive(reg.key(), &reg.addr, reg.node_epoch, 0, now);
+                nodes += 1;
+            }
+        }
+        Ok((routes, nodes))
+    }
+
+    /// Follows the election: begins a term when it says "leader", ends it otherwise.
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let mut rx = self.election.subscribe();
+        let mut handled_term = 0;
+        loop {
+            let state = rx.borrow_and_update().clone();
+            if state.term != handled_term && self.gate.ready_term() != state.term {
+                handled_term = state.term;
+                if state.is_leader {
+                    if let Err(err) = self.begin(state.term).await {
+                        warn!(error = %err, "became leader but could not load leader state; resigning");
+                        self.end();
+                        if let Err(e) = self.election.resign().await {
+                            warn!(error = %e, "resign failed");
+                        }
+                    }
+                } else {
+                    self.end();
+                    info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    self.end();
+                    return;
+                }
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}

@@ -1,0 +1,787 @@
+//! Region migration: one procedure for failover, manual migrate and drain.
+//!
+//! **Steps**, each persisted in the KV backend before the next begins, each idempotent, so
+//! a new leader resumes a procedure from its last recorded step:
+//! 1. **AddFollower**: the route gains the target as a follower (compare-and-set), so the
+//!    target's report of the region is not answered with "close it".
+//! 2. **OpenCandidate**: the target opens the region as a follower (replaying its data
+//!    from shared storage).
+//! 3. **Fence**: the route loses its leader (`leader: None`, the old owner a follower).
+//!    From here no metasrv grants the old owner a leader lease for this region.
+//! 4. **Release**: the old owner must provably stop writing. If it is reachable, it is
+//!    downgraded (it revokes its lease, fenced against late grants, then flushes and
+//!    answers). If not, the procedure waits until its lease cannot possibly be live:
+//!    the last grant this leader may have given it (or, if none, the start of this
+//!    leader's term, before which every earlier leader's grants lie) + the region lease +
+//!    the drift margin. This is invariant S1.
+//! 5. **Switch**: the route names the target as leader (compare-and-set).
+//! 6. **Upgrade**: the target becomes leader. Its reply goes out on an extra heartbeat,
+//!    whose response carries its lease at once: writable within a round trip.
+//!
+//! Before the fence, a failure rolls back: the target closes the region and leaves the
+//! route. After it, the procedure only goes forward; it retries with backoff, and picks
+//! another target if its target dies. The old owner, when it heartbeats again, finds the
+//! region gone from the route, is told to close it, and does.
+//!
+//! Only regions whose data is on shared storage move (the target could not open a
+//! local-only region's data); [`MigrationError::LocalOnly`] says so.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common_proto::instruction::OpenRole;
+use common_proto::{Instruction, RegionIdent};
+use handlers::builtin::{PersistedStats, StatsCache};
+use handlers::{
+    KvBackendRef, KvRegionRouteStore, LeadershipRef, NodeKey, NodeLeaseStoreRef, RegionRoute,
+    RegionRouteStore as _,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use snafu::Snafu;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::failover::selector::{leading_counts, RegionSelectorRef};
+use crate::leader_gate::LeaderGate;
+use crate::mailbox::Mailbox;
+use crate::pusher::Pushers;
+
+const PREFIX: &str = "__meta/procedure/migrate/";
+const HISTORY: usize = 256;
+
+/// Why a region moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationReason {
+    /// Its leader's node was judged failed.
+    Failover,
+    /// An operator asked (`POST /regions/{id}/migrate`).
+    Manual,
+    /// Its node is being drained (`POST /nodes/{id}/drain`).
+    Drain,
+}
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Add the target to the route as a follower.
+    AddFollower,
+    /// The target opens the region as follower.
+    OpenCandidate,
+    /// Take the leader out of the route.
+    Fence,
+    /// Downgrade the old owner, or wait out its lease.
+    Release,
+    /// Name the target leader in the route.
+    Switch,
+    /// Upgrade the target to leader.
+    Upgrade,
+    /// Finished.
+    Done,
+    /// Rolled back before the fence; the route is as it was.
+    RolledBack,
+}
+
+/// A migration's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationState {
+    /// The region.
+    pub region_id: u64,
+    /// The old leader, if the route had one.
+    pub from: Option<u64>,
+    /// The target.
+    pub to: u64,
+    /// Why.
+    pub reason: MigrationReason,
+    /// The next step to run.
+    pub step: Step,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// When it finished, if it has.
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// The last error seen (it retries after the fence).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// How the old owner was released: `"downgraded"` or `"lease waited out"`.
+    #[serde(default)]
+    pub released_by: Option<String>,
+}
+
+/// Why a migration could not start or finished badly.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+pub enum MigrationError {
+    /// The region has no route.
+    #[snafu(display("region {region_id} not found"))]
+    NoRoute {
+        /// The region.
+        region_id: u64,
+    },
+    /// A migration of the region is already under way.
+    #[snafu(display("region {region_id} is already migrating to node {to}"))]
+    AlreadyMigrating {
+        /// The region.
+        region_id: u64,
+        /// Its target.
+        to: u64,
+    },
+    /// The target cannot take the region.
+    #[snafu(display("node {node_id} cannot take region {region_id}: {reason}"))]
+    BadTarget {
+        /// The region.
+        region_id: u64,
+        /// The target.
+        node_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The region's data is local to its node.
+    #[snafu(display("region {region_id} is unavailable for moving: {reason}"))]
+    LocalOnly {
+        /// The region.
+        region_id: u64,
+        /// Why (local-only storage, or unknown storage).
+        reason: String,
+    },
+    /// Reading or writing the procedure state failed.
+    #[snafu(display("migration of region {region_id}: {message}"))]
+    Store {
+        /// The region.
+        region_id: u64,
+        /// What failed.
+        message: String,
+    },
+    /// Rolled back before the route changed.
+    #[snafu(display("migration of region {region_id} to node {to} rolled back: {reason}"))]
+    RolledBack {
+        /// The region.
+        region_id: u64,
+        /// The target.
+        to: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the procedures use: a narrow handle, not the whole server.
+#[derive(Debug, Clone)]
+pub struct MigrationDeps {
+    /// Procedure state and flushed stats.
+    pub kv: KvBackendRef,
+    /// Routes (compare-and-set).
+    pub routes: Arc<KvRegionRouteStore>,
+    /// Liveness and last grants.
+    pub node_leases: NodeLeaseStoreRef,
+    /// Who is connected.
+    pub pushers: Arc<Pushers>,
+    /// Instructions.
+    pub mailbox: Arc<Mailbox>,
+    /// Leadership, checked before every step.
+    pub leadership: LeadershipRef,
+    /// The term's start, the bound on earlier leaders' grants.
+    pub gate: Arc<LeaderGate>,
+    /// Recent stats, for storage kinds.
+    pub stats: Arc<StatsCache>,
+    /// Target choice.
+    pub selector: RegionSelectorRef,
+    /// The region lease.
+    pub region_lease: Duration,
+    /// The drift margin added to every lease wait.
+    pub drift_margin: Duration,
+    /// How long one instruction may take.
+    pub instruction_timeout: Duration,
+}
+
+impl MigrationDeps {
+    /// Whether datanode `node_id` is alive (lease not expired) and connected.
+    pub fn is_available(&self, node_id: u64) -> bool {
+        let key = NodeKey::datanode(node_id);
+        self.node_leases.get(key).is_some_and(|l| !l.expired) && self.pushers.get(key).is_some()
+    }
+
+    /// Whether region `region_id`, led by `node_id`, is on shared storage, from the
+    /// node's latest stats (in memory, else as last flushed to the KV backend).
+    /// `Err` names why it cannot move.
+    pub async fn check_movable(&self, region_id: u64, node_id: Option<u64>) -> Result<(), String> {
+        let Some(node_id) = node_id else {
+            // No owner: nothing to wait out, and its data is wherever the last one
+            // left it; only a shared region could have got here.
+            return Ok(());
+        };
+        let key = NodeKey::datanode(node_id);
+        let stat = match self.stats.latest(key) {
+            Some(stat) => Some(stat),
+            None => match self.kv.get(StatsCache::kv_key(key).as_bytes()).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<PersistedStats>(&bytes)
+                    .ok()
+                    .map(|p| p.stat),
+                _ => None,
+            },
+        };
+        let Some(stat) = stat else {
+            return Err(format!(
+                "node {node_id} never reported its storage to this leader"
+            ));
+        };
+        match stat.region_stats.iter().find(|r| r.region_id == region_id) {
+            Some(r) if r.shared_storage => Ok(()),
+            Some(_) => Err(format!(
+                "its data is on node {node_id}'s local storage; no other node can open it"
+            )),
+            None => Err(format!(
+                "node {node_id} did not report the region, so its storage is unknown"
+            )),
+        }
+    }
+
+    /// Candidates for a region, with how many regions each leads.
+    pub async fn candidates(&self) -> Vec<crate::failover::selector::Candidate> {
+        let alive: Vec<u64> = self
+            .node_leases
+            .list()
+            .into_iter()
+            .filter(|l| l.key.role == common_proto::v1::Role::Datanode)
+            .map(|l| l.key.node_id)
+            .filter(|id| self.is_available(*id))
+            .collect();
+        let leaders: Vec<u64> = self
+            .routes
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.leader)
+            .collect();
+        leading_counts(alive, leaders)
+    }
+}
+
+/// Runs and tracks every migration; one per region at a time.
+#[derive(Debug)]
+pub struct Migrations {
+    deps: MigrationDeps,
+    /// Regions whose procedure runs in this process now.
+    running: Mutex<HashSet<u64>>,
+    /// The term's token; procedures stop when the term ends.
+    term: Mutex<Option<CancellationToken>>,
+    /// Finished procedures, newest last, for operators and for the supervisor's backoff.
+    history: Mutex<VecDeque<MigrationState>>,
+    /// Completion signals, for callers that wait.
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+fn key(region_id: u64) -> String {
+    format!("{PREFIX}{region_id}")
+}
+
+impl Migrations {
+    /// A manager over `deps`; no procedure runs until a term begins.
+    pub fn new(deps: MigrationDeps) -> Self {
+        Self {
+            deps,
+            running: Mutex::default(),
+            term: Mutex::default(),
+            history: Mutex::default(),
+            done: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// What the procedures use.
+    pub fn deps(&self) -> &MigrationDeps {
+        &self.deps
+    }
+
+    /// A term began: resume every persisted procedure under `term`.
+    pub async fn begin_term(self: &Arc<Self>, term: CancellationToken) {
+        *self.term.lock() = Some(term);
+        for state in self.persisted().await {
+            info!(region_id = state.region_id, to = state.to, step = ?state.step, "resuming a migration left by an earlier term");
+            self.spawn(state);
+        }
+    }
+
+    /// The term ended: procedures stop (their state stays persisted for the next leader).
+    pub fn end_term(&self) {
+        if let Some(t) = self.term.lock().take() {
+            t.cancel();
+        }
+        self.running.lock().clear();
+    }
+
+    /// Every persisted (unfinished) procedure.
+    pub async fn persisted(&self) -> Vec<MigrationState> {
+        match self.deps.kv.range_prefix(PREFIX.as_bytes()).await {
+            Ok(kvs) => kvs
+                .into_iter()
+                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                .collect(),
+            Err(err) => {
+                warn!(error = %err, "cannot list migrations");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Finished procedures, newest last.
+    pub fn history(&self) -> Vec<MigrationState> {
+        self.history.lock().iter().cloned().collect()
+    }
+
+    /// Whether a procedure for the region is persisted or running.
+    pub async fn in_flight(&self, region_id: u64) -> Option<MigrationState> {
+        match self.deps.kv.get(key(region_id).as_bytes()).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            _ => None,
+        }
+    }
+
+    /// When the region last finished a failover, for the supervisor's backoff.
+    pub fn last_finished(&self, region_id: u64) -> Option<MigrationState> {
+        self.history
+            .lock()
+            .iter()
+            .rev()
+            .find(|s| s.region_id == region_id)
+            .cloned()
+    }
+
+    /// Starts moving `region_id` to `to` (or a target the selector picks). Checks the
+    /// route, the storage and the target, persists the procedure (refusing a second one
+    /// for the region), and runs it in the background.
+    pub async fn start(
+        self: &Arc<Self>,
+        region_id: u64,
+        to: Option<u64>,
+        reason: MigrationReason,
+    ) -> Result<MigrationState, MigrationError> {
+        let route = self
+            .deps
+            .routes
+            .get(region_id)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(MigrationError::NoRoute { region_id })?;
+        if let Some(existing) = self.in_flight(region_id).await {
+            return AlreadyMigratingSnafu {
+                region_id,
+                to: existing.to,
+            }
+            .fail();
+        }
+        let from = route.leader;
+        self.deps
+            .check_movable(region_id, from)
+            .await
+            .map_err(|reason| MigrationError::LocalOnly { region_id, reason })?;
+        let exclude: Vec<u64> = from.into_iter().collect();
+        let to = match to {
+            Some(to) => to,
+            None => {
+                let candidates = self.deps.candidates().await;
+                self.deps
+                    .selector
+                    .select(region_id, &candidates, &exclude)
+                    .ok_or_else(|| MigrationError::BadTarget {
+                        region_id,
+                        node_id: 0,
+                        reason: "no other datanode is alive and connected".into(),
+                    })?
+            }
+        };
+        if Some(to) == from {
+            return BadTargetSnafu {
+                region_id,
+                node_id: to,
+                reason: "it already leads the region",
+            }
+            .fail();
+        }
+        if !self.deps.is_available(to) {
+            return BadTargetSnafu {
+                region_id,
+                node_id: to,
+                reason: "it is not alive and connected",
+            }
+            .fail();
+        }
+        let state = MigrationState {
+            region_id,
+            from,
+            to,
+            reason,
+            step: Step::AddFollower,
+            started_ms: common_proto::unix_millis(),
+            finished_ms: None,
+            last_error: None,
+            released_by: None,
+        };
+        let value = serde_json::to_vec(&state).map_err(|e| MigrationError::Store {
+            region_id,
+            message: e.to_string(),
+        })?;
+        let created = self
+            .deps
+            .kv
+            .compare_and_put(key(region_id).as_bytes(), None, &value)
+            .await
+            .map_err(|e| MigrationError::Store {
+                region_id,
+                message: e.to_string(),
+            })?;
+        if !created {
+            return AlreadyMigratingSnafu { region_id, to }.fail();
+        }
+        info!(region_id, ?from, to, ?reason, "migration started");
+        self.spawn(state.clone());
+        Ok(state)
+    }
+
+    /// Waits until the region's procedure finished (or `within` passed); returns its
+    /// final state, if it finished.
+    pub async fn wait(&self, region_id: u64, within: Duration) -> Option<MigrationState> {
+        let mut rx = self.done.subscribe();
+        let deadline = Instant::now() + within;
+        loop {
+            if self.in_flight(region_id).await.is_none() {
+                return self.last_finished(region_id);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return None,
+                changed = rx.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, state: MigrationState) {
+        let Some(term) = self.term.lock().clone() else {
+            warn!(
+                region_id = state.region_id,
+                "no leader term: the migration waits for the next one"
+            );
+            return;
+        };
+        if !self.running.lock().insert(state.region_id) {
+            return;
+        }
+        let this = self.clone();
+        let span = tracing::info_span!("migration", region_id = state.region_id, to = state.to);
+        tokio::spawn(
+            async move {
+                let region_id = state.region_id;
+                tokio::select! {
+                    _ = term.cancelled() => info!("term ended; the next leader resumes the migration"),
+                    _ = this.run(state) => {}
+                }
+                this.running.lock().remove(&region_id);
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn save(&self, state: &MigrationState) -> Result<(), String> {
+        let value = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        self.deps
+            .kv
+            .put(key(state.region_id).as_bytes(), &value)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn finish(&self, mut state: MigrationState, step: Step) {
+        state.step = step;
+        state.finished_ms = Some(common_proto::unix_millis());
+        if let Err(err) = self.deps.kv.delete(key(state.region_id).as_bytes()).await {
+            warn!(error = %err, "cannot delete the finished migration; the next leader re-runs its idempotent last step");
+        }
+        let took_ms = state
+            .finished_ms
+            .unwrap_or(0)
+            .saturating_sub(state.started_ms);
+        info!(from = ?state.from, ?step, took_ms, released_by = ?state.released_by, "migration finished");
+        {
+            let mut h = self.history.lock();
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(state);
+        }
+        self.done.send_modify(|n| *n += 1);
+    }
+
+    /// Runs the procedure from its recorded step until it finishes or the term ends.
+    async fn run(&self, mut state: MigrationState) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if !self.deps.leadership.is_leader() {
+                return;
+            }
+            match self.step(&mut state).await {
+                Ok(Some(next)) => {
+                    state.step = next;
+                    if next != Step::Done {
+                        state.last_error = None;
+                    }
+                    backoff = Duration::from_millis(200);
+                    if matches!(next, Step::Done | Step::RolledBack) {
+                        self.finish(state, next).await;
+                        return;
+                    }
+                    if let Err(err) = self.save(&state).await {
+                        warn!(error = err, "cannot record the migration step; retrying");
+                        state.last_error = Some(err);
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    warn!(step = ?state.step, error = err, "migration step failed; retrying");
+                    state.last_error = Some(err);
+                    let _ = self.save(&state).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn route(&self, region_id: u64) -> Result<RegionRoute, String> {
+        self.deps
+            .routes
+            .get(region_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the route was deleted".to_string())
+    }
+
+    async fn cas(&self, expected: &RegionRoute, new: RegionRoute) -> Result<bool, String> {
+        self.deps
+            .routes
+            .compare_and_put(expected, new)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn instruct(&self, node_id: u64, ins: Instruction) -> Result<(), String> {
+        self.deps
+            .mailbox
+            .instruct(node_id, &ins, self.deps.instruction_timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Before the fence: undo, so the route is as it was.
+    async fn roll_back(
+        &self,
+        state: &MigrationState,
+        reason: String,
+    ) -> Result<Option<Step>, String> {
+        warn!(reason, "rolling the migration back");
+        let route = self.route(state.region_id).await?;
+        if route.followers.contains(&state.to) && route.leader != Some(state.to) {
+            let mut undone = route.clone();
+            undone.followers.retain(|f| *f != state.to);
+            if !self.cas(&route, undone).await? {
+                return Err("the route changed during the rollback".into());
+            }
+        }
+        let _ = self
+            .instruct(
+                state.to,
+                Instruction::CloseRegion(RegionIdent {
+                    region_id: state.region_id,
+                }),
+            )
+            .await;
+        Ok(Some(Step::RolledBack))
+    }
+
+    /// Runs one step; `Ok(Some(next))` moves on, `Err` retries.
+    async fn step(&self, state: &mut MigrationState) -> Result<Option<Step>, String> {
+        let region_id = state.region_id;
+        match state.step {
+            Step::AddFollower => {
+                let route = self.route(region_id).await?;
+                if route.leader != state.from {
+                    return self
+                        .roll_back(
+                            state,
+                            format!("the route's leader changed to {:?}", route.leader),
+                        )
+                        .await;
+                }
+                if !route.followers.contains(&state.to) {
+                    let mut next = route.clone();
+                    next.followers.push(state.to);
+                    if !self.cas(&route, next).await? {
+                        return Err("the route changed; retrying".into());
+                    }
+                }
+                Ok(Some(Step::OpenCandidate))
+            }
+            Step::OpenCandidate => {
+                let open = Instruction::OpenRegion {
+                    region_id,
+                    role: OpenRole::Follower,
+                };
+                match self.instruct(state.to, open).await {
+                    Ok(()) => Ok(Some(Step::Fence)),
+                    Err(err) => {
+                        self.roll_back(state, format!("the target could not open it: {err}"))
+                            .await
+                    }
+                }
+            }
+            Step::Fence => {
+                let route = self.route(region_id).await?;
+                if route.leader.is_none() {
+                    return Ok(Some(Step::Release)); // already fenced (a resumed procedure)
+                }
+                if route.leader == Some(state.to) {
+                    return Ok(Some(Step::Upgrade));
+                }
+                if route.leader != state.from {
+                    return self
+                        .roll_back(
+                            state,
+                            format!("the route's leader changed to {:?}", route.leader),
+                        )
+                        .await;
+                }
+                let mut followers = vec![state.to];
+                followers.extend(state.from);
+                let fenced = RegionRoute {
+                    region_id,
+                    leader: None,
+                    followers,
+                };
+                if !self.cas(&route, fenced).await? {
+                    return Err("the route changed; retrying".into());
+                }
+                info!("route fenced: no node holds a leader grant for the region from now on");
+                Ok(Some(Step::Release))
+            }
+            Step::Release => {
+                let Some(from) = state.from else {
+                    return Ok(Some(Step::Switch));
+                };
+                if self.deps.is_available(from) {
+                    let downgrade = Instruction::DowngradeRegion(RegionIdent { region_id });
+                    match self.instruct(from, downgrade).await {
+                        Ok(()) => {
+                            state.released_by = Some("downgraded".into());
+                            return Ok(Some(Step::Switch));
+                        }
+                        Err(err) => warn!(
+                            from,
+                            error = err,
+                            "downgrade failed; waiting out the old lease instead"
+                        ),
+                    }
+                }
+                // S1: every leader grant the old owner may hold was given before the fence,
+                // and was recorded (before the route was read) in this term's store, or came
+                // from an earlier leader, before this term began.
+                let base = self
+                    .deps
+                    .node_leases
+                    .get(NodeKey::datanode(from))
+                    .and_then(|l| l.last_granted)
+                    .or_else(|| self.deps.gate.term_started())
+                    .ok_or("no leader term")?;
+                let safe_at = base + self.deps.region_lease + self.deps.drift_margin;
+                let wait = safe_at.saturating_duration_since(Instant::now());
+                info!(
+                    from,
+                    wait_ms = wait.as_millis() as u64,
+                    "waiting out the old owner's lease"
+                );
+                tokio::time::sleep_until(safe_at).await;
+                state.released_by = Some("lease waited out".into());
+                Ok(Some(Step::Switch))
+            }
+            Step::Switch => {
+                let route = self.route(region_id).await?;
+                if route.leader == Some(state.to) {
+                    return Ok(Some(Step::Upgrade));
+                }
+                if route.leader.is_some() {
+                    return Err(format!(
+                        "the route's leader is unexpectedly {:?}",
+                        route.leader
+                    ));
+                }
+                if !self.deps.is_available(state.to) {
+                    // The target died after the fence: pick another (no rollback now).
+                    let mut exclude = vec![state.to];
+                    exclude.extend(state.from);
+                    let candidates = self.deps.candidates().await;
+                    let Some(next) = self.deps.selector.select(region_id, &candidates, &exclude)
+                    else {
+                        return Err(format!(
+                            "target {} is gone and no other node is available",
+                            state.to
+                        ));
+                    };
+                    warn!(
+                        old_target = state.to,
+                        new_target = next,
+                        "the target is gone; re-targeting"
+                    );
+                    let mut route2 = route.clone();
+                    route2.followers.retain(|f| *f != state.to);
+                    route2.followers.push(next);
+                    if !self.cas(&route, route2).await? {
+                        return Err("the route changed; retrying".into());
+                    }
+                    self.instruct(
+                        next,
+                        Instruction::OpenRegion {
+                            region_id,
+                            role: OpenRole::Follower,
+                        },
+                    )
+                    .await?;
+                    state.to = next;
+                    return Err("re-targeted; switching next".into());
+                }
+                let switched = RegionRoute {
+                    region_id,
+                    leader: Some(state.to),
+                    followers: Vec::new(),
+                };
+                if !self.cas(&route, switched).await? {
+                    return Err("the route changed; retrying".into());
+                }
+                info!("route switched to the target");
+                Ok(Some(Step::Upgrade))
+            }
+            Step::Upgrade => {
+                if !self.deps.is_available(state.to) {
+                    // The route names it; its own failure now starts a new failover (from
+                    // it, waiting out whatever lease it may hold).
+                    state.last_error = Some(format!("target {} died before its upgrade", state.to));
+                    return Ok(Some(Step::Done));
+                }
+                self.instruct(
+                    state.to,
+                    Instruction::UpgradeRegion(RegionIdent { region_id }),
+                )
+                .await?;
+                Ok(Some(Step::Done))
+            }
+            Step::Done | Step::RolledBack => Ok(Some(state.step)),
+        }
+    }
+}
+
+/// The regions whose procedures are in flight, by region, with their targets (for the
+/// supervisor and `/regions`).
+pub fn targets(states: &[MigrationState]) -> HashMap<u64, u64> {
+    states.iter().map(|s| (s.region_id, s.to)).collect()
+}
