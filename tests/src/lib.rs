@@ -9,6 +9,7 @@
 //! (`cargo build --workspace --bins`) before the tests run.
 
 pub mod bench;
+pub mod cluster;
 pub mod etcd;
 pub mod proxy;
 pub mod writers;
@@ -318,18 +319,20 @@ pub struct DatanodeProc {
 impl DatanodeProc {
     /// Starts `datanode start` for `node_id`, persisting under `data_dir`.
     pub fn start(node_id: u64, metasrvs: &[String], data_dir: &Path, log: &Path) -> DatanodeProc {
-        Self::start_with(node_id, metasrvs, data_dir, log, Stderr::Log)
+        Self::start_with(node_id, metasrvs, data_dir, log, Stderr::Log, &[])
     }
 
-    /// As [`start`](Self::start), with its stderr as `stderr` says.
+    /// As [`start`](Self::start), with its stderr as `stderr` says and `extra` flags
+    /// (e.g. `--shared-dir DIR`).
     pub fn start_with(
         node_id: u64,
         metasrvs: &[String],
         data_dir: &Path,
         log: &Path,
         stderr: Stderr,
+        extra: &[String],
     ) -> DatanodeProc {
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "start".into(),
             "--node-id".into(),
             node_id.to_string(),
@@ -342,6 +345,7 @@ impl DatanodeProc {
             "--heartbeat-interval".into(),
             "500ms".into(),
         ];
+        args.extend(extra.iter().cloned());
         let proc = Proc::spawn_with(
             &format!("datanode-{node_id}"),
             "datanode",
@@ -414,6 +418,26 @@ impl Http {
     pub async fn write_row(&self, node: &str, region: u64, key: &str, value: &str) -> (u16, Value) {
         self.put(&format!("{node}/regions/{region}/rows/{key}"), value)
             .await
+    }
+
+    /// Writes a row; `None` when the node did not answer (stopped, gone): for probes
+    /// that expect some nodes to be unreachable.
+    pub async fn try_write_row(
+        &self,
+        node: &str,
+        region: u64,
+        key: &str,
+        value: &str,
+    ) -> Option<u16> {
+        let url = format!("{node}/regions/{region}/rows/{key}");
+        self.client
+            .put(&url)
+            .timeout(Duration::from_secs(2))
+            .body(value.to_string())
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// Reads a row from a datanode.

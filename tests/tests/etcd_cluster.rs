@@ -9,10 +9,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tests::etcd::EtcdProc;
-use tests::proxy::TcpProxy;
+use tests::cluster::{ClusterSpec, EtcdCluster};
 use tests::writers::Writers;
-use tests::{always_for, eventually, DatanodeProc, Http, MetasrvProc};
+use tests::{always_for, eventually};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -29,206 +28,6 @@ const TIMINGS: &[&str] = &[
     "3s",
 ];
 
-// Field order: processes stop (printing logs on a panic) before etcd and the directory go.
-struct EtcdCluster {
-    metasrvs: Vec<Option<MetasrvProc>>,
-    datanodes: Vec<DatanodeProc>,
-    proxies: Vec<TcpProxy>,
-    placement: Vec<(u64, String)>,
-    http: Http,
-    etcd: EtcdProc,
-    dir: tempfile::TempDir,
-}
-
-impl EtcdCluster {
-    async fn start() -> EtcdCluster {
-        Self::start_with(TIMINGS).await
-    }
-
-    async fn start_with(timings: &[&str]) -> EtcdCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let etcd = EtcdProc::start(dir.path());
-        let mut proxies = Vec::new();
-        let mut metasrvs = Vec::new();
-        for i in 0..3 {
-            let proxy = TcpProxy::start(etcd.endpoint()).await;
-            let mut args: Vec<String> = timings.iter().map(|s| s.to_string()).collect();
-            args.extend(
-                [
-                    "--backend",
-                    "etcd",
-                    "--store-key-prefix",
-                    "/test-cluster",
-                    "--store-addrs",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            args.push(proxy.addr.to_string());
-            let log = dir.path().join(format!("metasrv{i}.log"));
-            metasrvs.push(Some(MetasrvProc::start(
-                &format!("metasrv{i}"),
-                "127.0.0.1:0",
-                &args,
-                &log,
-            )));
-            proxies.push(proxy);
-        }
-        let grpcs: Vec<String> = metasrvs.iter().flatten().map(|m| m.grpc.clone()).collect();
-        let datanodes = (1..=3)
-            .map(|id| {
-                let d = dir.path();
-                DatanodeProc::start(
-                    id,
-                    &grpcs,
-                    &d.join(format!("dn{id}")),
-                    &d.join(format!("dn{id}.log")),
-                )
-            })
-            .collect();
-        let mut c = EtcdCluster {
-            metasrvs,
-            datanodes,
-            proxies,
-            placement: Vec::new(),
-            http: Http::new(),
-            etcd,
-            dir,
-        };
-        let leader = c.wait_leader(None, Duration::from_secs(20)).await;
-        eventually(
-            "every datanode connected to the leader",
-            Duration::from_secs(20),
-            || async { (c.nodes_alive(leader).await == 3).then_some(()) },
-        )
-        .await;
-        let url = c.ms(leader).http.clone();
-        for _ in 0..6 {
-            let (code, route) = c.http.post(&format!("{url}/regions"), &json!({})).await;
-            assert_eq!(code, 201, "create region: {route}");
-            let node = route["leader"].as_u64().expect("leader");
-            let dn = c
-                .datanodes
-                .iter()
-                .find(|d| d.node_id == node)
-                .expect("datanode")
-                .http
-                .clone();
-            c.placement
-                .push((route["region_id"].as_u64().expect("id"), dn));
-        }
-        for (region, dn) in c.placement.clone() {
-            let http = c.http.clone();
-            eventually(
-                &format!("region {region} writable"),
-                Duration::from_secs(10),
-                || {
-                    let (http, dn) = (http.clone(), dn.clone());
-                    async move {
-                        (http.write_row(&dn, region, "probe", "x").await.0 == 200).then_some(())
-                    }
-                },
-            )
-            .await;
-        }
-        c
-    }
-
-    fn ms(&self, i: usize) -> &MetasrvProc {
-        self.metasrvs[i].as_ref().expect("metasrv running")
-    }
-
-    /// Which running metasrvs say they lead (and are ready). Stopped (SIGSTOP) ones are
-    /// not asked: they cannot answer.
-    async fn leaders(&self) -> Vec<usize> {
-        let mut out = Vec::new();
-        for (i, m) in self.metasrvs.iter().enumerate() {
-            let Some(m) = m else { continue };
-            if m.proc.is_stopped() {
-                continue;
-            }
-            let (code, body) = self.http.get(&format!("{}/leader", m.http)).await;
-            if code == 200 && body["is_leader"] == true {
-                out.push(i);
-            }
-        }
-        out
-    }
-
-    /// Waits until exactly one metasrv leads, other than `not`.
-    async fn wait_leader(&self, not: Option<usize>, within: Duration) -> usize {
-        eventually("a single new leader", within, || async {
-            let l = self.leaders().await;
-            (l.len() == 1 && Some(l[0]) != not).then(|| l[0])
-        })
-        .await
-    }
-
-    /// Waits until `leader` has granted leases to every datanode.
-    async fn wait_all_granted(&self, leader: usize, within: Duration) {
-        let url = format!("{}/nodes", self.ms(leader).http);
-        let http = self.http.clone();
-        eventually("every datanode granted by the leader", within, || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let (_, nodes) = http.get(&url).await;
-                let n = nodes.as_array()?;
-                let granted = n
-                    .iter()
-                    .filter(|n| {
-                        n["alive"] == true
-                            && n["granted_ms_ago"].as_u64().is_some_and(|ms| ms < 1500)
-                    })
-                    .count();
-                (granted == 3).then_some(())
-            }
-        })
-        .await;
-    }
-
-    async fn nodes_alive(&self, leader: usize) -> usize {
-        let (_, nodes) = self
-            .http
-            .get(&format!("{}/nodes", self.ms(leader).http))
-            .await;
-        nodes.as_array().map_or(0, |n| {
-            n.iter()
-                .filter(|n| n["alive"] == true && n["connected"] == true)
-                .count()
-        })
-    }
-
-    /// Waits until the writers have written 30 more rows: the cluster serves writes.
-    async fn writes_go_on(&self, writers: &Writers) {
-        let from = writers.written();
-        eventually(
-            "the writers go on writing",
-            Duration::from_secs(10),
-            || async { (writers.written() >= from + 30).then_some(()) },
-        )
-        .await;
-    }
-
-    /// Every member's grant log.
-    async fn histories(&self) -> Vec<(usize, Vec<Value>)> {
-        let mut h = Vec::new();
-        for i in 0..self.metasrvs.len() {
-            if self.metasrvs[i].is_some() {
-                h.push((i, self.history(i).await));
-            }
-        }
-        h
-    }
-
-    async fn history(&self, i: usize) -> Vec<Value> {
-        let (_, body) = self
-            .http
-            .get(&format!("{}/leader/history", self.ms(i).http))
-            .await;
-        body.as_array().cloned().unwrap_or_default()
-    }
-}
-
 fn assert_no_refusals(what: &str, written: u64, failures: &[String]) {
     assert!(written > 0, "{what}: the writers wrote nothing");
     assert!(
@@ -242,7 +41,7 @@ fn assert_no_refusals(what: &str, written: u64, failures: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_follower_costs_no_node_and_no_region() {
     let _serial = SERIAL.lock().await;
-    let mut c = EtcdCluster::start().await;
+    let mut c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let leader = c.wait_leader(None, Duration::from_secs(5)).await;
     let follower = (leader + 1) % 3;
@@ -263,7 +62,7 @@ async fn killing_a_follower_costs_no_node_and_no_region() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_moves_every_node_to_a_new_leader_without_a_readonly_region() {
     let _serial = SERIAL.lock().await;
-    let mut c = EtcdCluster::start().await;
+    let mut c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let old = c.wait_leader(None, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -282,7 +81,7 @@ async fn killing_the_leader_moves_every_node_to_a_new_leader_without_a_readonly_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_resigns_so_a_successor_leads_at_once() {
     let _serial = SERIAL.lock().await;
-    let mut c = EtcdCluster::start().await;
+    let mut c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let old = c.wait_leader(None, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -339,7 +138,7 @@ async fn sigterm_resigns_so_a_successor_leads_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_outage_longer_than_the_meta_lease_ends_with_exactly_one_leader() {
     let _serial = SERIAL.lock().await;
-    let mut c = EtcdCluster::start().await;
+    let mut c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let before = c.wait_leader(None, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -410,7 +209,7 @@ async fn a_short_etcd_outage_changes_no_leader_and_turns_no_region_readonly() {
         .copied()
         .chain(["--meta-lease", "5s"])
         .collect();
-    let mut c = EtcdCluster::start_with(&timings).await;
+    let mut c = EtcdCluster::start(ClusterSpec::new(&timings)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let leader = c.wait_leader(None, Duration::from_secs(10)).await;
     let terms_before = c.history(leader).await.len();
@@ -458,7 +257,7 @@ async fn a_short_etcd_outage_changes_no_leader_and_turns_no_region_readonly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_never_acts_after_its_successor_began() {
     let _serial = SERIAL.lock().await;
-    let c = EtcdCluster::start().await;
+    let c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     // Around the 3 s meta lease: some shorter (the leader may keep its term), most until
     // a successor leads, then a little longer.
@@ -567,7 +366,7 @@ fn assert_grants_never_overlap(histories: &[(usize, Vec<Value>)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_partitioned_from_etcd_stops_granting_before_a_new_one_starts() {
     let _serial = SERIAL.lock().await;
-    let c = EtcdCluster::start().await;
+    let c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let old = c.wait_leader(None, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -599,7 +398,7 @@ async fn a_leader_partitioned_from_etcd_stops_granting_before_a_new_one_starts()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_forced_leader_changes_in_a_minute_turn_nothing_readonly() {
     let _serial = SERIAL.lock().await;
-    let c = EtcdCluster::start().await;
+    let c = EtcdCluster::start(ClusterSpec::new(TIMINGS)).await;
     let writers = Writers::start(&c.http, &c.placement);
     let t0 = Instant::now();
     let mut leader = c.wait_leader(None, Duration::from_secs(5)).await;

@@ -50,6 +50,7 @@ impl Standalone {
             &dir.path().join("dn1"),
             &dir.path().join("dn1.log"),
             stderr,
+            &[],
         );
         let c = Standalone {
             metasrv,

@@ -174,6 +174,18 @@ impl StatsCache {
             return Recorded::Stale;
         }
         let epoch_changed = stat.node_epoch > node.node_epoch;
+        // A changed region set (or storage kind) is flushed at once: a new leader reads
+        // it to know which regions of a dead node can fail over.
+        let regions_changed = node.recent.back().is_none_or(|prev| {
+            prev.region_stats.len() != stat.region_stats.len()
+                || prev
+                    .region_stats
+                    .iter()
+                    .zip(&stat.region_stats)
+                    .any(|(a, b)| {
+                        a.region_id != b.region_id || a.shared_storage != b.shared_storage
+                    })
+        });
         if epoch_changed {
             node.node_epoch = stat.node_epoch;
             node.recent.clear();
@@ -184,7 +196,7 @@ impl StatsCache {
         }
         node.recent.push_back(stat.clone());
         node.since_flush += 1;
-        if epoch_changed || node.since_flush >= self.flush_every {
+        if epoch_changed || regions_changed || node.since_flush >= self.flush_every {
             node.since_flush = 0;
             let persisted = PersistedStats {
                 node_epoch: node.node_epoch,

@@ -8,9 +8,10 @@
 //!    from shared storage).
 //! 3. **Fence**: the route loses its leader (`leader: None`, the old owner a follower).
 //!    From here no metasrv grants the old owner a leader lease for this region.
-//! 4. **Release**: the old owner must provably stop writing. If it is reachable, it is
-//!    downgraded (it revokes its lease, fenced against late grants, then flushes and
-//!    answers). If not, the procedure waits until its lease cannot possibly be live:
+//! 4. **Release**: the old owner must provably stop writing. In a live move (migrate,
+//!    drain) it is downgraded (it revokes its lease, fenced against late grants, then
+//!    flushes and answers). In a failover, or if it does not answer within a lease, the
+//!    procedure waits until its lease cannot possibly be live:
 //!    the last grant this leader may have given it (or, if none, the start of this
 //!    leader's term, before which every earlier leader's grants lie) + the region lease +
 //!    the drift margin. This is invariant S1.
@@ -197,7 +198,28 @@ pub struct MigrationDeps {
     pub instruction_timeout: Duration,
 }
 
+/// Where a target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Alive and connected: instructions can go.
+    Connected,
+    /// Known and not expired, but not connected (yet): for example a new leader's nodes
+    /// before they reconnect. Wait.
+    Waiting,
+    /// Unknown or expired: gone.
+    Gone,
+}
+
 impl MigrationDeps {
+    fn reach(&self, node_id: u64) -> Reach {
+        let key = NodeKey::datanode(node_id);
+        match self.node_leases.get(key) {
+            Some(l) if !l.expired && self.pushers.get(key).is_some() => Reach::Connected,
+            Some(l) if !l.expired => Reach::Waiting,
+            _ => Reach::Gone,
+        }
+    }
+
     /// Whether datanode `node_id` is alive (lease not expired) and connected.
     pub fn is_available(&self, node_id: u64) -> bool {
         let key = NodeKey::datanode(node_id);
@@ -670,9 +692,19 @@ impl Migrations {
                 let Some(from) = state.from else {
                     return Ok(Some(Step::Switch));
                 };
-                if self.deps.is_available(from) {
+                // A failed-over owner was judged dead: asking it would only wait for a
+                // timeout. A live one (migrate, drain) is asked, for at most a lease: past
+                // that, waiting out its lease is as fast.
+                if state.reason != MigrationReason::Failover && self.deps.is_available(from) {
                     let downgrade = Instruction::DowngradeRegion(RegionIdent { region_id });
-                    match self.instruct(from, downgrade).await {
+                    let timeout = self.deps.instruction_timeout.min(self.deps.region_lease);
+                    let asked = self
+                        .deps
+                        .mailbox
+                        .instruct(from, &downgrade, timeout)
+                        .await
+                        .map_err(|e| e.to_string());
+                    match asked {
                         Ok(()) => {
                             state.released_by = Some("downgraded".into());
                             return Ok(Some(Step::Switch));
@@ -716,7 +748,10 @@ impl Migrations {
                         route.leader
                     ));
                 }
-                if !self.deps.is_available(state.to) {
+                if self.deps.reach(state.to) == Reach::Waiting {
+                    return Err(format!("target {} is not connected yet", state.to));
+                }
+                if self.deps.reach(state.to) == Reach::Gone {
                     // The target died after the fence: pick another (no rollback now).
                     let mut exclude = vec![state.to];
                     exclude.extend(state.from);
@@ -762,11 +797,18 @@ impl Migrations {
                 Ok(Some(Step::Upgrade))
             }
             Step::Upgrade => {
-                if !self.deps.is_available(state.to) {
-                    // The route names it; its own failure now starts a new failover (from
-                    // it, waiting out whatever lease it may hold).
-                    state.last_error = Some(format!("target {} died before its upgrade", state.to));
-                    return Ok(Some(Step::Done));
+                match self.deps.reach(state.to) {
+                    Reach::Connected => {}
+                    Reach::Waiting => {
+                        return Err(format!("target {} is not connected yet", state.to))
+                    }
+                    Reach::Gone => {
+                        // The route names it; its own failure now starts a new failover
+                        // (from it, waiting out whatever lease it may hold).
+                        state.last_error =
+                            Some(format!("target {} died before its upgrade", state.to));
+                        return Ok(Some(Step::Done));
+                    }
                 }
                 self.instruct(
                     state.to,
