@@ -1,0 +1,384 @@
+//! The migration procedure and the region supervisor against an in-process metasrv on
+//! real loopback streams, with scripted datanodes (`Node`): every step in order, the
+//! rollback, the lease wait that S1 needs, the storage check, and the supervisor's choice.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, fast_options, start, FakeNode, TestServer};
+use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
+use handlers::RegionRoute;
+use meta_srv::procedure::migration::{MigrationError, MigrationReason, Step};
+use meta_srv::MetasrvOptions;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// What a scripted node does with an instruction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    Refuse,
+}
+
+/// A scripted datanode: heartbeats every 200 ms reporting `regions` (on shared storage
+/// unless told otherwise), answers every instruction as `answer` says, and logs them.
+struct Node {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    async fn start(
+        server: &TestServer,
+        id: u64,
+        regions: &[u64],
+        shared: bool,
+        answer: Answer,
+        log: Arc<Mutex<Vec<(u64, Instruction)>>>,
+    ) -> Node {
+        let mut fake = FakeNode::connect(server.addr, id, 100).await;
+        let regions = Arc::new(Mutex::new(regions.to_vec()));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let (r, l) = (regions, log);
+        let request = move |fake: &mut FakeNode, r: &Mutex<Vec<u64>>| {
+            let mut req = fake.request(&r.lock());
+            for s in &mut req.region_stats {
+                s.shared_storage = shared;
+            }
+            req
+        };
+        let first = request(&mut fake, &r);
+        fake.send_and_wait(first).await.expect("registered");
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tick.tick() => {
+                        let req = request(&mut fake, &r);
+                        fake.send(req).await;
+                    }
+                    msg = fake.rx.message() => {
+                        let Ok(Some(resp)) = msg else { return };
+                        let Some(m) = resp.mailbox_message else { continue };
+                        let Ok(ins) = Instruction::from_mailbox_message(&m) else { continue };
+                        l.lock().push((id, ins.clone()));
+                        let ok = answer == Answer::Ok;
+                        let rr = RegionReply { region_id: ins.region_id(), ok, error: (!ok).then(|| "refused by the script".to_string()) };
+                        let reply = match ins {
+                            Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(rr),
+                            Instruction::CloseRegion(_) => InstructionReply::CloseRegion(rr),
+                            Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(rr),
+                            Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(rr),
+                        };
+                        let mut req = request(&mut fake, &r);
+                        req.mailbox_message = reply.to_mailbox_message(m.id, "dn", &m.from).ok();
+                        fake.send(req).await;
+                    }
+                }
+            }
+        });
+        Node { stop, task }
+    }
+
+    /// Stops heartbeating and closes the stream, as a SIGKILL would.
+    async fn kill(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn options() -> MetasrvOptions {
+    MetasrvOptions {
+        // Procedures are driven by hand here; the supervisor test turns it on.
+        region_failover: false,
+        ..fast_options()
+    }
+}
+
+async fn route(server: &TestServer, region_id: u64) -> RegionRoute {
+    server
+        .srv
+        .context()
+        .routes
+        .get(region_id)
+        .await
+        .expect("get")
+        .expect("route")
+}
+
+async fn put_route(server: &TestServer, region_id: u64, leader: u64) {
+    server
+        .srv
+        .context()
+        .routes
+        .put(RegionRoute {
+            region_id,
+            leader: Some(leader),
+            followers: vec![],
+        })
+        .await
+        .expect("route");
+}
+
+fn subjects(log: &Mutex<Vec<(u64, Instruction)>>) -> Vec<(u64, &'static str)> {
+    log.lock().iter().map(|(n, i)| (*n, i.subject())).collect()
+}
+
+#[tokio::test]
+async fn a_live_migration_opens_fences_downgrades_switches_and_upgrades_in_that_order() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let migrations = server.srv.migrations().clone();
+    let state = migrations
+        .start(5, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+    assert_eq!((state.from, state.to), (Some(1), 2));
+    // A second one for the same region is refused while the first runs.
+    assert!(matches!(
+        migrations.start(5, Some(2), MigrationReason::Manual).await,
+        Err(MigrationError::AlreadyMigrating { .. }) | Err(MigrationError::BadTarget { .. })
+    ));
+    let done = migrations
+        .wait(5, Duration::from_secs(10))
+        .await
+        .expect("finished");
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.released_by.as_deref(), Some("downgraded"));
+    assert_eq!(
+        subjects(&log),
+        vec![
+            (2, "open_region"),
+            (1, "downgrade_region"),
+            (2, "upgrade_region")
+        ]
+    );
+    assert_eq!(
+        route(&server, 5).await,
+        RegionRoute {
+            region_id: 5,
+            leader: Some(2),
+            followers: vec![]
+        }
+    );
+    assert!(migrations.in_flight(5).await.is_none(), "its state is gone");
+    n1.kill().await;
+    n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_open_the_region_rolls_the_route_back() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Refuse, log.clone()).await;
+    let migrations = server.srv.migrations().clone();
+    migrations
+        .start(5, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+    let done = migrations
+        .wait(5, Duration::from_secs(10))
+        .await
+        .expect("finished");
+    assert_eq!(done.step, Step::RolledBack);
+    assert_eq!(
+        route(&server, 5).await,
+        RegionRoute {
+            region_id: 5,
+            leader: Some(1),
+            followers: vec![]
+        },
+        "the route is as it was"
+    );
+    assert_eq!(
+        subjects(&log),
+        vec![(2, "open_region"), (2, "close_region")],
+        "the old owner was never touched"
+    );
+    n1.kill().await;
+    n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_owner_is_waited_out_for_its_whole_lease_before_the_switch() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    // Node 1 dies right after a grant.
+    n1.kill().await;
+    let last_grant = server
+        .srv
+        .context()
+        .node_leases
+        .get(handlers::NodeKey::datanode(1))
+        .and_then(|l| l.last_granted)
+        .expect("granted");
+    let safe_at = last_grant + Duration::from_secs(2) + Duration::from_millis(500);
+    let migrations = server.srv.migrations().clone();
+    migrations
+        .start(5, Some(2), MigrationReason::Failover)
+        .await
+        .expect("started");
+    // S1: until the old lease surely lapsed, the route never names the target.
+    while Instant::now() < safe_at - Duration::from_millis(50) {
+        assert_ne!(
+            route(&server, 5).await.leader,
+            Some(2),
+            "switched too early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = migrations
+        .wait(5, Duration::from_secs(10))
+        .await
+        .expect("finished");
+    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    assert_eq!(route(&server, 5).await.leader, Some(2));
+    assert!(
+        !subjects(&log).contains(&(1, "downgrade_region")),
+        "a dead owner is not asked"
+    );
+    n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_region_on_local_storage_is_not_moved() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], false, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    // Wait until node 1's report is in the stats.
+    let stats = server.srv.stats().clone();
+    eventually("node 1 reported region 5", || {
+        stats
+            .latest(handlers::NodeKey::datanode(1))
+            .is_some_and(|s| s.region_stats.iter().any(|r| r.region_id == 5))
+    })
+    .await;
+    let err = server
+        .srv
+        .migrations()
+        .start(5, Some(2), MigrationReason::Manual)
+        .await
+        .expect_err("local-only");
+    assert!(
+        matches!(err, MigrationError::LocalOnly { .. }) && err.to_string().contains("local"),
+        "{err}"
+    );
+    assert!(log.lock().is_empty(), "nothing was instructed");
+    n1.kill().await;
+    n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_supervisor_moves_a_silent_nodes_regions_to_the_least_loaded_live_node() {
+    let server = start(MetasrvOptions {
+        region_failover: true,
+        ..fast_options()
+    })
+    .await;
+    put_route(&server, 5, 1).await;
+    put_route(&server, 6, 2).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[6], true, Answer::Ok, log.clone()).await;
+    let n3 = Node::start(&server, 3, &[], true, Answer::Ok, log.clone()).await;
+    // Past the supervisor's grace of one node lease (2 s) with everyone heartbeating.
+    let srv = server.srv.clone();
+    let start = Instant::now();
+    eventually("the grace passed", || {
+        start.elapsed() > Duration::from_millis(2_500)
+    })
+    .await;
+    assert!(
+        srv.supervisor().failed_nodes().is_empty(),
+        "no one failed yet"
+    );
+    n1.kill().await;
+    let migrations = srv.migrations().clone();
+    eventually("region 5 failed over", || {
+        migrations
+            .history()
+            .iter()
+            .any(|s| s.region_id == 5 && s.step == Step::Done)
+    })
+    .await;
+    assert_eq!(
+        route(&server, 5).await.leader,
+        Some(3),
+        "the least loaded, never node 1"
+    );
+    assert_eq!(
+        route(&server, 6).await.leader,
+        Some(2),
+        "a live node's region stays"
+    );
+    assert_eq!(srv.supervisor().failed_nodes(), vec![1]);
+    n2.kill().await;
+    n3.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_local_only_region_is_reported_unavailable_not_moved() {
+    let server = start(MetasrvOptions {
+        region_failover: true,
+        ..fast_options()
+    })
+    .await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], false, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let srv = server.srv.clone();
+    let start = Instant::now();
+    eventually("the grace passed", || {
+        start.elapsed() > Duration::from_millis(2_500)
+    })
+    .await;
+    n1.kill().await;
+    eventually("region 5 reported unavailable", || {
+        srv.supervisor().unavailable().contains_key(&5)
+    })
+    .await;
+    let reason = srv.supervisor().unavailable()[&5].clone();
+    assert!(reason.contains("local storage"), "{reason}");
+    let (code, body) = reqwest::get(server.url("/regions"))
+        .await
+        .expect("GET /regions")
+        .json::<serde_json::Value>()
+        .await
+        .map(|b| (200, b))
+        .expect("json");
+    assert_eq!(code, 200);
+    assert_eq!(body[0]["availability"], "unavailable", "{body}");
+    assert!(
+        body[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("local")),
+        "{body}"
+    );
+    assert_eq!(
+        route(&server, 5).await.leader,
+        Some(1),
+        "not moved to an empty copy"
+    );
+    assert!(log.lock().is_empty(), "nothing was instructed");
+    n2.kill().await;
+    server.stop().await;
+}
