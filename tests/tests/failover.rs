@@ -466,3 +466,90 @@ async fn a_flapping_datanode_does_not_make_regions_ping_pong() {
         );
     }
 }
+
+/// The metasrv's own pause is not a node failure: a standalone metasrv SIGSTOPped for
+/// longer than detection and the lease heard no heartbeats, through no fault of the
+/// nodes. After SIGCONT it resets its detectors instead of failing every region over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_metasrv_does_not_fail_over_the_nodes_it_could_not_hear() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--data-dir".into(),
+        dir.path().join("ms").display().to_string(),
+    ]);
+    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
+    let shared = vec![
+        "--shared-dir".to_string(),
+        dir.path().join("shared").display().to_string(),
+    ];
+    let nodes: Vec<tests::DatanodeProc> = (1..=2)
+        .map(|id| {
+            tests::DatanodeProc::start_with(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.path().join(format!("dn{id}")),
+                &dir.path().join(format!("dn{id}.log")),
+                tests::Stderr::Log,
+                &shared,
+            )
+        })
+        .collect();
+    let http = tests::Http::new();
+    eventually(
+        "both datanodes connected",
+        Duration::from_secs(15),
+        || async {
+            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+            (n.as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    for (region, node) in [(1u64, 1u64), (2, 2)] {
+        let (code, body) = http
+            .post(
+                &format!("{}/regions", ms.http),
+                &json!({"region_id": region, "node_id": node}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let routes_before = http.get(&format!("{}/regions", ms.http)).await.1;
+    // The scenario: past the supervisor's grace of one node lease (3 s), then frozen
+    // well past detection (about 2.5 s of silence) and the lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ms.proc.freeze();
+    always_for(
+        "the metasrv stays frozen",
+        Duration::from_secs(6),
+        || async { ms.proc.is_stopped() },
+    )
+    .await;
+    ms.proc.thaw();
+    // Long enough for any failover to have shown.
+    always_for("no region moves", Duration::from_secs(6), || async {
+        let (_, routes) = http.get(&format!("{}/regions", ms.http)).await;
+        routes.as_array().is_some_and(|rs| {
+            rs.iter()
+                .zip(routes_before.as_array().into_iter().flatten())
+                .all(|(a, b)| a["leader"] == b["leader"])
+        })
+    })
+    .await;
+    let log = std::fs::read_to_string(dir.path().join("ms.log")).unwrap_or_default();
+    assert!(
+        log.contains("the supervisor itself was stalled"),
+        "the supervisor noticed its own stall"
+    );
+    assert!(
+        !log.contains("failover scheduled"),
+        "nothing was failed over"
+    );
+    drop(nodes);
+}

@@ -271,7 +271,7 @@ impl MigrationDeps {
             .map(|l| l.key.node_id)
             .filter(|id| self.is_available(*id))
             .collect();
-        let leaders: Vec<u64> = self
+        let mut leaders: Vec<u64> = self
             .routes
             .list()
             .await
@@ -279,6 +279,15 @@ impl MigrationDeps {
             .into_iter()
             .filter_map(|r| r.leader)
             .collect();
+        // Moves already under way count for their targets, so simultaneous failovers
+        // spread out instead of all landing on the same least-loaded node.
+        if let Ok(kvs) = self.kv.range_prefix(PREFIX.as_bytes()).await {
+            leaders.extend(
+                kvs.iter()
+                    .filter_map(|kv| serde_json::from_slice::<MigrationState>(&kv.value).ok())
+                    .map(|s| s.to),
+            );
+        }
         leading_counts(alive, leaders)
     }
 }

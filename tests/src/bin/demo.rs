@@ -6,8 +6,12 @@
 //! 4. prints a live status view: heartbeat age per node, and per region its leader, its
 //!    lease state on the metasrv, and whether the datanode accepts writes.
 //!
-//! Then, unless `--no-chaos`, it SIGKILLs the metasrv to show every region turn readonly
-//! on its own within the region lease, restarts it, and shows writes coming back.
+//! Then, unless `--no-chaos`:
+//! - it SIGKILLs the metasrv to show every region turn readonly on its own within the
+//!   region lease, restarts it, and shows writes coming back;
+//! - it SIGKILLs the datanode leading the most regions, and shows its regions fail over:
+//!   writable again on the other datanodes, with every row (the datanodes keep region data
+//!   in one shared directory, standing in for object storage).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -157,13 +161,19 @@ async fn main() {
     );
     let mut metasrv =
         MetasrvProc::start("metasrv", "127.0.0.1:0", &ms_args, &d.join("metasrv.log"));
-    let nodes: Vec<DatanodeProc> = (1..=3)
+    let shared = vec![
+        "--shared-dir".to_string(),
+        d.join("shared").display().to_string(),
+    ];
+    let mut nodes: Vec<DatanodeProc> = (1..=3)
         .map(|id| {
-            DatanodeProc::start(
+            DatanodeProc::start_with(
                 id,
                 &[metasrv.grpc.clone()],
                 &d.join(format!("dn{id}")),
                 &d.join(format!("dn{id}.log")),
+                tests::Stderr::Log,
+                &shared,
             )
         })
         .collect();
@@ -250,4 +260,80 @@ async fn main() {
         "\nrows written before the kill still readable: {kept}/{}",
         placement.len()
     );
+
+    // Act 3: a datanode dies; its regions fail over to the others, with their rows.
+    let mut led: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (region, url) in &placement {
+        if let Some(n) = nodes.iter().find(|n| &n.http == url) {
+            led.entry(n.node_id).or_default().push(*region);
+        }
+    }
+    let Some((victim, moved)) = led.into_iter().max_by_key(|(id, rs)| (rs.len(), *id)) else {
+        return;
+    };
+    println!("\n>>> SIGKILL datanode {victim}, which leads regions {moved:?}");
+    let t0 = Instant::now();
+    if let Some(n) = nodes.iter_mut().find(|n| n.node_id == victim) {
+        n.proc.kill();
+    }
+    nodes.retain(|n| n.node_id != victim);
+    // Poll the routes until none names the dead node and every moved region accepts a
+    // write on its new owner.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let placement = loop {
+        let (_, routes) = http.get(&format!("{}/regions", metasrv.http)).await;
+        let now: Vec<(u64, String)> = routes
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                let leader = r["leader"].as_u64()?;
+                let url = nodes.iter().find(|n| n.node_id == leader)?.http.clone();
+                Some((r["region_id"].as_u64()?, url))
+            })
+            .collect();
+        if now.len() == placement.len() {
+            let (ok, _) = write_quiet(&http, &now).await;
+            if ok == now.len() {
+                break now;
+            }
+        }
+        if Instant::now() > deadline {
+            println!("the regions did not all come back within 60 s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "every region writable again {:.1} s after the kill (heartbeat 1 s, region lease 3 s)",
+        t0.elapsed().as_secs_f64()
+    );
+    status_view(&http, Some(&metasrv), &nodes, "after the failover").await;
+    let mut kept = 0;
+    for (region, url) in &placement {
+        if http
+            .read_row(url, *region, &format!("steady-{region}"))
+            .await
+            .0
+            == 200
+        {
+            kept += 1;
+        }
+    }
+    println!(
+        "\nrows written before either kill, read from the regions' new owners: {kept}/{}",
+        placement.len()
+    );
+}
+
+/// Writes one probe row to every region; returns (accepted, refused) without printing.
+async fn write_quiet(http: &Http, placement: &[(u64, String)]) -> (usize, usize) {
+    let mut ok = 0;
+    for (region, url) in placement {
+        if http.try_write_row(url, *region, "probe", "x").await == Some(200) {
+            ok += 1;
+        }
+    }
+    (ok, placement.len() - ok)
 }
