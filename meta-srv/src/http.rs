@@ -18,12 +18,51 @@ use serde_json::json;
 
 mod failover;
 
+use crate::election::ElectionRef;
 use crate::error::Error;
-use crate::region_admin::CreateRegion;
-use crate::Metasrv;
+use crate::failover::supervisor::RegionSupervisor;
+use crate::leader::LeaderScope;
+use crate::leader_gate::LeaderGate;
+use crate::mailbox::Mailbox;
+use crate::maintenance::Maintenance;
+use crate::procedure::migration::Migrations;
+use crate::pusher::Pushers;
+use crate::region_admin::{CreateRegion, RegionAdmin};
+use crate::MetasrvOptions;
+
+/// What the admin API uses: a narrow handle over the server's parts (built by
+/// [`crate::Metasrv::admin_state`]), not the server itself.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub(crate) options: Arc<MetasrvOptions>,
+    pub(crate) ctx: handlers::Context,
+    pub(crate) routes: Arc<handlers::KvRegionRouteStore>,
+    pub(crate) stats: Arc<handlers::builtin::StatsCache>,
+    pub(crate) election: ElectionRef,
+    pub(crate) gate: Arc<LeaderGate>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) pushers: Arc<Pushers>,
+    pub(crate) group: Arc<handlers::HandlerGroup>,
+    pub(crate) admin: RegionAdmin,
+    pub(crate) leader: Arc<LeaderScope>,
+}
+
+impl AdminState {
+    fn migrations(&self) -> &Arc<Migrations> {
+        &self.leader.migrations
+    }
+
+    fn maintenance(&self) -> &Arc<Maintenance> {
+        &self.leader.maintenance
+    }
+
+    fn supervisor(&self) -> &Arc<RegionSupervisor> {
+        &self.leader.supervisor
+    }
+}
 
 /// Builds the admin router.
-pub fn router(srv: Arc<Metasrv>) -> Router {
+pub fn router(srv: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/leader", get(leader))
@@ -81,7 +120,7 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn leader(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn leader(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let leader = srv.election.leader_addr().await?;
     Ok(Json(json!({
         "is_leader": srv.ctx.leadership.is_leader(),
@@ -106,7 +145,7 @@ struct NodeView {
     granted_ms_ago: Option<u64>,
 }
 
-async fn nodes(State(srv): State<Arc<Metasrv>>) -> Json<Vec<NodeView>> {
+async fn nodes(State(srv): State<AdminState>) -> Json<Vec<NodeView>> {
     let now = srv.ctx.clock.now();
     let views = srv
         .ctx
@@ -148,7 +187,7 @@ struct RegionView {
     reason: Option<String>,
 }
 
-fn lease_state(srv: &Metasrv, region_id: u64, leader: Option<u64>) -> &'static str {
+fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> &'static str {
     let Some(node_id) = leader else {
         return "unassigned";
     };
@@ -178,7 +217,7 @@ fn lease_state(srv: &Metasrv, region_id: u64, leader: Option<u64>) -> &'static s
     }
 }
 
-async fn list_regions(State(srv): State<Arc<Metasrv>>) -> Result<Json<Vec<RegionView>>, ApiError> {
+async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionView>>, ApiError> {
     let routes = srv
         .routes
         .list()
@@ -212,7 +251,7 @@ async fn list_regions(State(srv): State<Arc<Metasrv>>) -> Result<Json<Vec<Region
 }
 
 async fn create_region(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     body: Result<Json<CreateRegion>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -221,12 +260,12 @@ async fn create_region(
             format!("invalid request body: {}", e.body_text()),
         )
     })?;
-    let route = srv.create_region(req).await?;
+    let route = srv.admin.create_region(req).await?;
     Ok((StatusCode::CREATED, Json(json!(route))))
 }
 
 async fn drop_region(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let region_id: u64 = id.parse().map_err(|_| {
@@ -235,11 +274,11 @@ async fn drop_region(
             format!("region id {id:?} is not a number"),
         )
     })?;
-    let route = srv.drop_region(region_id).await?;
+    let route = srv.admin.drop_region(region_id).await?;
     Ok(Json(json!({ "dropped": route })))
 }
 
-async fn handler_timings(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+async fn handler_timings(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     let timings: Vec<_> = srv
         .group
         .timings()
@@ -259,7 +298,7 @@ struct InstructionQuery {
 /// Sends any instruction to a datanode and returns its reply: the operator's tool for
 /// open, close, downgrade and upgrade by hand.
 async fn send_instruction(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     Path(id): Path<u64>,
     Query(q): Query<InstructionQuery>,
     body: Result<Json<common_proto::Instruction>, JsonRejection>,
@@ -280,19 +319,19 @@ async fn send_instruction(
 }
 
 /// This metasrv's leadership terms and when it granted leases in each.
-async fn leader_history(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+async fn leader_history(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!(srv.gate.grants.terms()))
 }
 
 /// Gives up leadership now (for maintenance); this metasrv campaigns again later.
-async fn resign(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let was_leader = srv.election.leadership().is_leader();
     srv.election.resign().await?;
     Ok(Json(json!({ "resigned": was_leader })))
 }
 
 /// The metasrv candidates and which one leads.
-async fn cluster(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn cluster(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let members = srv.election.members().await?;
     let leader = srv.election.leader_addr().await?;
     let list: Vec<_> = members
@@ -310,7 +349,7 @@ async fn cluster(State(srv): State<Arc<Metasrv>>) -> Result<Json<serde_json::Val
 /// Imports routes in bulk, without instructing any node: for restoring a backup, or for
 /// setting up a benchmark. Nodes pick their leases up on their next heartbeat.
 async fn import_routes(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     body: Result<Json<Vec<handlers::RegionRoute>>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(routes) = body.map_err(|e| {

@@ -35,7 +35,7 @@ use crate::mailbox::Mailbox;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::{MigrationDeps, Migrations};
 use crate::pusher::Pushers;
-use crate::service::HeartbeatService;
+use crate::service::{HeartbeatService, SessionDeps};
 use crate::MetasrvOptions;
 
 type Customizer = Box<dyn FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send>;
@@ -227,7 +227,7 @@ impl MetasrvBuilder {
         Ok(Arc::new(Metasrv {
             options,
             ctx,
-            group,
+            group: Arc::new(group),
             pushers,
             mailbox,
             election,
@@ -245,7 +245,7 @@ impl MetasrvBuilder {
 pub struct Metasrv {
     pub(crate) options: MetasrvOptions,
     pub(crate) ctx: Context,
-    pub(crate) group: HandlerGroup,
+    pub(crate) group: Arc<HandlerGroup>,
     pub(crate) pushers: Arc<Pushers>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) election: ElectionRef,
@@ -321,6 +321,50 @@ impl Metasrv {
         }
     }
 
+    /// The admin API's state, over only what its handlers use.
+    pub fn admin_state(&self) -> crate::http::AdminState {
+        crate::http::AdminState {
+            options: Arc::new(self.options.clone()),
+            ctx: self.ctx.clone(),
+            routes: self.routes.clone(),
+            stats: self.stats.clone(),
+            election: self.election.clone(),
+            gate: self.gate.clone(),
+            mailbox: self.mailbox.clone(),
+            pushers: self.pushers.clone(),
+            group: self.group.clone(),
+            admin: self.region_admin(),
+            leader: self.leader.clone(),
+        }
+    }
+
+    /// Region creation and removal.
+    pub fn region_admin(&self) -> crate::region_admin::RegionAdmin {
+        crate::region_admin::RegionAdmin::new(
+            self.ctx.clone(),
+            self.routes.clone(),
+            self.pushers.clone(),
+            self.mailbox.clone(),
+            self.options.mailbox_timeout,
+        )
+    }
+
+    /// The gRPC heartbeat service, over only what its sessions use.
+    pub fn heartbeat_service(&self) -> HeartbeatService {
+        HeartbeatService::new(SessionDeps {
+            cluster_id: self.options.cluster_id,
+            node_lease: self.options.node_lease,
+            heartbeat_config: self.heartbeat_config(),
+            ctx: self.ctx.clone(),
+            group: self.group.clone(),
+            pushers: self.pushers.clone(),
+            mailbox: self.mailbox.clone(),
+            election: self.election.clone(),
+            gate: self.gate.clone(),
+            shutdown: self.shutdown.clone(),
+        })
+    }
+
     /// Serves until `signal` resolves, then shuts down gracefully.
     pub async fn serve(
         self: &Arc<Self>,
@@ -339,8 +383,17 @@ impl Metasrv {
                 }
             });
         }
-        tasks.spawn(crate::sweeper::run(self.clone(), token.clone()));
-        tasks.spawn(crate::sweeper::flush_stats(self.clone(), token.clone()));
+        let sweeper = crate::sweeper::Sweeper {
+            ctx: self.ctx.clone(),
+            pushers: self.pushers.clone(),
+            gate: self.gate.clone(),
+            stats: self.stats.clone(),
+            node_lease: self.options.node_lease,
+            sweep_interval: self.options.sweep_interval(),
+            flush_interval: self.options.stats_flush_interval,
+        };
+        tasks.spawn(crate::sweeper::run(sweeper.clone(), token.clone()));
+        tasks.spawn(crate::sweeper::flush_stats(sweeper, token.clone()));
         tasks.spawn(self.leader.clone().watch());
         {
             let srv = self.clone();
@@ -356,7 +409,7 @@ impl Metasrv {
             });
         }
 
-        let service = HeartbeatServer::new(HeartbeatService::new(self.clone()))
+        let service = HeartbeatServer::new(self.heartbeat_service())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes);
         let grpc_fut = tonic::transport::Server::builder()
@@ -370,7 +423,7 @@ impl Metasrv {
             );
         let http_fut = async {
             match http {
-                Some(listener) => axum::serve(listener, crate::http::router(self.clone()))
+                Some(listener) => axum::serve(listener, crate::http::router(self.admin_state()))
                     .with_graceful_shutdown(token.clone().cancelled_owned())
                     .await
                     .context(HttpServeSnafu),

@@ -10,10 +10,12 @@
 //! closeable), then ask every holder to close it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common_proto::instruction::OpenRole;
 use common_proto::{Instruction, RegionIdent};
-use handlers::{NodeLease, RegionRoute, RegionRouteStore as _};
+use handlers::{Context, KvRegionRouteStore, NodeLease, RegionRoute, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 use tracing::{info, warn};
@@ -22,7 +24,8 @@ use crate::error::{
     NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu, RegionExistsSnafu,
     RegionNotFoundSnafu, Result, StoreSnafu,
 };
-use crate::Metasrv;
+use crate::mailbox::Mailbox;
+use crate::pusher::Pushers;
 
 /// A request to create a region.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,7 +37,34 @@ pub struct CreateRegion {
     pub node_id: Option<u64>,
 }
 
-impl Metasrv {
+/// Region creation and removal: a narrow handle over the parts they use.
+#[derive(Debug, Clone)]
+pub struct RegionAdmin {
+    ctx: Context,
+    routes: Arc<KvRegionRouteStore>,
+    pushers: Arc<Pushers>,
+    mailbox: Arc<Mailbox>,
+    mailbox_timeout: Duration,
+}
+
+impl RegionAdmin {
+    /// An admin over these parts; instructions wait at most `mailbox_timeout`.
+    pub fn new(
+        ctx: Context,
+        routes: Arc<KvRegionRouteStore>,
+        pushers: Arc<Pushers>,
+        mailbox: Arc<Mailbox>,
+        mailbox_timeout: Duration,
+    ) -> Self {
+        Self {
+            ctx,
+            routes,
+            pushers,
+            mailbox,
+            mailbox_timeout,
+        }
+    }
+
     fn ensure_leader(&self) -> Result<()> {
         if self.ctx.leadership.is_leader() {
             Ok(())
@@ -146,7 +176,7 @@ impl Metasrv {
     /// Sends an instruction to a datanode and waits for a successful reply.
     pub async fn instruct(&self, node_id: u64, ins: &Instruction) -> Result<()> {
         self.mailbox
-            .instruct(node_id, ins, self.options.mailbox_timeout)
+            .instruct(node_id, ins, self.mailbox_timeout)
             .await
     }
 }

@@ -15,21 +15,47 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::Metasrv;
+use std::time::Duration;
+
+use common_proto::v1::HeartbeatConfig;
+use handlers::{Context, HandlerGroup};
+use tokio_util::sync::CancellationToken;
+
+use crate::election::ElectionRef;
+use crate::leader_gate::LeaderGate;
+use crate::mailbox::Mailbox;
+use crate::pusher::Pushers;
 
 /// How many responses may queue on one stream before pushes to it fail fast.
 pub(crate) const STREAM_QUEUE: usize = 64;
 
-/// The gRPC face of a [`Metasrv`].
+/// What a heartbeat session needs, and nothing more: a narrow handle instead of the
+/// whole server, so the session depends on the parts it uses.
+#[derive(Debug, Clone)]
+pub struct SessionDeps {
+    pub(crate) cluster_id: u64,
+    pub(crate) node_lease: Duration,
+    /// The handshake config sent on each stream's first response.
+    pub(crate) heartbeat_config: HeartbeatConfig,
+    pub(crate) ctx: Context,
+    pub(crate) group: Arc<HandlerGroup>,
+    pub(crate) pushers: Arc<Pushers>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) election: ElectionRef,
+    pub(crate) gate: Arc<LeaderGate>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The gRPC face of a metasrv.
 #[derive(Debug, Clone)]
 pub struct HeartbeatService {
-    srv: Arc<Metasrv>,
+    srv: SessionDeps,
 }
 
 impl HeartbeatService {
-    /// Serves `srv`.
-    pub fn new(srv: Arc<Metasrv>) -> Self {
-        Self { srv }
+    /// Serves sessions over `deps` (see [`crate::Metasrv::heartbeat_service`]).
+    pub fn new(deps: SessionDeps) -> Self {
+        Self { srv: deps }
     }
 }
 
@@ -55,7 +81,7 @@ impl Heartbeat for HeartbeatService {
         &self,
         request: Request<AskLeaderRequest>,
     ) -> Result<Response<AskLeaderResponse>, Status> {
-        let cluster_id = self.srv.options.cluster_id;
+        let cluster_id = self.srv.cluster_id;
         if let Some(h) = &request.get_ref().header {
             if h.cluster_id != cluster_id {
                 return Err(Status::invalid_argument(format!(

@@ -8,10 +8,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use handlers::builtin::StatsCache;
+use handlers::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::Metasrv;
+use crate::leader_gate::LeaderGate;
+use crate::pusher::Pushers;
+
+/// What the sweeper and the stats flusher use: a narrow handle, not the whole server.
+#[derive(Debug, Clone)]
+pub(crate) struct Sweeper {
+    pub(crate) ctx: Context,
+    pub(crate) pushers: Arc<Pushers>,
+    pub(crate) gate: Arc<LeaderGate>,
+    pub(crate) stats: Arc<StatsCache>,
+    pub(crate) node_lease: Duration,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) flush_interval: Duration,
+}
 
 /// Expires silent nodes every `sweep_interval` while leading.
 ///
@@ -24,8 +39,8 @@ use crate::Metasrv;
 /// longer than the interval, this process was not running (SIGSTOP, a starved runtime):
 /// it heard no heartbeats for that time through no fault of the nodes. It then gives
 /// every live node a fresh grace of one node lease instead of expiring them all.
-pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
-    let interval = srv.options.sweep_interval();
+pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
+    let interval = srv.sweep_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = srv.ctx.clock.now();
@@ -51,7 +66,7 @@ pub(crate) async fn run(srv: Arc<Metasrv>, shutdown: CancellationToken) {
             srv.ctx.node_leases.grace(now);
             continue;
         }
-        for lease in srv.ctx.node_leases.expire(now, srv.options.node_lease) {
+        for lease in srv.ctx.node_leases.expire(now, srv.node_lease) {
             let silent_ms = now.saturating_duration_since(lease.last_seen).as_millis() as u64;
             let connected = srv.pushers.get(lease.key).is_some();
             warn!(
@@ -74,12 +89,9 @@ fn stall_threshold(interval: Duration) -> Duration {
 
 /// Writes the stats marked for flushing, in one batch, every `stats_flush_interval`.
 /// Heartbeats never wait on it.
-pub(crate) async fn flush_stats(srv: Arc<Metasrv>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(
-        srv.options
-            .stats_flush_interval
-            .max(std::time::Duration::from_millis(10)),
-    );
+pub(crate) async fn flush_stats(srv: Sweeper, shutdown: CancellationToken) {
+    let mut ticker =
+        tokio::time::interval(srv.flush_interval.max(std::time::Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

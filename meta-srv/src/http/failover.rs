@@ -9,7 +9,6 @@
 //!   failover, persisted across leader changes.
 //! - `GET /procedures`: migrations in flight and recently finished.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -20,9 +19,8 @@ use handlers::RegionRouteStore as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
+use super::{AdminState, ApiError};
 use crate::procedure::migration::{MigrationError, MigrationReason, Step};
-use crate::Metasrv;
 
 impl From<MigrationError> for ApiError {
     fn from(err: MigrationError) -> Self {
@@ -58,7 +56,7 @@ pub(super) struct MigrateRequest {
     to: Option<u64>,
 }
 
-fn ensure_leader(srv: &Metasrv) -> Result<(), ApiError> {
+fn ensure_leader(srv: &AdminState) -> Result<(), ApiError> {
     if srv.ctx.leadership.is_leader() {
         Ok(())
     } else {
@@ -70,7 +68,7 @@ fn ensure_leader(srv: &Metasrv) -> Result<(), ApiError> {
 }
 
 pub(super) async fn migrate(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     Path(id): Path<u64>,
     Query(q): Query<WaitQuery>,
     body: Result<Json<MigrateRequest>, JsonRejection>,
@@ -100,7 +98,7 @@ pub(super) async fn migrate(
 }
 
 pub(super) async fn drain(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     Path(node_id): Path<u64>,
     Query(q): Query<WaitQuery>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -152,12 +150,12 @@ pub(super) struct MaintenanceRequest {
     enabled: bool,
 }
 
-pub(super) async fn get_maintenance(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+pub(super) async fn get_maintenance(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!({ "enabled": srv.maintenance().is_enabled() }))
 }
 
 pub(super) async fn set_maintenance(
-    State(srv): State<Arc<Metasrv>>,
+    State(srv): State<AdminState>,
     body: Result<Json<MaintenanceRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -171,7 +169,7 @@ pub(super) async fn set_maintenance(
     Ok(Json(json!({ "enabled": req.enabled })))
 }
 
-pub(super) async fn procedures(State(srv): State<Arc<Metasrv>>) -> Json<serde_json::Value> {
+pub(super) async fn procedures(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!({
         "running": srv.migrations().persisted().await,
         "finished": srv.migrations().history(),

@@ -12,8 +12,6 @@
 //!
 //! Generic over the inbound stream so it can be driven without tonic.
 
-use std::sync::Arc;
-
 use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse};
 use futures::{Stream, StreamExt};
 use handlers::validate::validate_request;
@@ -21,12 +19,12 @@ use handlers::{HeartbeatAccumulator, NodeKey};
 use tonic::Status;
 use tracing::{info, warn, Instrument};
 
+use super::SessionDeps;
 use crate::pusher::{Pusher, ResponseTx};
 use crate::registration::Registration;
-use crate::Metasrv;
 
 /// Runs a session to its end.
-pub(crate) async fn run<S>(srv: Arc<Metasrv>, mut inbound: S, tx: ResponseTx)
+pub(crate) async fn run<S>(srv: SessionDeps, mut inbound: S, tx: ResponseTx)
 where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
 {
@@ -39,7 +37,7 @@ where
         }
         None => return,
     };
-    let header = match validate_request(&first, srv.options.cluster_id) {
+    let header = match validate_request(&first, srv.cluster_id) {
         Ok(h) => h,
         Err(err) => {
             warn!(error = %err, "rejected a heartbeat stream");
@@ -61,7 +59,7 @@ where
     async move {
         let addr = first.peer.as_ref().map_or("", |p| p.addr.as_str()).to_string();
         let now = srv.ctx.clock.now();
-        let pusher = match srv.pushers.register(key, first.node_epoch, &addr, tx.clone(), now, srv.options.node_lease) {
+        let pusher = match srv.pushers.register(key, first.node_epoch, &addr, tx.clone(), now, srv.node_lease) {
             Ok(p) => p,
             Err(err) => {
                 warn!(error = %err, "refused a second stream for a connected node");
@@ -82,7 +80,7 @@ where
 
 /// The message loop; returns why it ended.
 async fn serve<S>(
-    srv: &Metasrv,
+    srv: &SessionDeps,
     key: NodeKey,
     pusher: &Pusher,
     first: HeartbeatRequest,
@@ -146,13 +144,13 @@ where
 
 /// One heartbeat: validate, deliver the mailbox reply, run the handlers.
 async fn handle(
-    srv: &Metasrv,
+    srv: &SessionDeps,
     key: NodeKey,
     pusher: &Pusher,
     mut req: HeartbeatRequest,
     handshake: bool,
 ) -> Result<HeartbeatResponse, Status> {
-    let header = validate_request(&req, srv.options.cluster_id)
+    let header = validate_request(&req, srv.cluster_id)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if header.node_id != key.node_id || header.role != key.role {
         return Err(Status::invalid_argument(format!(
@@ -165,9 +163,9 @@ async fn handle(
     if let Some(msg) = req.mailbox_message.take() {
         srv.mailbox.on_recv(key, msg);
     }
-    let mut acc = HeartbeatAccumulator::new(srv.options.cluster_id);
+    let mut acc = HeartbeatAccumulator::new(srv.cluster_id);
     if handshake {
-        acc.heartbeat_config = Some(srv.heartbeat_config());
+        acc.heartbeat_config = Some(srv.heartbeat_config);
     }
     srv.group.handle(key.role, &req, &srv.ctx, &mut acc).await;
     if acc.error_code() != Some(ErrorCode::NotLeader) {
@@ -177,7 +175,7 @@ async fn handle(
         // grant log never records a grant later than the authority behind it.
         let at_ms = common_proto::unix_millis();
         if !srv.ctx.leadership.is_leader() {
-            let mut lapsed = HeartbeatAccumulator::new(srv.options.cluster_id);
+            let mut lapsed = HeartbeatAccumulator::new(srv.cluster_id);
             lapsed.heartbeat_config = acc.heartbeat_config.take();
             lapsed.set_error(
                 ErrorCode::NotLeader,
@@ -194,7 +192,7 @@ async fn handle(
 
 /// Writes the node's registration, once per session, only on the leader. A failure is
 /// logged: it costs the node nothing now, only its grace after a leader change.
-async fn register(srv: &Metasrv, key: NodeKey, addr: &str, node_epoch: u64) {
+async fn register(srv: &SessionDeps, key: NodeKey, addr: &str, node_epoch: u64) {
     if !srv.ctx.leadership.is_leader() {
         return;
     }
