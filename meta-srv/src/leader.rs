@@ -8,8 +8,14 @@
 //! earlier leader left unfinished. Ending: cancel that token (every term task stops),
 //! close the gate, and drop leader-only state (leases, stats).
 //!
+//! Layout: `gate` ([`gate::LeaderGate`], leadership as handlers see it, and the grant
+//! log); `sweeper` (node-lease expiry and the stats flusher, for the process's life).
+//!
 //! The scope holds narrow handles, not the whole server: sessions and HTTP reach the
 //! parts they use through [`Metasrv`](crate::Metasrv) accessors.
+
+pub mod gate;
+pub mod sweeper;
 
 use std::sync::Arc;
 
@@ -21,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::election::ElectionRef;
 use crate::failover::supervisor::RegionSupervisor;
-use crate::leader_gate::LeaderGate;
+use crate::leader::gate::LeaderGate;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
 

@@ -6,49 +6,54 @@
 //! Only the leader grants leases; standalone, one metasrv always leads on the embedded
 //! in-memory backend.
 //!
-//! Layout:
+//! Layout (folders follow the architecture):
 //! - `config`: [`MetasrvOptions`] and the lease rules checked at start.
-//! - `metasrv`: [`Metasrv`] and [`MetasrvBuilder`]: wiring and lifecycle.
-//! - `service`: the tonic service; `service::session` runs one stream.
-//! - `pusher`: [`Pushers`], the per-node downstream channels, with generations.
-//! - `mailbox`: [`Mailbox`], instructions down and replies back, with per-message timers.
-//! - `election`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`.
-//! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
-//! - `leader_gate`: leadership as handlers see it: elected *and* leader state ready.
-//! - `leader`: [`leader::LeaderScope`], a term's state and tasks; begins and ends terms.
-//! - `sweeper`: node-lease expiry and the stats flusher.
-//! - `failover`: the phi-accrual detector, the target selector, the region supervisor.
-//! - `procedure`: the region-migration procedure (failover, migrate, drain).
+//! - `metasrv`: [`Metasrv`] and [`MetasrvBuilder`]: wiring and lifecycle; hands each part
+//!   a narrow handle.
+//! - `service/`: the tonic service and its sessions; [`Pushers`], the per-node downstream
+//!   channels with generations; the [`Mailbox`], instructions down and replies back.
+//! - `election/`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`,
+//!   leadership held as a deadline.
+//! - `leader/`: [`leader::LeaderScope`], a term's state and tasks; `leader::gate`,
+//!   leadership as handlers see it; `leader::sweeper`, node-lease expiry and stats flushes.
+//! - `failover/`: the phi-accrual detector, the target selector, the region supervisor.
+//! - `procedure/`: the region-migration procedure (failover, migrate, drain).
 //! - `maintenance`: the persisted switch that pauses failover.
-//! - `region_admin`: create and drop regions.
-//! - `http`: the admin HTTP API.
+//! - `admin/`: the admin HTTP API and region creation and removal.
+//! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
 //! - `error`: typed errors and their gRPC mapping.
 
+pub mod admin;
 pub mod config;
 pub mod election;
 pub mod error;
 pub mod failover;
-pub mod http;
 pub mod kv_etcd;
 pub mod leader;
-pub mod leader_gate;
-pub mod mailbox;
 pub mod maintenance;
 pub mod metasrv;
 pub mod procedure;
-pub mod pusher;
-pub mod region_admin;
 mod registration;
 pub mod service;
-mod sweeper;
 
+/// The admin HTTP API.
+pub use admin::http;
+/// Creating and dropping regions.
+pub use admin::region as region_admin;
+/// Leadership as handlers see it.
+pub use leader::gate as leader_gate;
+/// Instructions down, replies back (kept at the crate root for embedders).
+pub use service::mailbox;
+/// The per-node downstream channels (kept at the crate root for embedders).
+pub use service::pusher;
+
+pub use admin::region::{CreateRegion, RegionAdmin};
 pub use config::{BackendKind, MetasrvOptions};
 pub use election::{Election, ElectionRef, LeaderState, StandaloneElection};
 pub use error::{Error, Result};
 pub use mailbox::{Mailbox, MailboxReceiver};
 pub use metasrv::{Metasrv, MetasrvBuilder};
 pub use pusher::{Pusher, Pushers};
-pub use region_admin::CreateRegion;
 /// Re-exported so embedders and tests can drive [`Election::run`] without a direct
 /// tokio-util dependency.
 pub use tokio_util::sync::CancellationToken;

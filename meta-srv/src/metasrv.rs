@@ -29,12 +29,12 @@ use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
 use crate::failover::detector::PhiOptions;
 use crate::failover::selector::{LeastRegionsSelector, RegionSelectorRef};
 use crate::failover::supervisor::{RegionSupervisor, SupervisorOptions};
+use crate::leader::gate::LeaderGate;
 use crate::leader::LeaderScope;
-use crate::leader_gate::LeaderGate;
-use crate::mailbox::Mailbox;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::{MigrationDeps, Migrations};
-use crate::pusher::Pushers;
+use crate::service::mailbox::Mailbox;
+use crate::service::pusher::Pushers;
 use crate::service::{HeartbeatService, SessionDeps};
 use crate::MetasrvOptions;
 
@@ -322,8 +322,8 @@ impl Metasrv {
     }
 
     /// The admin API's state, over only what its handlers use.
-    pub fn admin_state(&self) -> crate::http::AdminState {
-        crate::http::AdminState {
+    pub fn admin_state(&self) -> crate::admin::http::AdminState {
+        crate::admin::http::AdminState {
             options: Arc::new(self.options.clone()),
             ctx: self.ctx.clone(),
             routes: self.routes.clone(),
@@ -339,8 +339,8 @@ impl Metasrv {
     }
 
     /// Region creation and removal.
-    pub fn region_admin(&self) -> crate::region_admin::RegionAdmin {
-        crate::region_admin::RegionAdmin::new(
+    pub fn region_admin(&self) -> crate::admin::region::RegionAdmin {
+        crate::admin::region::RegionAdmin::new(
             self.ctx.clone(),
             self.routes.clone(),
             self.pushers.clone(),
@@ -383,7 +383,7 @@ impl Metasrv {
                 }
             });
         }
-        let sweeper = crate::sweeper::Sweeper {
+        let sweeper = crate::leader::sweeper::Sweeper {
             ctx: self.ctx.clone(),
             pushers: self.pushers.clone(),
             gate: self.gate.clone(),
@@ -392,8 +392,8 @@ impl Metasrv {
             sweep_interval: self.options.sweep_interval(),
             flush_interval: self.options.stats_flush_interval,
         };
-        tasks.spawn(crate::sweeper::run(sweeper.clone(), token.clone()));
-        tasks.spawn(crate::sweeper::flush_stats(sweeper, token.clone()));
+        tasks.spawn(crate::leader::sweeper::run(sweeper.clone(), token.clone()));
+        tasks.spawn(crate::leader::sweeper::flush_stats(sweeper, token.clone()));
         tasks.spawn(self.leader.clone().watch());
         {
             let srv = self.clone();
@@ -423,10 +423,12 @@ impl Metasrv {
             );
         let http_fut = async {
             match http {
-                Some(listener) => axum::serve(listener, crate::http::router(self.admin_state()))
-                    .with_graceful_shutdown(token.clone().cancelled_owned())
-                    .await
-                    .context(HttpServeSnafu),
+                Some(listener) => {
+                    axum::serve(listener, crate::admin::http::router(self.admin_state()))
+                        .with_graceful_shutdown(token.clone().cancelled_owned())
+                        .await
+                        .context(HttpServeSnafu)
+                }
                 None => Ok(()),
             }
         };

@@ -1,5 +1,9 @@
-//! The tonic `Heartbeat` service: one [`session`] per stream, and `AskLeader`.
+//! The streaming side: the tonic `Heartbeat` service (one session per stream, and
+//! `AskLeader`), the per-node [`pusher`]s, and the [`mailbox`] that carries instructions
+//! down them and matches replies.
 
+pub mod mailbox;
+pub mod pusher;
 mod session;
 
 use std::pin::Pin;
@@ -22,9 +26,9 @@ use handlers::{Context, HandlerGroup};
 use tokio_util::sync::CancellationToken;
 
 use crate::election::ElectionRef;
-use crate::leader_gate::LeaderGate;
-use crate::mailbox::Mailbox;
-use crate::pusher::Pushers;
+use crate::leader::gate::LeaderGate;
+use crate::service::mailbox::Mailbox;
+use crate::service::pusher::Pushers;
 
 /// How many responses may queue on one stream before pushes to it fail fast.
 pub(crate) const STREAM_QUEUE: usize = 64;

@@ -46,9 +46,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::failover::selector::{leading_counts, RegionSelectorRef};
-use crate::leader_gate::LeaderGate;
-use crate::mailbox::Mailbox;
-use crate::pusher::Pushers;
+use crate::leader::gate::LeaderGate;
+use crate::service::mailbox::Mailbox;
+use crate::service::pusher::Pushers;
 
 const PREFIX: &str = "__meta/procedure/migrate/";
 const HISTORY: usize = 256;

@@ -20,8 +20,8 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use super::SessionDeps;
-use crate::pusher::{Pusher, ResponseTx};
 use crate::registration::Registration;
+use crate::service::pusher::{Pusher, ResponseTx};
 
 /// Runs a session to its end.
 pub(crate) async fn run<S>(srv: SessionDeps, mut inbound: S, tx: ResponseTx)

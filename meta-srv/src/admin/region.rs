@@ -24,8 +24,8 @@ use crate::error::{
     NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu, RegionExistsSnafu,
     RegionNotFoundSnafu, Result, StoreSnafu,
 };
-use crate::mailbox::Mailbox;
-use crate::pusher::Pushers;
+use crate::service::mailbox::Mailbox;
+use crate::service::pusher::Pushers;
 
 /// A request to create a region.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

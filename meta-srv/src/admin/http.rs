@@ -18,16 +18,16 @@ use serde_json::json;
 
 mod failover;
 
+use crate::admin::region::{CreateRegion, RegionAdmin};
 use crate::election::ElectionRef;
 use crate::error::Error;
 use crate::failover::supervisor::RegionSupervisor;
+use crate::leader::gate::LeaderGate;
 use crate::leader::LeaderScope;
-use crate::leader_gate::LeaderGate;
-use crate::mailbox::Mailbox;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
-use crate::pusher::Pushers;
-use crate::region_admin::{CreateRegion, RegionAdmin};
+use crate::service::mailbox::Mailbox;
+use crate::service::pusher::Pushers;
 use crate::MetasrvOptions;
 
 /// What the admin API uses: a narrow handle over the server's parts (built by

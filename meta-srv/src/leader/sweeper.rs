@@ -13,8 +13,8 @@ use handlers::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::leader_gate::LeaderGate;
-use crate::pusher::Pushers;
+use crate::leader::gate::LeaderGate;
+use crate::service::pusher::Pushers;
 
 /// What the sweeper and the stats flusher use: a narrow handle, not the whole server.
 #[derive(Debug, Clone)]

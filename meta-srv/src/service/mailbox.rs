@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use crate::error::{
     ChannelClosedSnafu, MailboxTimeoutSnafu, PayloadSnafu, PusherNotFoundSnafu, Result,
 };
-use crate::pusher::{Pusher, Pushers};
+use crate::service::pusher::{Pusher, Pushers};
 
 #[derive(Debug)]
 struct Pending {
