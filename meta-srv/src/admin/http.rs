@@ -98,6 +98,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON body, or a 400 naming `what` was wrong with it.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what}: {}", e.body_text()),
+        )
+    })
+}
+
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = match &err {
@@ -254,12 +264,7 @@ async fn create_region(
     State(srv): State<AdminState>,
     body: Result<Json<CreateRegion>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body, "request body")?;
     let route = srv.admin.create_region(req).await?;
     Ok((StatusCode::CREATED, Json(json!(route))))
 }
@@ -303,12 +308,7 @@ async fn send_instruction(
     Query(q): Query<InstructionQuery>,
     body: Result<Json<common_proto::Instruction>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(ins) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid instruction: {}", e.body_text()),
-        )
-    })?;
+    let ins = json_body(body, "instruction")?;
     let timeout = q.timeout_ms.map_or(
         srv.options.mailbox_timeout,
         std::time::Duration::from_millis,
@@ -352,12 +352,7 @@ async fn import_routes(
     State(srv): State<AdminState>,
     body: Result<Json<Vec<handlers::RegionRoute>>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(routes) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid routes: {}", e.body_text()),
-        )
-    })?;
+    let routes = json_body(body, "routes")?;
     if !srv.ctx.leadership.is_leader() {
         return Err(Error::NotLeader {
             leader: srv.ctx.leadership.leader_addr(),

@@ -211,6 +211,16 @@ enum Reach {
 }
 
 impl MigrationDeps {
+    /// Whether the target is there: `Ok(true)` connected, `Ok(false)` gone, `Err` while
+    /// it is known but not connected yet (retry).
+    fn target_present(&self, node_id: u64) -> Result<bool, String> {
+        match self.reach(node_id) {
+            Reach::Connected => Ok(true),
+            Reach::Waiting => Err(format!("target {node_id} is not connected yet")),
+            Reach::Gone => Ok(false),
+        }
+    }
+
     fn reach(&self, node_id: u64) -> Reach {
         let key = NodeKey::datanode(node_id);
         match self.node_leases.get(key) {
@@ -632,6 +642,16 @@ impl Migrations {
         Ok(Some(Step::RolledBack))
     }
 
+    /// Someone else moved the region's leadership before the fence: step aside.
+    async fn leader_changed(
+        &self,
+        state: &MigrationState,
+        route: &RegionRoute,
+    ) -> Result<Option<Step>, String> {
+        let reason = format!("the route's leader changed to {:?}", route.leader);
+        self.roll_back(state, reason).await
+    }
+
     /// Runs one step; `Ok(Some(next))` moves on, `Err` retries.
     async fn step(&self, state: &mut MigrationState) -> Result<Option<Step>, String> {
         let region_id = state.region_id;
@@ -639,12 +659,7 @@ impl Migrations {
             Step::AddFollower => {
                 let route = self.route(region_id).await?;
                 if route.leader != state.from {
-                    return self
-                        .roll_back(
-                            state,
-                            format!("the route's leader changed to {:?}", route.leader),
-                        )
-                        .await;
+                    return self.leader_changed(state, &route).await;
                 }
                 if !route.followers.contains(&state.to) {
                     let mut next = route.clone();
@@ -656,6 +671,11 @@ impl Migrations {
                 Ok(Some(Step::OpenCandidate))
             }
             Step::OpenCandidate => {
+                if !self.deps.target_present(state.to)? {
+                    return self
+                        .roll_back(state, format!("target {} is gone", state.to))
+                        .await;
+                }
                 let open = Instruction::OpenRegion {
                     region_id,
                     role: OpenRole::Follower,
@@ -677,12 +697,7 @@ impl Migrations {
                     return Ok(Some(Step::Upgrade));
                 }
                 if route.leader != state.from {
-                    return self
-                        .roll_back(
-                            state,
-                            format!("the route's leader changed to {:?}", route.leader),
-                        )
-                        .await;
+                    return self.leader_changed(state, &route).await;
                 }
                 let mut followers = vec![state.to];
                 followers.extend(state.from);
@@ -757,10 +772,7 @@ impl Migrations {
                         route.leader
                     ));
                 }
-                if self.deps.reach(state.to) == Reach::Waiting {
-                    return Err(format!("target {} is not connected yet", state.to));
-                }
-                if self.deps.reach(state.to) == Reach::Gone {
+                if !self.deps.target_present(state.to)? {
                     // The target died after the fence: pick another (no rollback now).
                     let mut exclude = vec![state.to];
                     exclude.extend(state.from);
@@ -806,18 +818,11 @@ impl Migrations {
                 Ok(Some(Step::Upgrade))
             }
             Step::Upgrade => {
-                match self.deps.reach(state.to) {
-                    Reach::Connected => {}
-                    Reach::Waiting => {
-                        return Err(format!("target {} is not connected yet", state.to))
-                    }
-                    Reach::Gone => {
-                        // The route names it; its own failure now starts a new failover
-                        // (from it, waiting out whatever lease it may hold).
-                        state.last_error =
-                            Some(format!("target {} died before its upgrade", state.to));
-                        return Ok(Some(Step::Done));
-                    }
+                if !self.deps.target_present(state.to)? {
+                    // The route names it; its own failure now starts a new failover (from
+                    // it, waiting out whatever lease it may hold).
+                    state.last_error = Some(format!("target {} died before its upgrade", state.to));
+                    return Ok(Some(Step::Done));
                 }
                 self.instruct(
                     state.to,

@@ -245,17 +245,7 @@ async fn main() {
     let (ok, refused) = write_all(&http, &placement, "recovered").await;
     println!("writes after the restart: {ok} accepted, {refused} refused");
     status_view(&http, Some(&metasrv), &nodes, "after the restart").await;
-    let mut kept = 0;
-    for (region, url) in &placement {
-        if http
-            .read_row(url, *region, &format!("steady-{region}"))
-            .await
-            .0
-            == 200
-        {
-            kept += 1;
-        }
-    }
+    let kept = count_readable(&http, &placement, "steady").await;
     println!(
         "\nrows written before the kill still readable: {kept}/{}",
         placement.len()
@@ -310,10 +300,19 @@ async fn main() {
         t0.elapsed().as_secs_f64()
     );
     status_view(&http, Some(&metasrv), &nodes, "after the failover").await;
+    let kept = count_readable(&http, &placement, "steady").await;
+    println!(
+        "\nrows written before either kill, read from the regions' new owners: {kept}/{}",
+        placement.len()
+    );
+}
+
+/// How many regions still return the row written with `tag`.
+async fn count_readable(http: &Http, placement: &[(u64, String)], tag: &str) -> usize {
     let mut kept = 0;
-    for (region, url) in &placement {
+    for (region, url) in placement {
         if http
-            .read_row(url, *region, &format!("steady-{region}"))
+            .read_row(url, *region, &format!("{tag}-{region}"))
             .await
             .0
             == 200
@@ -321,10 +320,7 @@ async fn main() {
             kept += 1;
         }
     }
-    println!(
-        "\nrows written before either kill, read from the regions' new owners: {kept}/{}",
-        placement.len()
-    );
+    kept
 }
 
 /// Writes one probe row to every region; returns (accepted, refused) without printing.

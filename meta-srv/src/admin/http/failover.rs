@@ -19,7 +19,7 @@ use handlers::RegionRouteStore as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AdminState, ApiError};
+use super::{json_body, AdminState, ApiError};
 use crate::procedure::migration::{MigrationError, MigrationReason, Step};
 
 impl From<MigrationError> for ApiError {
@@ -73,12 +73,7 @@ pub(super) async fn migrate(
     Query(q): Query<WaitQuery>,
     body: Result<Json<MigrateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body, "request body")?;
     ensure_leader(&srv)?;
     let started = srv
         .migrations()
@@ -158,12 +153,7 @@ pub(super) async fn set_maintenance(
     State(srv): State<AdminState>,
     body: Result<Json<MaintenanceRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body, "request body")?;
     ensure_leader(&srv)?;
     srv.maintenance().set(req.enabled).await?;
     Ok(Json(json!({ "enabled": req.enabled })))
