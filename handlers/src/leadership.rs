@@ -27,6 +27,12 @@ pub trait LeadershipView: Send + Sync + Debug + 'static {
 
     /// The leader's advertised address, if known, to point followers' callers at it.
     fn leader_addr(&self) -> Option<String>;
+
+    /// When leadership ends unless renewed, if it is held under a deadline (for
+    /// operators: `None` when not leading or leading with no deadline).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Shared leadership handle.
@@ -122,6 +128,10 @@ impl LeadershipView for LeaderLease {
 
     fn leader_addr(&self) -> Option<String> {
         self.leader_addr.read().clone()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        LeaderLease::deadline(self)
     }
 }
 

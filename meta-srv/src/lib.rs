@@ -19,6 +19,7 @@
 //! - `failover/`: the phi-accrual detector, the target selector, the region supervisor.
 //! - `procedure/`: the region-migration procedure (failover, migrate, drain).
 //! - `maintenance`: the persisted switch that pauses failover.
+//! - `metrics`: the Prometheus registry behind `GET /metrics`.
 //! - `admin/`: the admin HTTP API and region creation and removal.
 //! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
 //! - `error`: typed errors and their gRPC mapping.
@@ -32,6 +33,7 @@ pub mod kv_etcd;
 pub mod leader;
 pub mod maintenance;
 pub mod metasrv;
+pub mod metrics;
 pub mod procedure;
 mod registration;
 pub mod service;

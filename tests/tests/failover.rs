@@ -229,6 +229,17 @@ async fn a_killed_datanodes_regions_become_writable_elsewhere_with_every_row() {
             "route still on the dead node: {r}"
         );
     }
+    let leader = f.leader_url().await;
+    let done = metric(
+        &leader,
+        "metasrv_migrations_total{outcome=\"done\",reason=\"failover\"}",
+    )
+    .await;
+    assert_eq!(
+        done,
+        Some(moved.len() as f64),
+        "/metrics counts the failovers"
+    );
     f.finish("datanode SIGKILL").await;
 }
 
@@ -552,4 +563,90 @@ async fn a_stalled_metasrv_does_not_fail_over_the_nodes_it_could_not_hear() {
         "nothing was failed over"
     );
     drop(nodes);
+}
+
+/// Prometheus text: the value of the series whose line starts with `prefix`.
+async fn metric(base: &str, prefix: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A region on a dead node's local-only storage is shown unavailable, with the reason,
+/// in `/regions`, the logs and `/metrics`; it is not moved to an empty copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_local_only_region_is_reported_unavailable_everywhere() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
+    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
+    let mut nodes: Vec<tests::DatanodeProc> = (1..=2)
+        .map(|id| {
+            tests::DatanodeProc::start(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.path().join(format!("dn{id}")),
+                &dir.path().join(format!("dn{id}.log")),
+            )
+        })
+        .collect();
+    let http = tests::Http::new();
+    eventually(
+        "both datanodes connected",
+        Duration::from_secs(15),
+        || async {
+            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+            (n.as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    let (code, body) = http
+        .post(
+            &format!("{}/regions", ms.http),
+            &json!({"region_id": 1, "node_id": 1}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let url = nodes[0].http.clone();
+    eventually("region 1 writable", Duration::from_secs(10), || async {
+        (http.write_row(&url, 1, "k", "v").await.0 == 200).then_some(())
+    })
+    .await;
+    nodes[0].proc.kill();
+    let region = eventually("region 1 unavailable", Duration::from_secs(20), || async {
+        let (_, rs) = http.get(&format!("{}/regions", ms.http)).await;
+        let r = rs.as_array()?.first()?.clone();
+        (r["availability"] == "unavailable").then_some(r)
+    })
+    .await;
+    assert!(
+        region["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("local storage")),
+        "{region}"
+    );
+    assert_eq!(region["leader"], 1, "not moved: {region}");
+    assert_eq!(
+        metric(&ms.http, "metasrv_unavailable_regions").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&ms.http, "metasrv_failed_datanodes").await,
+        Some(1.0)
+    );
+    assert_eq!(metric(&ms.http, "metasrv_is_leader").await, Some(1.0));
+    let log = std::fs::read_to_string(dir.path().join("ms.log")).unwrap_or_default();
+    assert!(log.contains("region unavailable"), "logged");
 }

@@ -65,6 +65,7 @@ impl AdminState {
 pub fn router(srv: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/leader", get(leader))
         .route("/leader/history", get(leader_history))
         .route("/leader/resign", post(resign))
@@ -124,6 +125,23 @@ impl From<Error> for ApiError {
         };
         ApiError(code, err.to_string())
     }
+}
+
+/// Prometheus text format.
+async fn metrics(State(srv): State<AdminState>) -> impl IntoResponse {
+    let leading = srv.ctx.leadership.is_leader().then(|| {
+        srv.ctx
+            .leadership
+            .deadline()
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(leading),
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -233,6 +233,12 @@ impl RegionSupervisor {
                     }
                 }
             }
+            crate::metrics::METRICS
+                .failed_datanodes
+                .set(failed.len() as i64);
+            crate::metrics::METRICS
+                .unavailable_regions
+                .set(unavailable.len() as i64);
             {
                 let mut u = self.unavailable.lock();
                 for (region_id, reason) in &unavailable {

@@ -161,4 +161,8 @@ impl LeadershipView for LeaderGate {
     fn leader_addr(&self) -> Option<String> {
         self.election.leader_addr()
     }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.election.deadline()
+    }
 }

@@ -512,6 +512,7 @@ impl Migrations {
         }
         let this = self.clone();
         let span = tracing::info_span!("migration", region_id = state.region_id, to = state.to);
+        crate::metrics::METRICS.migrations_in_flight.inc();
         tokio::spawn(
             async move {
                 let region_id = state.region_id;
@@ -520,6 +521,7 @@ impl Migrations {
                     _ = this.run(state) => {}
                 }
                 this.running.lock().remove(&region_id);
+                crate::metrics::METRICS.migrations_in_flight.dec();
             }
             .instrument(span),
         );
@@ -535,6 +537,7 @@ impl Migrations {
     }
 
     async fn finish(&self, mut state: MigrationState, step: Step) {
+        let state_reason = state.reason;
         state.step = step;
         state.finished_ms = Some(common_proto::unix_millis());
         if let Err(err) = self.deps.kv.delete(key(state.region_id).as_bytes()).await {
@@ -552,6 +555,20 @@ impl Migrations {
             }
             h.push_back(state);
         }
+        let reason = match state_reason {
+            MigrationReason::Failover => "failover",
+            MigrationReason::Manual => "manual",
+            MigrationReason::Drain => "drain",
+        };
+        let outcome = if step == Step::Done {
+            "done"
+        } else {
+            "rolled_back"
+        };
+        crate::metrics::METRICS
+            .migrations
+            .with_label_values(&[reason, outcome])
+            .inc();
         self.done.send_modify(|n| *n += 1);
     }
 
