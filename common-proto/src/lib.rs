@@ -99,6 +99,7 @@ mod tests {
             }],
             mailbox_message: None,
             extensions: [("version".to_string(), "1.2.0".to_string())].into(),
+            shared_storage: true,
         };
         let bytes = req.encode_to_vec();
         let back = HeartbeatRequest::decode(bytes.as_slice()).expect("valid encoding");

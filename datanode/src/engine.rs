@@ -67,6 +67,12 @@ pub trait RegionEngine: Send + Sync + Debug + 'static {
     /// what the previous leader wrote there.
     fn set_role(&self, region_id: u64, role: RegionRole) -> Result<()>;
 
+    /// Whether this engine can open regions on the cluster's shared storage, reported to
+    /// the metasrv: only then may regions move here. Local-only engines keep the default.
+    fn shared_storage(&self) -> bool {
+        false
+    }
+
     /// Makes the region's data durable (before a downgrade hands it over).
     async fn flush(&self, region_id: u64) -> Result<()>;
 }

@@ -155,6 +155,7 @@ impl HeartbeatTask {
             duration_since_epoch: self.keeper.duration_since_epoch(),
             region_stats,
             mailbox_message,
+            shared_storage: self.engine.shared_storage(),
             ..Default::default()
         }
     }

@@ -328,6 +328,10 @@ impl RegionEngine for MemoryRegionEngine {
         self.save_manifest(&regions)
     }
 
+    fn shared_storage(&self) -> bool {
+        self.shared.is_some()
+    }
+
     async fn flush(&self, region_id: u64) -> Result<()> {
         // Every write is appended before it is acknowledged, so there is nothing to flush
         // beyond checking the region exists.

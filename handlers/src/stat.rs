@@ -43,6 +43,9 @@ pub struct Stat {
     pub received_at_millis: u64,
     /// Per-region load.
     pub region_stats: Vec<RegionStatSummary>,
+    /// Whether the node can open regions on shared storage (so regions may move to it).
+    #[serde(default)]
+    pub shared_storage: bool,
 }
 
 impl Stat {

@@ -44,6 +44,7 @@ impl Node {
         let (r, l) = (regions, log);
         let request = move |fake: &mut FakeNode, r: &Mutex<Vec<u64>>| {
             let mut req = fake.request(&r.lock());
+            req.shared_storage = shared;
             for s in &mut req.region_stats {
                 s.shared_storage = shared;
             }
@@ -380,5 +381,129 @@ async fn a_dead_nodes_local_only_region_is_reported_unavailable_not_moved() {
     );
     assert!(log.lock().is_empty(), "nothing was instructed");
     n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_region_never_moves_to_a_node_without_shared_storage() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], false, Answer::Ok, log.clone()).await;
+    let migrations = server.srv.migrations().clone();
+    let err = migrations
+        .start(5, Some(2), MigrationReason::Manual)
+        .await
+        .expect_err("a local-only target would open an empty copy");
+    assert!(err.to_string().contains("shared storage"), "{err}");
+    let err = migrations
+        .start(5, None, MigrationReason::Manual)
+        .await
+        .expect_err("no eligible target to pick");
+    assert!(err.to_string().contains("shared storage"), "{err}");
+    assert!(log.lock().is_empty(), "nothing was instructed");
+    assert_eq!(route(&server, 5).await.leader, Some(1));
+    n1.kill().await;
+    n2.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_to_the_move_endpoints_get_clear_json_errors() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
+        let mut req = client.request(method, server.url(path));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        async move {
+            let resp = req.send().await.expect("send");
+            let code = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.expect("a JSON body");
+            (code, body["error"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    use reqwest::Method;
+    let cases: Vec<(Method, &str, Option<&str>, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/regions/abc/migrate",
+            Some("{}"),
+            400,
+            "invalid id",
+        ),
+        (
+            Method::POST,
+            "/regions/999/migrate",
+            Some("{}"),
+            404,
+            "region 999 not found",
+        ),
+        (
+            Method::POST,
+            "/regions/5/migrate",
+            Some(r#"{"to": 42}"#),
+            409,
+            "not alive",
+        ),
+        (
+            Method::POST,
+            "/regions/5/migrate",
+            Some(r#"{"to": 1}"#),
+            409,
+            "already leads",
+        ),
+        (
+            Method::POST,
+            "/regions/5/migrate",
+            Some("{oops"),
+            400,
+            "invalid request body",
+        ),
+        (
+            Method::POST,
+            "/regions/5/migrate",
+            Some(r#"{"to": 1, "x": 1}"#),
+            400,
+            "unknown field",
+        ),
+        // No body at all: the selector picks, and finds nobody else on shared storage.
+        (
+            Method::POST,
+            "/regions/5/migrate",
+            None,
+            409,
+            "shared storage",
+        ),
+        (Method::POST, "/nodes/99/drain", None, 404, "not known"),
+        (Method::POST, "/nodes/abc/drain", None, 400, "invalid id"),
+        (
+            Method::POST,
+            "/maintenance",
+            Some(r#"{"enabled": "yes"}"#),
+            400,
+            "invalid request body",
+        ),
+        (Method::GET, "/regions/5/migrate", None, 405, "not allowed"),
+        (Method::GET, "/no/such/thing", None, 404, "no such endpoint"),
+    ];
+    for (method, path, body, code, needle) in cases {
+        let (got, error) = call(method.clone(), path, body).await;
+        assert_eq!(got, code, "{method} {path}: {error}");
+        assert!(
+            error.contains(needle),
+            "{method} {path}: {error:?} lacks {needle:?}"
+        );
+    }
+    // Still serving.
+    assert_eq!(route(&server, 5).await.leader, Some(1));
+    n1.kill().await;
     server.stop().await;
 }

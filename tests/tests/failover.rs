@@ -625,11 +625,20 @@ async fn a_dead_nodes_local_only_region_is_reported_unavailable_everywhere() {
     })
     .await;
     nodes[0].proc.kill();
-    let region = eventually("region 1 unavailable", Duration::from_secs(20), || async {
-        let (_, rs) = http.get(&format!("{}/regions", ms.http)).await;
-        let r = rs.as_array()?.first()?.clone();
-        (r["availability"] == "unavailable").then_some(r)
-    })
+    // Unavailable at once when its lease lapses; then the supervisor says why it
+    // cannot move.
+    let region = eventually(
+        "region 1 unavailable: local storage",
+        Duration::from_secs(20),
+        || async {
+            let (_, rs) = http.get(&format!("{}/regions", ms.http)).await;
+            let r = rs.as_array()?.first()?.clone();
+            let local = r["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("local storage"));
+            (r["availability"] == "unavailable" && local).then_some(r)
+        },
+    )
     .await;
     assert!(
         region["reason"]

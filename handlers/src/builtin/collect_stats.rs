@@ -48,6 +48,7 @@ impl HeartbeatHandler for CollectStatsHandler {
             node_epoch: req.node_epoch,
             duration_since_epoch: req.duration_since_epoch,
             received_at_millis: common_proto::unix_millis(),
+            shared_storage: req.shared_storage,
             region_stats: req
                 .region_stats
                 .iter()

@@ -86,6 +86,17 @@ pub fn router(srv: AdminState) -> Router {
         )
         .route("/nodes/{id}/instructions", post(send_instruction))
         .route("/handlers", get(handler_timings))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError(StatusCode::NOT_FOUND, format!("no such endpoint: {uri}"))
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {uri}"),
+                )
+            },
+        )
         .with_state(srv)
 }
 
@@ -105,6 +116,18 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, A
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("invalid {what}: {}", e.body_text()),
+        )
+    })
+}
+
+/// A path id, or a JSON 400 naming the bad segment.
+fn path_id(
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<u64, ApiError> {
+    id.map(|Path(v)| v).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid id in the path: {}", e.body_text()),
         )
     })
 }
@@ -253,19 +276,37 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let migrating = crate::procedure::migration::targets(&srv.migrations().persisted().await);
     let mut unavailable = srv.supervisor().unavailable();
+    let maintenance = srv.maintenance().is_enabled();
     Ok(Json(
         routes
             .into_iter()
             .map(|r| {
                 let migrating_to = migrating.get(&r.region_id).copied();
-                let reason = unavailable.remove(&r.region_id);
+                let lease_state = lease_state(&srv, r.region_id, r.leader);
+                // The supervisor's reason first (it cannot move); else what the lease says:
+                // a lapsed or missing lease means nobody may write it now.
+                let reason = unavailable.remove(&r.region_id).or_else(|| {
+                    let why = match lease_state {
+                        "expired" => "its leader's lease lapsed (the node is silent)",
+                        "unassigned" => "it has no leader",
+                        _ => return None,
+                    };
+                    let next = if maintenance {
+                        "; automatic failover is paused (maintenance mode)"
+                    } else if !srv.options.region_failover {
+                        "; automatic failover is off"
+                    } else {
+                        ""
+                    };
+                    Some(format!("{why}{next}"))
+                });
                 let availability = match (&reason, migrating_to) {
                     (_, Some(_)) => "migrating",
                     (Some(_), None) => "unavailable",
                     (None, None) => "available",
                 };
                 RegionView {
-                    lease_state: lease_state(&srv, r.region_id, r.leader),
+                    lease_state,
                     region_id: r.region_id,
                     leader: r.leader,
                     followers: r.followers,
@@ -322,10 +363,11 @@ struct InstructionQuery {
 /// open, close, downgrade and upgrade by hand.
 async fn send_instruction(
     State(srv): State<AdminState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     Query(q): Query<InstructionQuery>,
     body: Result<Json<common_proto::Instruction>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_id(id)?;
     let ins = json_body(body, "instruction")?;
     let timeout = q.timeout_ms.map_or(
         srv.options.mailbox_timeout,

@@ -63,6 +63,16 @@ struct Watched {
     detector: PhiAccrualDetector,
     fed: Option<Instant>,
     since: Instant,
+    epoch: u64,
+}
+
+/// Whether a node's detector must start over: the node restarted (a new epoch), or it is
+/// back from a silence longer than the node lease (it was considered gone; that gap is
+/// not an interval of its heartbeat rhythm and would blunt the detector for long).
+fn needs_fresh_history(w: &Watched, epoch: u64, last_seen: Instant, node_lease: Duration) -> bool {
+    w.epoch != epoch
+        || w.fed
+            .is_some_and(|f| last_seen.saturating_duration_since(f) > node_lease)
 }
 
 impl RegionSupervisor {
@@ -137,11 +147,22 @@ impl RegionSupervisor {
                 }
                 let id = lease.key.node_id;
                 seen.insert(id);
-                let w = watched.entry(id).or_insert_with(|| Watched {
+                let fresh = || Watched {
                     detector: PhiAccrualDetector::new(self.options.phi),
                     fed: None,
                     since: now,
-                });
+                    epoch: lease.node_epoch,
+                };
+                let w = watched.entry(id).or_insert_with(fresh);
+                // A restarted node, or one back from a long silence: a fresh history.
+                if needs_fresh_history(
+                    w,
+                    lease.node_epoch,
+                    lease.last_seen,
+                    self.options.node_lease,
+                ) {
+                    *w = fresh();
+                }
                 if w.fed != Some(lease.last_seen) {
                     w.detector.heartbeat(ms(lease.last_seen.max(w.since)));
                     w.fed = Some(lease.last_seen);
@@ -264,5 +285,49 @@ impl RegionSupervisor {
             && last
                 .finished_ms
                 .is_some_and(|f| common_proto::unix_millis().saturating_sub(f) < window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched(epoch: u64, fed: Option<Instant>) -> Watched {
+        Watched {
+            detector: PhiAccrualDetector::new(PhiOptions::from_timings(
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            )),
+            fed,
+            since: Instant::now(),
+            epoch,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_or_a_return_from_a_long_silence_starts_a_fresh_history() {
+        let t0 = Instant::now();
+        let lease = Duration::from_secs(3);
+        let w = watched(7, Some(t0));
+        assert!(
+            !needs_fresh_history(&w, 7, t0 + Duration::from_secs(1), lease),
+            "a normal beat"
+        );
+        assert!(
+            !needs_fresh_history(&w, 7, t0 + lease, lease),
+            "a long but live gap"
+        );
+        assert!(
+            needs_fresh_history(&w, 7, t0 + Duration::from_secs(25), lease),
+            "back from the dead"
+        );
+        assert!(
+            needs_fresh_history(&w, 8, t0 + Duration::from_secs(1), lease),
+            "restarted"
+        );
+        assert!(
+            !needs_fresh_history(&watched(7, None), 7, t0, lease),
+            "nothing fed yet"
+        );
     }
 }

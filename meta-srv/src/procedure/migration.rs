@@ -245,16 +245,7 @@ impl MigrationDeps {
             // left it; only a shared region could have got here.
             return Ok(());
         };
-        let key = NodeKey::datanode(node_id);
-        let stat = match self.stats.latest(key) {
-            Some(stat) => Some(stat),
-            None => match self.kv.get(StatsCache::kv_key(key).as_bytes()).await {
-                Ok(Some(bytes)) => serde_json::from_slice::<PersistedStats>(&bytes)
-                    .ok()
-                    .map(|p| p.stat),
-                _ => None,
-            },
-        };
+        let stat = self.latest_stat(node_id).await;
         let Some(stat) = stat else {
             return Err(format!(
                 "node {node_id} never reported its storage to this leader"
@@ -271,16 +262,41 @@ impl MigrationDeps {
         }
     }
 
-    /// Candidates for a region, with how many regions each leads.
+    /// A node's latest stats: in memory, else as last flushed to the KV backend.
+    async fn latest_stat(&self, node_id: u64) -> Option<handlers::Stat> {
+        let key = NodeKey::datanode(node_id);
+        match self.stats.latest(key) {
+            Some(stat) => Some(stat),
+            None => match self.kv.get(StatsCache::kv_key(key).as_bytes()).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<PersistedStats>(&bytes)
+                    .ok()
+                    .map(|p| p.stat),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether node `node_id` reports that it can open regions on shared storage: only
+    /// then may a region move to it (elsewhere it would open an empty copy).
+    pub async fn can_host(&self, node_id: u64) -> bool {
+        self.latest_stat(node_id)
+            .await
+            .is_some_and(|s| s.shared_storage)
+    }
+
+    /// Candidates for a moving region (alive, connected, on shared storage), with how
+    /// many regions each leads.
     pub async fn candidates(&self) -> Vec<crate::failover::selector::Candidate> {
-        let alive: Vec<u64> = self
-            .node_leases
-            .list()
-            .into_iter()
-            .filter(|l| l.key.role == common_proto::v1::Role::Datanode)
-            .map(|l| l.key.node_id)
-            .filter(|id| self.is_available(*id))
-            .collect();
+        let mut alive = Vec::new();
+        for lease in self.node_leases.list() {
+            let id = lease.key.node_id;
+            if lease.key.role == common_proto::v1::Role::Datanode
+                && self.is_available(id)
+                && self.can_host(id).await
+            {
+                alive.push(id);
+            }
+        }
         let mut leaders: Vec<u64> = self
             .routes
             .list()
@@ -431,7 +447,8 @@ impl Migrations {
                     .ok_or_else(|| MigrationError::BadTarget {
                         region_id,
                         node_id: 0,
-                        reason: "no other datanode is alive and connected".into(),
+                        reason: "no other datanode is alive, connected and on shared storage"
+                            .into(),
                     })?
             }
         };
@@ -448,6 +465,14 @@ impl Migrations {
                 region_id,
                 node_id: to,
                 reason: "it is not alive and connected",
+            }
+            .fail();
+        }
+        if !self.deps.can_host(to).await {
+            return BadTargetSnafu {
+                region_id,
+                node_id: to,
+                reason: "it does not report shared storage, so it would open an empty copy",
             }
             .fail();
         }

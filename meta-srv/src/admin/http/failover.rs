@@ -1,17 +1,20 @@
 //! Admin endpoints for moving regions: migrate, drain, maintenance, procedures.
 //!
-//! - `POST /regions/{id}/migrate` (`{"to": node_id}`, or `{}` to let the selector pick),
+//! - `POST /regions/{id}/migrate` (`{"to": node_id}`, or `{}` or no body to let the
+//!   selector pick),
 //!   `?wait_ms=` (default 30000): starts the migration procedure and waits for it. 200
 //!   with the final state when it finished, 202 with the state while it still runs, 409
 //!   when it cannot start (already migrating, a bad target, local-only storage).
 //! - `POST /nodes/{id}/drain`, `?wait_ms=`: migrates every region the node leads away.
+//!   200 when all moved, 202 while some still move, 409 (with the list) when some cannot
+//!   move, 404 for a node this leader does not know.
 //! - `GET /maintenance`, `POST /maintenance` (`{"enabled": bool}`): pauses automatic
 //!   failover, persisted across leader changes.
 //! - `GET /procedures`: migrations in flight and recently finished.
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -19,7 +22,7 @@ use handlers::RegionRouteStore as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{json_body, AdminState, ApiError};
+use super::{json_body, path_id, AdminState, ApiError};
 use crate::procedure::migration::{MigrationError, MigrationReason, Step};
 
 impl From<MigrationError> for ApiError {
@@ -69,11 +72,22 @@ fn ensure_leader(srv: &AdminState) -> Result<(), ApiError> {
 
 pub(super) async fn migrate(
     State(srv): State<AdminState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
     Query(q): Query<WaitQuery>,
-    body: Result<Json<MigrateRequest>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let req = json_body(body, "request body")?;
+    let id = path_id(id)?;
+    // An empty body means `{}`: let the selector pick.
+    let req: MigrateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        MigrateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        })?
+    };
     ensure_leader(&srv)?;
     let started = srv
         .migrations()
@@ -94,10 +108,22 @@ pub(super) async fn migrate(
 
 pub(super) async fn drain(
     State(srv): State<AdminState>,
-    Path(node_id): Path<u64>,
+    node_id: Result<Path<u64>, PathRejection>,
     Query(q): Query<WaitQuery>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let node_id = path_id(node_id)?;
     ensure_leader(&srv)?;
+    if srv
+        .ctx
+        .node_leases
+        .get(handlers::NodeKey::datanode(node_id))
+        .is_none()
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("datanode {node_id} is not known to this leader"),
+        ));
+    }
     let routes = srv
         .routes
         .list()
@@ -125,7 +151,10 @@ pub(super) async fn drain(
             None => running.push(s.clone()),
         }
     }
-    let code = if running.is_empty() && refused.is_empty() {
+    // 200: all moved; 202: some still moving; 409: some could not move at all.
+    let code = if !refused.is_empty() {
+        StatusCode::CONFLICT
+    } else if running.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
