@@ -67,6 +67,24 @@ pub trait RegionRouteStore: Send + Sync + Debug + 'static {
     /// Deletes a route, returning it.
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>>;
 
+    /// The routes `node_id` leads. Stores with a per-node index answer without a scan.
+    async fn led_by(&self, node_id: u64) -> Result<Vec<RegionRoute>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.leader == Some(node_id))
+            .collect())
+    }
+
+    /// Every node that leads at least one region.
+    async fn leaders(&self) -> Result<Vec<u64>> {
+        let mut ids: Vec<u64> = self.list().await?.iter().filter_map(|r| r.leader).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// For each id, the role `node_id` has for it (or `None`). The hot-path call: one
     /// lookup for a whole heartbeat.
     async fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Result<Vec<Option<RegionRole>>>;
@@ -244,6 +262,32 @@ impl RegionRouteStore for KvRegionRouteStore {
         Ok(self.cache_write().remove(region_id))
     }
 
+    async fn led_by(&self, node_id: u64) -> Result<Vec<RegionRoute>> {
+        let cache = self.cache_read();
+        let Some(owned) = cache.by_node.get(&node_id) else {
+            return Ok(Vec::new());
+        };
+        let mut led: Vec<RegionRoute> = owned
+            .iter()
+            .filter(|(_, role)| **role == RegionRole::Leader)
+            .filter_map(|(id, _)| cache.by_region.get(id).cloned())
+            .collect();
+        led.sort_by_key(|r| r.region_id);
+        Ok(led)
+    }
+
+    async fn leaders(&self) -> Result<Vec<u64>> {
+        let cache = self.cache_read();
+        let mut ids: Vec<u64> = cache
+            .by_node
+            .iter()
+            .filter(|(_, owned)| owned.values().any(|r| *r == RegionRole::Leader))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     async fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Result<Vec<Option<RegionRole>>> {
         let cache = self.cache_read();
         let Some(owned) = cache.by_node.get(&node_id) else {
@@ -300,11 +344,24 @@ mod tests {
                 .expect("stale cas"),
             "a stale expectation loses"
         );
-        assert_eq!(store.get(1).await.expect("get"), Some(b));
+        assert_eq!(store.get(1).await.expect("get"), Some(b.clone()));
         assert_eq!(
             store.roles_for(10, &[1]).await.expect("roles"),
             vec![Some(RegionRole::Follower)]
         );
+        assert!(
+            store.led_by(10).await.expect("led").is_empty(),
+            "a follower now"
+        );
+        assert_eq!(store.leaders().await.expect("leaders"), Vec::<u64>::new());
+        let c = RegionRoute {
+            leader: Some(11),
+            followers: vec![],
+            ..b.clone()
+        };
+        assert!(store.compare_and_put(&b, c.clone()).await.expect("cas"));
+        assert_eq!(store.led_by(11).await.expect("led"), vec![c]);
+        assert_eq!(store.leaders().await.expect("leaders"), vec![11]);
     }
 
     #[tokio::test]

@@ -169,7 +169,6 @@ impl RegionSupervisor {
                 }
             }
             watched.retain(|id, _| seen.contains(id));
-            let routes = deps.routes.list().await.unwrap_or_default();
             let in_grace =
                 |since: Instant| now.saturating_duration_since(since) < self.options.node_lease;
             let term_young = in_grace(epoch);
@@ -179,12 +178,10 @@ impl RegionSupervisor {
                 .map(|(id, _)| *id)
                 .collect();
             // A route leader this leader has never heard of, past the grace, is failed too.
+            // (From the route index: no scan of every route on each tick.)
             if !term_young {
-                for r in &routes {
-                    if let Some(l) = r.leader.filter(|l| !seen.contains(l)) {
-                        failed.push(l);
-                    }
-                }
+                let leaders = deps.routes.leaders().await.unwrap_or_default();
+                failed.extend(leaders.into_iter().filter(|l| !seen.contains(l)));
             }
             failed.sort_unstable();
             failed.dedup();
@@ -218,10 +215,11 @@ impl RegionSupervisor {
             } else {
                 paused_logged = false;
             }
-            for route in routes
-                .iter()
-                .filter(|r| r.leader.is_some_and(|l| failed.contains(&l)))
-            {
+            let mut routes = Vec::new();
+            for node_id in &failed {
+                routes.extend(deps.routes.led_by(*node_id).await.unwrap_or_default());
+            }
+            for route in &routes {
                 let region_id = route.region_id;
                 if let Err(reason) = deps.check_movable(region_id, route.leader).await {
                     unavailable.insert(region_id, reason);
