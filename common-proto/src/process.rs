@@ -98,19 +98,27 @@ pub fn abort_on_panic(binary: &'static str) {
     }));
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// **called**, not when the future is first polled: call it before announcing readiness,
+/// so a signal that arrives right after the ready line is never the default (fatal) one.
+/// Must be called inside a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                _ = term.recv() => info!("SIGTERM received"),
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
             }
-        }
-        Err(err) => {
-            error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the process");
-            let _ = tokio::signal::ctrl_c().await;
+            (term, int) => {
+                let err = term.err().or(int.err()).map(|e| e.to_string());
+                error!(error = ?err, "cannot listen for SIGTERM/SIGINT; only ctrl-c stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -507,3 +507,44 @@ async fn bad_requests_to_the_move_endpoints_get_clear_json_errors() {
     n1.kill().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_that_dies_after_the_fence_is_replaced_not_rolled_back() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let n3 = Node::start(&server, 3, &[], true, Answer::Ok, log.clone()).await;
+    // The old owner dies: the procedure fences, then waits out its lease (about 2.5 s)…
+    n1.kill().await;
+    let migrations = server.srv.migrations().clone();
+    migrations
+        .start(5, Some(2), MigrationReason::Failover)
+        .await
+        .expect("started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while route(&server, 5).await.leader.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the route was not fenced in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …and meanwhile its target dies too.
+    n2.kill().await;
+    let done = migrations
+        .wait(5, Duration::from_secs(15))
+        .await
+        .expect("finished");
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.to, 3, "re-targeted to the other live node");
+    assert_eq!(route(&server, 5).await.leader, Some(3));
+    let seen = subjects(&log);
+    assert!(
+        seen.contains(&(3, "open_region")) && seen.contains(&(3, "upgrade_region")),
+        "{seen:?}"
+    );
+    n3.kill().await;
+    server.stop().await;
+}

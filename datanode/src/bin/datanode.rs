@@ -149,12 +149,14 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
         status: hb.status.clone(),
     };
     info!(node_id = options.node_id, data = %data_addr, metasrvs = ?options.metasrv_addrs, "datanode started");
+    // Handlers first: a SIGTERM right after the ready line must stop gracefully.
+    let signal = process::shutdown_signal();
     process::announce(&format!(
         "datanode ready node_id={} data={data_addr}",
         options.node_id
     ));
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(process::shutdown_signal())
+        .with_graceful_shutdown(signal)
         .await;
     hb.stop();
     info!("datanode stopped");

@@ -145,9 +145,10 @@ async fn start(args: StartArgs) -> meta_srv::Result<()> {
         .map_or(String::from("disabled"), |(_, a)| a.to_string());
     let srv = MetasrvBuilder::new(options).build().await?;
     info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
+    // Handlers first: a SIGTERM right after the ready line must resign, not kill.
+    let signal = process::shutdown_signal();
     process::announce(&format!("metasrv ready grpc={grpc_addr} http={http_addr}"));
-    srv.serve(grpc, http.map(|(l, _)| l), process::shutdown_signal())
-        .await
+    srv.serve(grpc, http.map(|(l, _)| l), signal).await
 }
 
 fn main() -> ExitCode {

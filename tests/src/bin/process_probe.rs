@@ -28,8 +28,9 @@ async fn probe(mode: String, n: u64) -> Result<(), String> {
             Err("still alive 60 s after a panic".into())
         }
         "wait" => {
+            let signal = process::shutdown_signal();
             process::announce("ready");
-            process::shutdown_signal().await;
+            signal.await;
             Ok(())
         }
         other => Err(format!("unknown mode {other}")),
