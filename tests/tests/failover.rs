@@ -485,41 +485,13 @@ async fn a_flapping_datanode_does_not_make_regions_ping_pong() {
 async fn a_stalled_metasrv_does_not_fail_over_the_nodes_it_could_not_hear() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
-    args.extend([
-        "--data-dir".into(),
-        dir.path().join("ms").display().to_string(),
-    ]);
-    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
-    let shared = vec![
-        "--shared-dir".to_string(),
-        dir.path().join("shared").display().to_string(),
-    ];
-    let nodes: Vec<tests::DatanodeProc> = (1..=2)
-        .map(|id| {
-            tests::DatanodeProc::start_with(
-                id,
-                std::slice::from_ref(&ms.grpc),
-                &dir.path().join(format!("dn{id}")),
-                &dir.path().join(format!("dn{id}.log")),
-                tests::Stderr::Log,
-                &shared,
-            )
-        })
-        .collect();
-    let http = tests::Http::new();
-    eventually(
-        "both datanodes connected",
-        Duration::from_secs(15),
-        || async {
-            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-            (n.as_array()?
-                .iter()
-                .filter(|n| n["connected"] == true)
-                .count()
-                == 2)
-                .then_some(())
-        },
+    let (ms, nodes, http) = standalone(
+        dir.path(),
+        true,
+        &[
+            "--data-dir".into(),
+            dir.path().join("ms").display().to_string(),
+        ],
     )
     .await;
     for (region, node) in [(1u64, 1u64), (2, 2)] {
@@ -585,33 +557,7 @@ async fn metric(base: &str, prefix: &str) -> Option<f64> {
 async fn a_dead_nodes_local_only_region_is_reported_unavailable_everywhere() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
-    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
-    let mut nodes: Vec<tests::DatanodeProc> = (1..=2)
-        .map(|id| {
-            tests::DatanodeProc::start(
-                id,
-                std::slice::from_ref(&ms.grpc),
-                &dir.path().join(format!("dn{id}")),
-                &dir.path().join(format!("dn{id}.log")),
-            )
-        })
-        .collect();
-    let http = tests::Http::new();
-    eventually(
-        "both datanodes connected",
-        Duration::from_secs(15),
-        || async {
-            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-            (n.as_array()?
-                .iter()
-                .filter(|n| n["connected"] == true)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    )
-    .await;
+    let (ms, mut nodes, http) = standalone(dir.path(), false, &[]).await;
     let (code, body) = http
         .post(
             &format!("{}/regions", ms.http),
@@ -658,4 +604,52 @@ async fn a_dead_nodes_local_only_region_is_reported_unavailable_everywhere() {
     assert_eq!(metric(&ms.http, "metasrv_is_leader").await, Some(1.0));
     let log = std::fs::read_to_string(dir.path().join("ms.log")).unwrap_or_default();
     assert!(log.contains("region unavailable"), "logged");
+}
+
+/// One standalone metasrv (`TIMINGS` and `extra` flags) and two datanodes, on a shared
+/// directory or not, both connected.
+async fn standalone(
+    dir: &std::path::Path,
+    shared: bool,
+    extra: &[String],
+) -> (tests::MetasrvProc, Vec<tests::DatanodeProc>, tests::Http) {
+    let mut args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
+    args.extend(extra.iter().cloned());
+    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.join("ms.log"));
+    let shared_args: Vec<String> = if shared {
+        vec![
+            "--shared-dir".into(),
+            dir.join("shared").display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let nodes: Vec<tests::DatanodeProc> = (1..=2)
+        .map(|id| {
+            tests::DatanodeProc::start_with(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.join(format!("dn{id}")),
+                &dir.join(format!("dn{id}.log")),
+                tests::Stderr::Log,
+                &shared_args,
+            )
+        })
+        .collect();
+    let http = tests::Http::new();
+    eventually(
+        "both datanodes connected",
+        Duration::from_secs(15),
+        || async {
+            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+            let connected = n
+                .as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count();
+            (connected == 2).then_some(())
+        },
+    )
+    .await;
+    (ms, nodes, http)
 }
