@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common_proto::v1::heartbeat_server::HeartbeatServer;
 use common_proto::v1::HeartbeatConfig;
+use futures::StreamExt;
 use handlers::builtin::StatsCache;
 use handlers::{
     Context, HandlerGroup, HandlerGroupBuilder, KvBackendRef, KvRegionRouteStore, LeaseOptions,
@@ -412,18 +413,30 @@ impl Metasrv {
         let service = HeartbeatServer::new(self.heartbeat_service())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes);
+        // `tcp_nodelay` on the builder applies only to listeners tonic opens itself; on
+        // our own listener every accepted socket is set here. Without it, Nagle held
+        // the first data frame of every new stream and every mailbox push ~40 ms.
+        let incoming = TcpListenerStream::new(grpc).map(|conn| {
+            if let Ok(stream) = &conn {
+                if let Err(err) = stream.set_nodelay(true) {
+                    warn!(error = %err, "cannot set TCP_NODELAY on an accepted stream");
+                }
+            }
+            conn
+        });
         let grpc_fut = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.options.heartbeat_interval))
             .http2_keepalive_timeout(Some(self.options.node_lease))
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc),
-                token.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let http_fut = async {
             match http {
                 Some(listener) => {
+                    use axum::serve::ListenerExt;
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     axum::serve(listener, crate::admin::http::router(self.admin_state()))
                         .with_graceful_shutdown(token.clone().cancelled_owned())
                         .await

@@ -330,3 +330,58 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// One datanode on its own fresh stream, for latency probes: opens the stream with a
+/// first heartbeat (waiting for its response), and answers instructions.
+#[derive(Debug)]
+pub struct StreamNode {
+    node_id: u64,
+    tx: tokio::sync::mpsc::Sender<HeartbeatRequest>,
+    rx: tonic::Streaming<common_proto::v1::HeartbeatResponse>,
+}
+
+impl StreamNode {
+    /// Connects a new channel and stream, sends the first heartbeat and waits for its
+    /// response.
+    pub async fn open(addr: &str, node_id: u64) -> StreamNode {
+        let mut client =
+            common_proto::v1::heartbeat_client::HeartbeatClient::new(connect(addr).await);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(heartbeat(node_id, 0, 0)).await.expect("queue");
+        let mut rx = client
+            .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        rx.message()
+            .await
+            .expect("first response")
+            .expect("stream open");
+        StreamNode { node_id, tx, rx }
+    }
+
+    /// Waits for the next mailbox message and answers it with success.
+    pub async fn answer_one(&mut self) {
+        use common_proto::JsonPayload;
+        loop {
+            let Ok(Some(resp)) = self.rx.message().await else {
+                return;
+            };
+            let Some(msg) = resp.mailbox_message else {
+                continue;
+            };
+            let Ok(ins) = common_proto::Instruction::from_mailbox_message(&msg) else {
+                return;
+            };
+            let reply = common_proto::InstructionReply::CloseRegion(common_proto::RegionReply {
+                region_id: ins.region_id(),
+                ok: true,
+                error: None,
+            });
+            let mut req = heartbeat(self.node_id, 0, 0);
+            req.mailbox_message = reply.to_mailbox_message(msg.id, "bench", &msg.from).ok();
+            let _ = self.tx.send(req).await;
+            return;
+        }
+    }
+}

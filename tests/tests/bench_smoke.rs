@@ -146,3 +146,17 @@ fn etcd_mode_completes_against_a_real_etcd() {
         "{etcd_row}"
     );
 }
+
+#[test]
+fn latency_mode_measures_fresh_streams_and_mailbox_round_trips() {
+    let results = bench(&["latency", "--streams", "5"]);
+    let r = results
+        .iter()
+        .find(|r| r["mode"] == "latency")
+        .expect("a latency result");
+    assert_eq!(r["streams"], 5);
+    for key in ["first_response_ms", "mailbox_rtt_ms"] {
+        let p99 = r[key]["p99"].as_f64().expect("p99");
+        assert!(p99 > 0.0, "{key} was measured: {r}");
+    }
+}

@@ -155,6 +155,13 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
         "datanode ready node_id={} data={data_addr}",
         options.node_id
     ));
+    // Small request/response exchanges: no Nagle delay on the data API either.
+    let listener = {
+        use axum::serve::ListenerExt;
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(signal)
         .await;

@@ -6,6 +6,9 @@
 //! - `scale`: open loop at the real interval (3 s), many nodes × regions; latency,
 //!   missed intervals, metasrv CPU % and RSS.
 //! - `handlers`: a throughput run, then the time spent in each handler per heartbeat.
+//! - `latency`: the first response on each of many fresh streams, and the mailbox round
+//!   trip (admin HTTP → instruction down the stream → reply up → HTTP answer); the
+//!   figures TCP_NODELAY decides (Nagle held each ~40 ms without it).
 //! - `etcd`: the throughput run on the etcd backend next to the memory backend, and
 //!   etcd's own lease keep-alive round trips at the same concurrency next to
 //!   liveness-only heartbeats (R = 0).
@@ -43,6 +46,12 @@ enum Mode {
     Handlers(Load),
     /// The etcd backend and etcd's own keep-alives.
     Etcd(EtcdArgs),
+    /// First-response latency of fresh streams, and the mailbox round trip.
+    Latency {
+        /// How many fresh streams (one node each).
+        #[arg(long, default_value_t = 200)]
+        streams: u64,
+    },
     /// (internal) Serve the baseline echo server.
     EchoServer,
 }
@@ -484,6 +493,58 @@ async fn etcd_mode(json_out: bool, args: EtcdArgs) {
     }
 }
 
+/// The `q` quantile of sorted durations, in ms.
+fn q_ms(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+async fn latency(json_out: bool, streams: u64) {
+    let dir = bench_dir();
+    let target = start_metasrv(dir.path(), "metasrv", &[]);
+    let http_base = target.http.clone().expect("admin http");
+    let http = Http::new();
+    let (mut first, mut rtt) = (Vec::new(), Vec::new());
+    for node_id in 1..=streams {
+        let t = Instant::now();
+        let mut node = tests::bench::StreamNode::open(&target.grpc, node_id).await;
+        first.push(t.elapsed());
+        // The node answers the instruction on its stream while the admin call waits.
+        let answer = tokio::spawn(async move {
+            node.answer_one().await;
+            node
+        });
+        let t = Instant::now();
+        let (code, body) = http
+            .post(
+                &format!("{http_base}/nodes/{node_id}/instructions"),
+                &json!({"type": "close_region", "region_id": 1}),
+            )
+            .await;
+        rtt.push(t.elapsed());
+        assert_eq!(code, 200, "instruction round trip: {body}");
+        drop(answer.await);
+    }
+    first.sort();
+    rtt.sort();
+    if json_out {
+        println!(
+            "{}",
+            json!({"mode": "latency", "streams": streams,
+                "first_response_ms": {"p50": q_ms(&first, 0.5), "p99": q_ms(&first, 0.99)},
+                "mailbox_rtt_ms": {"p50": q_ms(&rtt, 0.5), "p99": q_ms(&rtt, 0.99)}})
+        );
+    } else {
+        println!(
+            "fresh streams: {streams}; first response p50 {:.2} ms, p99 {:.2} ms; mailbox round trip (via admin HTTP) p50 {:.2} ms, p99 {:.2} ms",
+            q_ms(&first, 0.5),
+            q_ms(&first, 0.99),
+            q_ms(&rtt, 0.5),
+            q_ms(&rtt, 0.99)
+        );
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if std::env::var("RUST_LOG").is_err() {
@@ -519,6 +580,7 @@ fn main() {
             }
             Mode::Scale(load) => scale(cli.json, load).await,
             Mode::Etcd(args) => etcd_mode(cli.json, args).await,
+            Mode::Latency { streams } => latency(cli.json, streams).await,
         }
     });
 }
