@@ -59,13 +59,17 @@ pub fn validate_header(header: Option<&RequestHeader>, cluster_id: u64) -> Resul
 /// roles, no region reported twice).
 pub fn validate_request(req: &HeartbeatRequest, cluster_id: u64) -> Result<ValidHeader> {
     let header = validate_header(req.header.as_ref(), cluster_id)?;
-    if let Some(peer) = &req.peer {
-        if peer.id != header.node_id {
-            return invalid(format!(
-                "peer id {} does not match header node id {}",
-                peer.id, header.node_id
-            ));
-        }
+    let Some(peer) = &req.peer else {
+        return invalid("missing peer: a heartbeat names the node's advertised address".into());
+    };
+    if peer.id != header.node_id {
+        return invalid(format!(
+            "peer id {} does not match header node id {}",
+            peer.id, header.node_id
+        ));
+    }
+    if peer.addr.trim().is_empty() {
+        return invalid("peer address is empty: set the node's advertised address".into());
     }
     for stat in &req.region_stats {
         match RegionRole::try_from(stat.role) {
@@ -137,6 +141,16 @@ mod tests {
         };
         assert!(reason(validate_request(&req, 1)).contains("peer id 4"));
         req.peer = None;
+        assert!(reason(validate_request(&req, 1)).contains("missing peer"));
+        req.peer = Some(Peer {
+            id: 3,
+            addr: String::new(),
+        });
+        assert!(reason(validate_request(&req, 1)).contains("peer address is empty"));
+        req.peer = Some(Peer {
+            id: 3,
+            addr: "127.0.0.1:5000".into(),
+        });
         req.region_stats = vec![stat(1, 0)];
         assert!(reason(validate_request(&req, 1)).contains("region 1 has an unspecified"));
         req.region_stats = vec![stat(1, 1), stat(2, 2), stat(1, 2)];

@@ -123,9 +123,18 @@ pub enum Error {
         /// The node.
         channel: NodeKey,
     },
-    /// An instruction could not be encoded, or a reply decoded.
+    /// An instruction could not be encoded.
     #[snafu(display("mailbox payload error: {source}"))]
     Payload {
+        /// The codec error.
+        source: common_proto::Error,
+    },
+    /// A node answered an instruction with a reply that does not decode: the node's
+    /// fault, not ours (502 on the admin API).
+    #[snafu(display("{channel} sent a malformed instruction reply: {source}"))]
+    BadReply {
+        /// The node.
+        channel: NodeKey,
         /// The codec error.
         source: common_proto::Error,
     },

@@ -184,3 +184,54 @@ async fn a_create_whose_open_times_out_leaves_no_route() {
     eventually("mailbox empty", || srv.mailbox().pending_len() == 0).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_malformed_reply_is_the_nodes_fault_502_and_routes_naming_node_0_are_refused() {
+    let server = start(fast_options()).await;
+    let mut node = FakeNode::connect(server.addr, 3, 100).await;
+    node.heartbeat(&[]).await.expect("registered");
+    let client = reqwest::Client::new();
+    let url = server.url("/nodes/3/instructions?timeout_ms=5000");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .json(&serde_json::json!({"type": "close_region", "region_id": 1}))
+                .send()
+                .await
+                .expect("send");
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.expect("json"),
+            )
+        }
+    });
+    let msg = node.next_mailbox().await;
+    let mut bad = msg.clone();
+    bad.json = "{not json".into();
+    node.reply(bad, &[]).await;
+    let (code, body) = call.await.expect("call");
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("malformed instruction reply")),
+        "{body}"
+    );
+
+    let resp = client
+        .post(server.url("/routes"))
+        .json(&serde_json::json!([{"region_id": 9, "leader": 0}]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("node 0")),
+        "{body}"
+    );
+    node.heartbeat(&[]).await.expect("still served");
+    server.stop().await;
+}

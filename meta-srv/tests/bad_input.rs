@@ -100,8 +100,20 @@ async fn each_bad_input_gets_a_clear_status_and_others_keep_being_served() {
             }),
         ),
         (
+            "missing peer",
+            Code::InvalidArgument,
+            "missing peer",
+            Box::new(|r| r.peer = None),
+        ),
+        (
+            "empty peer address",
+            Code::InvalidArgument,
+            "peer address is empty",
+            Box::new(|r| r.peer.as_mut().unwrap().addr = " ".into()),
+        ),
+        (
             "oversized",
-            Code::OutOfRange,
+            Code::ResourceExhausted,
             "too large",
             Box::new(|r| {
                 r.extensions.insert("blob".into(), "x".repeat(100 * 1024));
@@ -150,7 +162,7 @@ async fn a_stream_cannot_switch_node_id() {
     node.heartbeat(&[]).await.expect("first");
     let mut req = node.request(&[]);
     req.header.as_mut().expect("header").node_id = 7;
-    req.peer = None;
+    req.peer.as_mut().expect("peer").id = 7;
     let status = node.send_and_wait(req).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(

@@ -141,6 +141,7 @@ impl From<Error> for ApiError {
             Error::NotLeader { .. } | Error::NoAliveDatanode => StatusCode::SERVICE_UNAVAILABLE,
             Error::MailboxTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::InstructionFailed { .. }
+            | Error::BadReply { .. }
             | Error::ChannelClosed { .. }
             | Error::PushFailed { .. }
             | Error::PusherNotFound { .. } => StatusCode::BAD_GATEWAY,
@@ -418,6 +419,20 @@ async fn import_routes(
             leader: srv.ctx.leadership.leader_addr(),
         }
         .into());
+    }
+    // The same rule the heartbeat path applies: node 0 is reserved, so a route naming
+    // it could never be granted.
+    if let Some(bad) = routes
+        .iter()
+        .find(|r| r.leader == Some(0) || r.followers.contains(&0))
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "route for region {} names node 0, which is reserved; node ids start at 1",
+                bad.region_id
+            ),
+        ));
     }
     let n = srv
         .routes

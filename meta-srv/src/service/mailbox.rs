@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::error::{
-    ChannelClosedSnafu, MailboxTimeoutSnafu, PayloadSnafu, PusherNotFoundSnafu, Result,
+    BadReplySnafu, ChannelClosedSnafu, MailboxTimeoutSnafu, PayloadSnafu, PusherNotFoundSnafu,
+    Result,
 };
 use crate::service::pusher::{Pusher, Pushers};
 
@@ -188,7 +189,8 @@ impl Mailbox {
             return;
         }
         drop(pending);
-        let reply = InstructionReply::from_mailbox_message(&msg).context(PayloadSnafu);
+        let reply =
+            InstructionReply::from_mailbox_message(&msg).context(BadReplySnafu { channel: from });
         // The receiver may have just given up; then there is no one to tell.
         let _ = entry.tx.send(reply);
     }

@@ -32,7 +32,7 @@ where
         Some(Ok(req)) => req,
         Some(Err(status)) => {
             warn!(error = %status, "heartbeat stream failed before its first message");
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Err(receive_error(status))).await;
             return;
         }
         None => return,
@@ -78,6 +78,16 @@ where
     .await
 }
 
+/// The status a node gets for a message the server could not receive: gRPC says a
+/// message over the receive limit is RESOURCE_EXHAUSTED (tonic reports OUT_OF_RANGE).
+fn receive_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_string())
+    } else {
+        status
+    }
+}
+
 /// The message loop; returns why it ended.
 async fn serve<S>(
     srv: &SessionDeps,
@@ -119,7 +129,7 @@ where
                     Some(Err(status)) => {
                         warn!(error = %status, "heartbeat stream error");
                         // Oversized or undecodable messages: tell the node why.
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(receive_error(status))).await;
                         return "stream error";
                     }
                     None => return "closed by node",
