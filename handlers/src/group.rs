@@ -23,6 +23,9 @@ pub struct HandlerTiming {
     pub calls: u64,
     /// How many runs returned an error.
     pub errors: u64,
+    /// Heartbeats this handler refused: it stopped the chain with an error in the
+    /// response (a custom gate refusing a node, or CheckLeader on a follower).
+    pub refusals: u64,
     /// Total time spent in it, in nanoseconds.
     pub total_nanos: u64,
 }
@@ -31,6 +34,7 @@ pub struct HandlerTiming {
 struct Counters {
     calls: AtomicU64,
     errors: AtomicU64,
+    refusals: AtomicU64,
     nanos: AtomicU64,
 }
 
@@ -93,13 +97,32 @@ impl HandlerGroup {
             let name = handler.name();
             let span = tracing::debug_span!("heartbeat_handler", handler = name);
             let start = Instant::now();
+            let had_error = acc.error.is_some();
             let result = handler.handle(req, ctx, acc).instrument(span).await;
             let elapsed = start.elapsed().as_nanos() as u64;
             entry.counters.calls.fetch_add(1, Ordering::Relaxed);
             entry.counters.nanos.fetch_add(elapsed, Ordering::Relaxed);
             match result {
                 Ok(HandleControl::Continue) => {}
-                Ok(HandleControl::Done) => return,
+                Ok(HandleControl::Done) => {
+                    if !had_error {
+                        if let Some(err) = &acc.error {
+                            // A refusal leaves a trace: counted, and logged with the node.
+                            entry.counters.refusals.fetch_add(1, Ordering::Relaxed);
+                            let node_id = req.header.as_ref().map_or(0, |h| h.node_id);
+                            if err.code() == common_proto::v1::ErrorCode::NotLeader {
+                                tracing::debug!(
+                                    handler = name,
+                                    node_id,
+                                    "heartbeat refused: not leader"
+                                );
+                            } else {
+                                warn!(handler = name, node_id, code = ?err.code(), message = err.message, "heartbeat refused by a handler");
+                            }
+                        }
+                    }
+                    return;
+                }
                 Err(err) => {
                     entry.counters.errors.fetch_add(1, Ordering::Relaxed);
                     let policy = handler.error_policy();
@@ -125,6 +148,7 @@ impl HandlerGroup {
                 name: e.handler.name().to_string(),
                 calls: e.counters.calls.load(Ordering::Relaxed),
                 errors: e.counters.errors.load(Ordering::Relaxed),
+                refusals: e.counters.refusals.load(Ordering::Relaxed),
                 total_nanos: e.counters.nanos.load(Ordering::Relaxed),
             })
             .collect()
@@ -233,5 +257,53 @@ mod tests {
         let acc = run(&group, &f.ctx, &request(5, Role::Datanode, &[], 9)).await;
         assert_eq!(acc.error_code(), Some(ErrorCode::HandlerFailed));
         assert!(f.ctx.node_leases.list().is_empty());
+    }
+
+    /// Refuses every heartbeat, as an operator's gate would.
+    #[derive(Debug)]
+    struct Gate;
+
+    #[async_trait::async_trait]
+    impl crate::HeartbeatHandler for Gate {
+        fn name(&self) -> &str {
+            "gate"
+        }
+
+        fn is_acceptable(&self, _role: Role) -> bool {
+            true
+        }
+
+        async fn handle(
+            &self,
+            _req: &common_proto::v1::HeartbeatRequest,
+            _ctx: &crate::Context,
+            acc: &mut crate::HeartbeatAccumulator,
+        ) -> crate::Result<crate::HandleControl> {
+            acc.set_error(ErrorCode::InvalidArgument, "version too old");
+            Ok(crate::HandleControl::Done)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_refuses_a_node_is_counted() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .insert_before(KEEP_LEASE, Gate)
+            .build()
+            .expect("build");
+        let acc = run(&group, &f.ctx, &request(1, Role::Datanode, &[], 1)).await;
+        assert_eq!(acc.error_code(), Some(ErrorCode::InvalidArgument));
+        let gate = group
+            .timings()
+            .into_iter()
+            .find(|t| t.name == "gate")
+            .expect("gate timing");
+        assert_eq!((gate.calls, gate.refusals, gate.errors), (1, 1, 0));
+        let check = group
+            .timings()
+            .into_iter()
+            .find(|t| t.name == CHECK_LEADER)
+            .expect("timing");
+        assert_eq!(check.refusals, 0, "a leader refuses nobody");
     }
 }

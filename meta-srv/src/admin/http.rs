@@ -348,7 +348,7 @@ async fn handler_timings(State(srv): State<AdminState>) -> Json<serde_json::Valu
         .group
         .timings()
         .into_iter()
-        .map(|t| json!({ "name": t.name, "calls": t.calls, "errors": t.errors, "total_nanos": t.total_nanos }))
+        .map(|t| json!({ "name": t.name, "calls": t.calls, "errors": t.errors, "refusals": t.refusals, "total_nanos": t.total_nanos }))
         .collect();
     Json(json!(timings))
 }
