@@ -6,10 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     println!("cargo:rerun-if-changed=proto/heartbeat.proto");
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &["proto/heartbeat.proto"],
-        &["proto"],
-    )?;
+    // The descriptor set feeds gRPC reflection (`grpcurl list`).
+    let descriptor =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("heartbeat_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptor)
+        .compile_with_config(config, &["proto/heartbeat.proto"], &["proto"])?;
     Ok(())
 }

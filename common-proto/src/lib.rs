@@ -32,6 +32,10 @@ pub mod v1 {
     tonic::include_proto!("meta.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `heartbeat.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/heartbeat_descriptor.bin"));
+
 /// The protocol version this build speaks. The metasrv refuses others, so that a node
 /// that misreads the lease fields can never be granted a lease.
 pub const PROTOCOL_VERSION: u32 = 1;

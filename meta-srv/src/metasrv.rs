@@ -39,6 +39,9 @@ use crate::service::pusher::Pushers;
 use crate::service::{HeartbeatService, SessionDeps};
 use crate::MetasrvOptions;
 
+/// The heartbeat service's name, as gRPC health and reflection report it.
+pub const HEARTBEAT_SERVICE: &str = "meta.v1.Heartbeat";
+
 type Customizer = Box<dyn FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send>;
 
 /// Builds a [`Metasrv`]; the place operators plug in their handlers, backend or election.
@@ -410,6 +413,46 @@ impl Metasrv {
             });
         }
 
+        // gRPC health: the server is SERVING while it runs; `meta.v1.Heartbeat` is
+        // SERVING only while this metasrv leads (read from the leadership deadline, so a
+        // lapse shows within a tick even if nobody announced it).
+        let (health, health_service) = tonic_health::server::health_reporter();
+        {
+            let leadership = self.ctx.leadership.clone();
+            let t = token.clone();
+            let every =
+                (self.options.heartbeat_interval / 4).max(std::time::Duration::from_millis(50));
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                let mut last = None;
+                loop {
+                    tokio::select! {
+                        _ = t.cancelled() => {
+                            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                            return;
+                        }
+                        _ = tick.tick() => {}
+                    }
+                    let leading = leadership.is_leader();
+                    if last != Some(leading) {
+                        let status = if leading {
+                            tonic_health::ServingStatus::Serving
+                        } else {
+                            tonic_health::ServingStatus::NotServing
+                        };
+                        health.set_service_status(HEARTBEAT_SERVICE, status).await;
+                        last = Some(leading);
+                    }
+                }
+            });
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(common_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| crate::Error::InvalidConfig {
+                reason: format!("gRPC reflection: {e}"),
+            })?;
         let service = HeartbeatServer::new(self.heartbeat_service())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes);
@@ -428,6 +471,8 @@ impl Metasrv {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.options.heartbeat_interval))
             .http2_keepalive_timeout(Some(self.options.node_lease))
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let http_fut = async {
