@@ -4,7 +4,8 @@
 //!   `"code": "lease_expired"` or `"code": "follower"` when the region is readonly;
 //! - `GET /regions/{id}/rows/{key}`: reads work whether or not the region is writable;
 //! - `GET /status`: heartbeat state and every region's role, writability and lease left;
-//! - `GET /health`.
+//! - `GET /health`: the process is up; `GET /ready`: connected to a leader, and every
+//!   region it leads holds a live lease (503 with the reasons otherwise).
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/regions/{id}/rows/{key}", get(read).put(write))
         .with_state(state)
@@ -82,6 +84,36 @@ async fn read(
         )
             .into_response(),
     })
+}
+
+/// Readiness: connected to a metasrv leader, and every region this node leads holds a
+/// live lease. 503 with the reasons otherwise. (`/health` only says the process is up.)
+async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
+    let hb = s.status.get();
+    let mut reasons = Vec::new();
+    if !hb.connected {
+        reasons.push("not connected to a metasrv leader".to_string());
+    }
+    let leases = s.keeper.leases();
+    let lapsed: Vec<u64> = s
+        .engine
+        .regions()
+        .into_iter()
+        .filter(|r| r.role == RegionRole::Leader && !leases.is_live(r.region_id))
+        .map(|r| r.region_id)
+        .collect();
+    if !lapsed.is_empty() {
+        reasons.push(format!("regions without a live lease: {lapsed:?}"));
+    }
+    let code = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({ "ready": reasons.is_empty(), "leader": hb.leader, "reasons": reasons })),
+    )
 }
 
 async fn status(State(s): State<HttpState>) -> Json<serde_json::Value> {

@@ -151,12 +151,20 @@ async fn an_etcd_outage_longer_than_the_meta_lease_ends_with_exactly_one_leader(
     )
     .await;
     let stepped_down = t0.elapsed();
+    // Not ready while etcd is away: /health says up, /ready says why not.
+    let (code, body) = c.http.get(&format!("{}/ready", c.ms(before).http)).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body["reasons"].to_string().contains("KV backend"), "{body}");
+    let (code, _) = c.http.get(&format!("{}/health", c.ms(before).http)).await;
+    assert_eq!(code, 200);
     c.etcd.restart();
     let back = t0.elapsed();
     let leader = c.wait_leader(None, Duration::from_secs(20)).await;
     let elected = t0.elapsed();
     c.wait_all_granted(leader, Duration::from_secs(20)).await;
     let granted = t0.elapsed();
+    let (code, body) = c.http.get(&format!("{}/ready", c.ms(leader).http)).await;
+    assert_eq!(code, 200, "ready again once etcd is back: {body}");
     // It stays the only leader.
     always_for("exactly one leader", Duration::from_secs(2), || async {
         c.leaders().await == vec![leader]

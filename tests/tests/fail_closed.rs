@@ -165,6 +165,11 @@ async fn with_a_broken_stderr_regions_still_turn_readonly_at_the_deadline_and_si
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tally.assert_none_accepted("broken stderr");
+    let (code, body) = c.http.get(&format!("{}/ready", c.datanode.http)).await;
+    assert_eq!(
+        code, 503,
+        "cut off, with lapsed leases, it is not ready: {body}"
+    );
     assert_eq!(
         tally.refused_lease_expired, tally.attempted,
         "every write past the deadline was refused as lease_expired: {tally:?}"

@@ -132,6 +132,10 @@ async fn leases_follow_the_metasrv_across_a_kill_and_a_restart() {
             .await;
         assert_eq!(code, 200, "{body}");
     }
+    for url in [c.metasrv.http.clone(), c.node(1).http.clone()] {
+        let (code, body) = c.http.get(&format!("{url}/ready")).await;
+        assert_eq!(code, 200, "{url} ready: {body}");
+    }
 
     // SIGKILL the metasrv: within the region lease plus a margin, every region turns
     // readonly on its own, and reads still work.

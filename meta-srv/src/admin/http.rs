@@ -65,6 +65,7 @@ impl AdminState {
 pub fn router(srv: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/leader", get(leader))
         .route("/leader/history", get(leader_history))
@@ -166,6 +167,49 @@ async fn metrics(State(srv): State<AdminState>) -> impl IntoResponse {
         )],
         crate::metrics::render(leading),
     )
+}
+
+/// Readiness: the member can do its job. A leader is known, the KV backend answers
+/// within a timeout, and, if elected, the leader state is loaded (the gate is open).
+/// 503 with every reason otherwise. (`/health` only says the process is up.)
+async fn ready(State(srv): State<AdminState>) -> (StatusCode, Json<serde_json::Value>) {
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut reasons = Vec::new();
+    let leader = match tokio::time::timeout(WITHIN, srv.election.leader_addr()).await {
+        Ok(Ok(Some(addr))) => Some(addr),
+        Ok(Ok(None)) => {
+            reasons.push("no leader is known".to_string());
+            None
+        }
+        Ok(Err(err)) => {
+            reasons.push(format!("cannot learn the leader: {err}"));
+            None
+        }
+        Err(_) => {
+            reasons.push(format!("the election did not answer within {WITHIN:?}"));
+            None
+        }
+    };
+    match tokio::time::timeout(WITHIN, srv.ctx.kv.get(b"__meta/ready")).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => reasons.push(format!("the KV backend fails: {err}")),
+        Err(_) => reasons.push(format!("the KV backend did not answer within {WITHIN:?}")),
+    }
+    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
+        reasons.push("elected, but the leader state is not loaded yet".into());
+    }
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "leader": leader,
+        "is_leader": srv.ctx.leadership.is_leader(),
+        "reasons": reasons,
+    });
+    let code = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 async fn health() -> Json<serde_json::Value> {
