@@ -122,6 +122,10 @@ impl RegionAliveKeeper {
             ..Default::default()
         };
         let mut earliest_moved = false;
+        // Read once: deadlines only move forward, so a grant wakes the timer iff it lands
+        // before the earliest pending deadline as it stood before this batch.
+        let now = Instant::now();
+        let next_before = self.leases.next_deadline_after(now);
         for granted in &lease.regions {
             let id = granted.region_id;
             if granted.role() != RegionRole::Leader {
@@ -134,8 +138,7 @@ impl RegionAliveKeeper {
                 }
                 continue;
             }
-            let was_live = self.leases.is_live(id);
-            let next_before = self.leases.next_deadline_after(Instant::now());
+            let was_live = self.leases.deadline(id).is_some_and(|d| now < d);
             let Some(deadline) = self.leases.grant(id, lease.duration_since_epoch, length) else {
                 continue;
             };
@@ -145,7 +148,7 @@ impl RegionAliveKeeper {
                 .engine
                 .region(id)
                 .is_some_and(|r| r.role == RegionRole::Leader);
-            if !was_live && leader && self.leases.is_live(id) {
+            if !was_live && leader && now < deadline {
                 info!(region_id = id, "region lease granted; region is writable");
                 outcome.became_writable.push(id);
             }

@@ -33,7 +33,7 @@ use etcd_client::{
     Client, GetOptions, LeaderKey, LeaseKeepAliveStream, LeaseKeeper, ObserveStream, PutOptions,
     ResignOptions,
 };
-use handlers::LeadershipRef;
+use handlers::{LeadershipRef, LeadershipView as _};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -440,7 +440,7 @@ impl Election for EtcdElection {
     }
 
     async fn leader_addr(&self) -> Result<Option<String>> {
-        if self.signal.lease().deadline().is_some() && self.signal.view().is_leader() {
+        if self.signal.lease().is_leader() {
             return Ok(Some(self.addr.clone()));
         }
         let mut client = self.client.clone();

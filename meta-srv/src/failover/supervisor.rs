@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::detector::{PhiAccrualDetector, PhiOptions};
 use crate::maintenance::Maintenance;
-use crate::procedure::migration::{MigrationError, MigrationReason, Migrations};
+use crate::procedure::migration::{movable_in, MigrationError, MigrationReason, Migrations};
 use handlers::RegionRouteStore as _;
 
 /// The supervisor's settings, derived from the metasrv's timings.
@@ -215,20 +215,39 @@ impl RegionSupervisor {
             } else {
                 paused_logged = false;
             }
-            let mut routes = Vec::new();
+            // Per failed node: its regions and its stats, each looked up once; the
+            // migrations in flight, read once.
+            let mut candidates = Vec::new();
             for node_id in &failed {
-                routes.extend(deps.routes.led_by(*node_id).await.unwrap_or_default());
-            }
-            for route in &routes {
-                let region_id = route.region_id;
-                if let Err(reason) = deps.check_movable(region_id, route.leader).await {
-                    unavailable.insert(region_id, reason);
+                let led = deps.routes.led_by(*node_id).await.unwrap_or_default();
+                if led.is_empty() {
                     continue;
                 }
+                let stat = deps.latest_stat(*node_id).await;
+                for route in led {
+                    match movable_in(stat.as_ref(), *node_id, route.region_id) {
+                        Ok(()) => candidates.push(route.region_id),
+                        Err(reason) => {
+                            unavailable.insert(route.region_id, reason);
+                        }
+                    }
+                }
+            }
+            let in_flight: HashSet<u64> = if candidates.is_empty() || paused {
+                HashSet::new()
+            } else {
+                self.migrations
+                    .persisted()
+                    .await
+                    .iter()
+                    .map(|m| m.region_id)
+                    .collect()
+            };
+            for region_id in candidates {
                 if paused || retry_at.get(&region_id).is_some_and(|t| now < *t) {
                     continue;
                 }
-                if self.migrations.in_flight(region_id).await.is_some() {
+                if in_flight.contains(&region_id) {
                     continue;
                 }
                 if self.recently_failed_over(region_id) {

@@ -169,6 +169,30 @@ pub enum MigrationError {
     },
 }
 
+/// Whether `region_id`, led by `node_id` whose latest stats are `stat`, is on shared
+/// storage; `Err` names why it cannot move. One lookup of the node's stats can serve all
+/// of its regions.
+pub(crate) fn movable_in(
+    stat: Option<&handlers::Stat>,
+    node_id: u64,
+    region_id: u64,
+) -> Result<(), String> {
+    let Some(stat) = stat else {
+        return Err(format!(
+            "node {node_id} never reported its storage to this leader"
+        ));
+    };
+    match stat.region_stats.iter().find(|r| r.region_id == region_id) {
+        Some(r) if r.shared_storage => Ok(()),
+        Some(_) => Err(format!(
+            "its data is on node {node_id}'s local storage; no other node can open it"
+        )),
+        None => Err(format!(
+            "node {node_id} did not report the region, so its storage is unknown"
+        )),
+    }
+}
+
 /// What the procedures use: a narrow handle, not the whole server.
 #[derive(Debug, Clone)]
 pub struct MigrationDeps {
@@ -246,24 +270,11 @@ impl MigrationDeps {
             return Ok(());
         };
         let stat = self.latest_stat(node_id).await;
-        let Some(stat) = stat else {
-            return Err(format!(
-                "node {node_id} never reported its storage to this leader"
-            ));
-        };
-        match stat.region_stats.iter().find(|r| r.region_id == region_id) {
-            Some(r) if r.shared_storage => Ok(()),
-            Some(_) => Err(format!(
-                "its data is on node {node_id}'s local storage; no other node can open it"
-            )),
-            None => Err(format!(
-                "node {node_id} did not report the region, so its storage is unknown"
-            )),
-        }
+        movable_in(stat.as_ref(), node_id, region_id)
     }
 
     /// A node's latest stats: in memory, else as last flushed to the KV backend.
-    async fn latest_stat(&self, node_id: u64) -> Option<handlers::Stat> {
+    pub(crate) async fn latest_stat(&self, node_id: u64) -> Option<handlers::Stat> {
         let key = NodeKey::datanode(node_id);
         match self.stats.latest(key) {
             Some(stat) => Some(stat),
