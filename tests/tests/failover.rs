@@ -393,51 +393,55 @@ async fn a_manual_migrate_and_a_drain_move_live_regions_with_a_short_unavailable
     }
 }
 
+/// A migration is in flight when the metasrv leader dies; its successor finishes it. To
+/// have it in flight for sure, the region is migrated away from a frozen owner: the
+/// procedure asks for a downgrade (no answer: up to a lease) and then waits out the
+/// owner's lease, seconds in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_finishes_it() {
     let _serial = SERIAL.lock().await;
     let mut f = Failover::start().await;
-    let (victim, moved) = f.busiest().await;
+    let (owner, led) = f.busiest().await;
+    let region = led[0];
     let t0 = Instant::now();
-    f.datanode_mut(victim).proc.kill();
-    // The failover waits out the dead node's lease: kill the metasrv leader meanwhile.
+    f.datanode(owner).proc.freeze();
     let leader = f.c.wait_leader(None, Duration::from_secs(15)).await;
     let url = f.c.ms(leader).http.clone();
-    let http = f.c.http.clone();
-    let running = eventually("a failover in flight", Duration::from_secs(15), || async {
-        let (_, p) = http.get(&format!("{url}/procedures")).await;
-        let running = p["running"].as_array()?.clone();
-        (!running.is_empty()).then_some(running)
-    })
-    .await;
+    let (code, body) =
+        f.c.http
+            .post(
+                &format!("{url}/regions/{region}/migrate?wait_ms=200"),
+                &json!({}),
+            )
+            .await;
+    assert_eq!(code, 202, "still in flight after 200 ms: {body}");
     f.c.metasrvs[leader].as_mut().expect("running").proc.kill();
     f.c.metasrvs[leader] = None;
-    eprintln!("killed the metasrv leader with migrations in flight: {running:?}");
     let done = f
-        .until_writable_elsewhere(&moved, victim, t0, Duration::from_secs(45))
+        .until_writable_elsewhere(&[region], owner, t0, Duration::from_secs(45))
         .await;
     eprintln!(
-        "MEASURE leader killed mid-failover: regions writable elsewhere after {:?}",
+        "MEASURE leader killed mid-migration: region {region} writable elsewhere after {:?}",
         done - t0
     );
     let new = f.c.wait_leader(Some(leader), Duration::from_secs(15)).await;
-    let (_, p) =
-        f.c.http
-            .get(&format!("{}/procedures", f.c.ms(new).http))
-            .await;
-    eventually(
+    let procedures = format!("{}/procedures", f.c.ms(new).http);
+    let p = eventually(
         "no migration left in flight",
         Duration::from_secs(15),
         || async {
-            let (_, p) =
-                f.c.http
-                    .get(&format!("{}/procedures", f.c.ms(new).http))
-                    .await;
-            p["running"].as_array()?.is_empty().then_some(())
+            let (_, p) = f.c.http.get(&procedures).await;
+            p["running"].as_array()?.is_empty().then_some(p)
         },
     )
     .await;
-    eprintln!("procedures on the new leader: {p}");
+    assert!(
+        p["finished"].as_array().is_some_and(|fin| fin
+            .iter()
+            .any(|m| m["region_id"] == region && m["step"] == "done")),
+        "the successor finished the migration: {p}"
+    );
+    f.datanode(owner).proc.thaw();
     f.finish("leader killed mid-migration").await;
 }
 
