@@ -170,6 +170,8 @@ impl HeartbeatTask {
         async move {
             let mut interval = self.opts.initial_interval;
             let mut backoff = Backoff::new(Duration::from_millis(100), interval);
+            // The leader this node last lost: discovery waits for another one.
+            let mut lost: Option<String> = None;
             loop {
                 let delay = backoff.next_delay();
                 if !delay.is_zero() {
@@ -178,16 +180,27 @@ impl HeartbeatTask {
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
+                let wait = leader_wait(interval);
+                let asked = Instant::now();
                 let leader = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    found = self.client.discover_leader() => match found {
+                    found = self.client.discover_leader(lost.as_deref(), wait) => match found {
                         Ok(leader) => leader,
                         Err(err) => {
-                            warn!(error = %err, "leader discovery failed");
+                            warn!(error = %err, lost = ?lost, "leader discovery failed");
+                            if asked.elapsed() >= wait {
+                                // The members held the ask for the whole wait: that
+                                // already paced this retry.
+                                backoff.reset();
+                            }
                             continue;
                         }
                     },
                 };
+                if lost.as_deref() != Some(leader.as_str()) {
+                    let hunted_ms = asked.elapsed().as_millis() as u64;
+                    info!(%leader, lost = ?lost, hunted_ms, "found the metasrv leader");
+                }
                 match self
                     .session(&leader, &mut interval, &mut backoff, &shutdown)
                     .await
@@ -195,6 +208,7 @@ impl HeartbeatTask {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(reason) => {
                         warn!(%leader, reason, "heartbeat session lost; rediscovering the leader");
+                        lost = Some(leader.clone());
                         self.status.update(|s| {
                             s.status.connected = false;
                             s.status.leader = None;
@@ -339,6 +353,12 @@ impl HeartbeatTask {
         }
         None
     }
+}
+
+/// How long a leader hunt may wait on members' long polls: two heartbeat intervals
+/// (enough for an election with the default timings), between 1 s and 10 s.
+fn leader_wait(interval: Duration) -> Duration {
+    (interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// How long a session waits for any response before it gives the leader up: two

@@ -5,6 +5,11 @@
 //! dead address is never reused: every reconnect discovers afresh. (SeaweedFS volume
 //! servers stuck on one master vanished when that master died.)
 //!
+//! The ask is a **long poll**: it names the leader the node just lost, and a member that
+//! knows no other leader holds the answer until the election names one (up to the wait
+//! the node chooses). So a node hunting after its leader died learns the successor the
+//! moment etcd elects it, instead of retrying on a backoff that could add seconds.
+//!
 //! [`Backoff`]: the first retry is immediate; later ones back off exponentially with
 //! jitter, capped at the heartbeat interval, so a metasrv restart is not stormed.
 
@@ -79,13 +84,20 @@ impl MetaClient {
         }
     }
 
-    async fn ask(&self, addr: String) -> Result<Option<String>> {
+    async fn ask(
+        &self,
+        addr: String,
+        lost: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<String>> {
         let channel = self.connect(&addr).await?;
         let mut client = HeartbeatClient::new(channel);
         let req = AskLeaderRequest {
             header: Some(self.header()),
+            wait_ms: wait.as_millis() as u64,
+            lost_leader: lost.unwrap_or_default().to_string(),
         };
-        let resp = tokio::time::timeout(self.rpc_timeout, client.ask_leader(req))
+        let resp = tokio::time::timeout(self.rpc_timeout + wait, client.ask_leader(req))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("AskLeader timed out"))
             .and_then(|r| r)
@@ -97,10 +109,15 @@ impl MetaClient {
             .filter(|a| !a.is_empty()))
     }
 
-    /// Asks every metasrv in parallel; the first to name a leader wins.
-    pub async fn discover_leader(&self) -> Result<String> {
-        let mut asks: FuturesUnordered<_> =
-            self.addrs.iter().map(|a| self.ask(a.clone())).collect();
+    /// Asks every metasrv in parallel; the first to name a leader wins. `lost` is the
+    /// leader this node just lost, if any; members that know no other leader wait up to
+    /// `wait` for the election to name one (see the module docs).
+    pub async fn discover_leader(&self, lost: Option<&str>, wait: Duration) -> Result<String> {
+        let mut asks: FuturesUnordered<_> = self
+            .addrs
+            .iter()
+            .map(|a| self.ask(a.clone(), lost, wait))
+            .collect();
         let mut last_error = String::from("no metasrv answered");
         while let Some(answer) = asks.next().await {
             match answer {
@@ -189,7 +206,10 @@ mod tests {
             1,
             Duration::from_millis(300),
         );
-        let err = client.discover_leader().await.expect_err("no leader");
+        let err = client
+            .discover_leader(None, Duration::ZERO)
+            .await
+            .expect_err("no leader");
         assert!(
             err.to_string().contains("no metasrv named a leader"),
             "{err}"

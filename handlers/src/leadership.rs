@@ -110,6 +110,11 @@ impl LeaderLease {
         *self.leader_addr.write() = leader_addr;
     }
 
+    /// Names the leader without touching authority: a follower that learns who leads.
+    pub fn note_leader(&self, leader_addr: Option<String>) {
+        *self.leader_addr.write() = leader_addr;
+    }
+
     /// The deadline, if leading under one.
     pub fn deadline(&self) -> Option<Instant> {
         match self.until.load(Ordering::SeqCst) {

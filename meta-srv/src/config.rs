@@ -136,6 +136,26 @@ impl MetasrvOptions {
         }
     }
 
+    /// The admin HTTP address other members forward to (`None`: HTTP off). An
+    /// unspecified host (`0.0.0.0`, `[::]`) is replaced by the advertised gRPC host, since
+    /// no peer can dial it.
+    pub fn advertised_http_addr(&self) -> Option<String> {
+        if self.http_addr.is_empty() {
+            return None;
+        }
+        let Ok(http) = self.http_addr.parse::<std::net::SocketAddr>() else {
+            return Some(self.http_addr.clone());
+        };
+        if !http.ip().is_unspecified() {
+            return Some(self.http_addr.clone());
+        }
+        let advertised = self.advertised_addr();
+        let host = advertised
+            .rsplit_once(':')
+            .map_or(advertised, |(host, _)| host);
+        Some(format!("{host}:{}", http.port()))
+    }
+
     /// How often the sweeper checks node leases: often enough that expiry lags by at most
     /// a quarter of the lease.
     pub fn sweep_interval(&self) -> Duration {

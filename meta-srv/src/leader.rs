@@ -77,7 +77,7 @@ impl LeaderScope {
     }
 
     /// Begins `term`: loads leader state, opens the gate, starts the term's tasks.
-    pub(crate) async fn begin(&self, term: u64) -> handlers::Result<()> {
+    pub(crate) async fn begin(&self, seq: u64, term: u64) -> handlers::Result<()> {
         self.end();
         let (routes, nodes) = self.prepare().await?;
         let maintenance = match self.maintenance.load().await {
@@ -88,7 +88,7 @@ impl LeaderScope {
                 true
             }
         };
-        self.gate.open(term);
+        self.gate.open(seq, term);
         let token = self.shutdown.child_token();
         *self.term.lock() = Some(token.clone());
         self.migrations.begin_term(token.clone()).await;
@@ -138,13 +138,13 @@ impl LeaderScope {
     /// Follows the election: begins a term when it says "leader", ends it otherwise.
     pub(crate) async fn watch(self: Arc<Self>) {
         let mut rx = self.election.subscribe();
-        let mut handled_term = 0;
+        let mut handled = 0;
         loop {
             let state = rx.borrow_and_update().clone();
-            if state.term != handled_term && self.gate.ready_term() != state.term {
-                handled_term = state.term;
+            if state.seq != handled && self.gate.ready_seq() != state.seq {
+                handled = state.seq;
                 if state.is_leader {
-                    if let Err(err) = self.begin(state.term).await {
+                    if let Err(err) = self.begin(state.seq, state.term).await {
                         warn!(error = %err, "became leader but could not load leader state; resigning");
                         self.end();
                         if let Err(e) = self.election.resign().await {

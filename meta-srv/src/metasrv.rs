@@ -139,14 +139,20 @@ impl MetasrvBuilder {
         };
         let election: ElectionRef = match (self.election, etcd) {
             (Some(e), _) => e,
-            (None, Some(client)) => Arc::new(crate::election::EtcdElection::new(
-                client,
-                &options.store_key_prefix,
-                options.advertised_addr(),
-                options.meta_lease,
-                options.lease_drift_margin,
-            )),
-            (None, None) => Arc::new(StandaloneElection::new(options.advertised_addr())),
+            (None, Some(client)) => Arc::new(
+                crate::election::EtcdElection::new(
+                    client,
+                    &options.store_key_prefix,
+                    options.advertised_addr(),
+                    options.meta_lease,
+                    options.lease_drift_margin,
+                )
+                .with_http_addr(options.advertised_http_addr()),
+            ),
+            (None, None) => Arc::new(
+                StandaloneElection::new(options.advertised_addr())
+                    .with_http_addr(options.advertised_http_addr()),
+            ),
         };
         let gate = Arc::new(LeaderGate::new(election.leadership(), election.subscribe()));
         let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
@@ -223,9 +229,12 @@ impl MetasrvBuilder {
         // served.
         let state = election.subscribe().borrow().clone();
         if state.is_leader {
-            leader.begin(state.term).await.context(StoreSnafu {
-                op: "load leader state",
-            })?;
+            leader
+                .begin(state.seq, state.term)
+                .await
+                .context(StoreSnafu {
+                    op: "load leader state",
+                })?;
             info!(backend = ctx.kv.name(), "leading from the start");
         }
         Ok(Arc::new(Metasrv {

@@ -94,19 +94,26 @@ impl Heartbeat for HeartbeatService {
                 )));
             }
         }
-        let leader = self
-            .srv
-            .election
-            .leader_addr()
-            .await
-            .map_err(Status::from)?;
+        let req = request.into_inner();
+        let lost = (!req.lost_leader.is_empty()).then_some(req.lost_leader.as_str());
+        let leader = crate::election::await_leader(
+            self.srv.election.as_ref(),
+            lost,
+            Duration::from_millis(req.wait_ms),
+        )
+        .await
+        .map_err(Status::from)?;
         Ok(Response::new(AskLeaderResponse {
             header: Some(ResponseHeader {
                 protocol_version: PROTOCOL_VERSION,
                 cluster_id,
                 ..Default::default()
             }),
-            leader: leader.map(|addr| Peer { id: 0, addr }),
+            term: leader.as_ref().map_or(0, |l| l.term),
+            leader: leader.map(|l| Peer {
+                id: 0,
+                addr: l.addr,
+            }),
         }))
     }
 }

@@ -107,8 +107,8 @@ async fn one_candidate_leads_a_resign_hands_over_and_a_stale_resign_ends_no_late
         Duration::from_secs(10),
         || async {
             let members = a.members().await.ok()?;
-            (members.contains(&"a:1".to_string()) && members.contains(&"b:1".to_string()))
-                .then_some(())
+            let has = |addr: &str| members.iter().any(|m| m.addr == addr);
+            (has("a:1") && has("b:1")).then_some(())
         },
     )
     .await;
@@ -133,6 +133,18 @@ async fn one_candidate_leads_a_resign_hands_over_and_a_stale_resign_ends_no_late
         b.leadership().is_leader().then_some(())
     })
     .await;
+    // One term for the cluster: a, now a follower, learns b and b's term from watching
+    // the election, and it is the term b itself reports.
+    let b_term = b.leader().await.expect("leader").expect("b leads").term;
+    assert!(
+        b_term > 0,
+        "the term is etcd's revision of b's election key"
+    );
+    eventually("a learns b's term", Duration::from_secs(10), || async {
+        let seen = a.subscribe().borrow().clone();
+        (seen.leader_addr.as_deref() == Some("b:1") && seen.term == b_term).then_some(())
+    })
+    .await;
 
     // b resigns; a (campaigning again) wins, and must keep leading: the earlier resign
     // of a must not end this new term.
@@ -146,6 +158,8 @@ async fn one_candidate_leads_a_resign_hands_over_and_a_stale_resign_ends_no_late
         a.leadership().is_leader()
     })
     .await;
-    assert_eq!(b.leader_addr().await.expect("leader"), Some("a:1".into()));
+    let again = b.leader().await.expect("leader").expect("a leads");
+    assert_eq!(again.addr, "a:1");
+    assert!(again.term > b_term, "a later leader has a larger term");
     stop.cancel();
 }

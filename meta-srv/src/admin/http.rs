@@ -217,11 +217,12 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn leader(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let leader = srv.election.leader_addr().await?;
+    let leader = srv.election.leader().await?;
     Ok(Json(json!({
         "is_leader": srv.ctx.leadership.is_leader(),
         "elected": srv.election.leadership().is_leader(),
-        "leader_addr": leader,
+        "leader_addr": leader.as_ref().map(|l| &l.addr),
+        "term": leader.as_ref().map(|l| l.term),
         "self_addr": srv.options.advertised_addr(),
     })))
 }
@@ -438,13 +439,17 @@ async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>
 /// The metasrv candidates and which one leads.
 async fn cluster(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let members = srv.election.members().await?;
-    let leader = srv.election.leader_addr().await?;
+    let leader = srv.election.leader().await?;
     let list: Vec<_> = members
         .iter()
-        .map(|m| json!({ "addr": m, "leader": Some(m) == leader.as_ref() }))
+        .map(|m| {
+            let leads = leader.as_ref().is_some_and(|l| l.addr == m.addr);
+            json!({ "addr": m.addr, "http_addr": m.http_addr, "leader": leads })
+        })
         .collect();
     Ok(Json(json!({
-        "leader": leader,
+        "leader": leader.as_ref().map(|l| &l.addr),
+        "term": leader.as_ref().map(|l| l.term),
         "members": list,
         "maintenance": srv.maintenance().is_enabled(),
         "region_failover": srv.options.region_failover,

@@ -143,6 +143,10 @@ async fn start(args: StartArgs) -> meta_srv::Result<()> {
     let http_addr = http
         .as_ref()
         .map_or(String::from("disabled"), |(_, a)| a.to_string());
+    if let Some((_, bound)) = &http {
+        // With port 0, register the port actually bound (followers forward to it).
+        options.http_addr = bound.to_string();
+    }
     let srv = MetasrvBuilder::new(options).build().await?;
     info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
     // Handlers first: a SIGTERM right after the ready line must resign, not kill.

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Election, LeaderSignal, LeaderState};
+use super::{Election, LeaderInfo, LeaderSignal, LeaderState, Member};
 use crate::error::{ElectionSnafu, Result};
 
 /// Why a term ended.
@@ -70,6 +70,7 @@ pub struct EtcdElection {
     name: String,
     members_prefix: String,
     addr: String,
+    http_addr: Option<String>,
     ttl: Duration,
     margin: Duration,
     op_timeout: Duration,
@@ -112,6 +113,7 @@ impl EtcdElection {
             name: format!("{prefix}/__election"),
             members_prefix: format!("{prefix}/__members/"),
             addr: addr.to_string(),
+            http_addr: None,
             ttl,
             margin,
             op_timeout: (ttl / 3).max(Duration::from_millis(300)),
@@ -121,6 +123,13 @@ impl EtcdElection {
             stale_lease: Mutex::new(None),
             resigns: watch::channel(0).0,
         }
+    }
+
+    /// Registers this member's admin HTTP address with it, so followers can forward admin
+    /// requests to the leader.
+    pub fn with_http_addr(mut self, http_addr: Option<String>) -> Self {
+        self.http_addr = http_addr;
+        self
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -243,6 +252,99 @@ impl EtcdElection {
         }
     }
 
+    /// Campaigns, term after term, until shutdown.
+    async fn campaign(&self, shutdown: &CancellationToken) -> Result<()> {
+        loop {
+            let end = self.term(shutdown).await;
+            let was_leader = self.signal.current().is_leader;
+            // Stop granting first; everything else comes after.
+            self.signal.follow(None);
+            self.current.lock().take();
+            let lease = self.term_lease.lock().take();
+            if let Some(lease) = lease {
+                // If etcd is away, revoke it before the next campaign instead: etcd
+                // restores leases with a fresh TTL when it restarts.
+                let mut client = self.client.clone();
+                if let Err(e) = self.timed("lease revoke", client.lease_revoke(lease)).await {
+                    warn!(
+                        lease,
+                        error = e,
+                        "cannot revoke the term's lease now; will retry before campaigning"
+                    );
+                    *self.stale_lease.lock() = Some(lease);
+                }
+            }
+            let pause = match end {
+                TermEnd::Shutdown => return Ok(()),
+                TermEnd::Resigned => {
+                    info!("resigned; campaigning again after a pause");
+                    self.ttl
+                }
+                TermEnd::Lost(reason) => {
+                    if was_leader {
+                        warn!(reason, "stepped down");
+                    } else {
+                        warn!(reason, "candidate term ended");
+                    }
+                    self.ttl / 3
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Watches who leads, on every member, for as long as the process runs: each change
+    /// is logged here with the old leader, the new one and the cluster term, and
+    /// followers learn their leader at once (AskLeader long polls wake on it). etcd's
+    /// observe sends the current leader first, then each new one; it sends nothing when a
+    /// leader's key goes without a successor, so a follower keeps naming the last leader
+    /// until the next one is elected, as a direct read of etcd would until the key expires.
+    async fn observe_leaders(&self, shutdown: &CancellationToken) {
+        let mut last: Option<LeaderInfo> = None;
+        loop {
+            if let Some(mut stream) = self.open_observe().await {
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        msg = stream.message() => msg,
+                    };
+                    let resp = match msg {
+                        Ok(Some(resp)) => resp,
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(error = %e, "the election watch failed; reopening it");
+                            break;
+                        }
+                    };
+                    let Some(kv) = resp.kv() else { continue };
+                    let seen = LeaderInfo {
+                        addr: String::from_utf8_lossy(kv.value()).into_owned(),
+                        term: kv.create_revision().max(0) as u64,
+                    };
+                    if last.as_ref() != Some(&seen) {
+                        info!(
+                            old = last.as_ref().map_or("none", |l| l.addr.as_str()),
+                            old_term = last.as_ref().map_or(0, |l| l.term),
+                            new = %seen.addr,
+                            term = seen.term,
+                            this_member = seen.addr == self.addr,
+                            "leader changed"
+                        );
+                        self.signal.observed(&seen);
+                        last = Some(seen);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.retry_every()) => {}
+            }
+        }
+    }
+
     async fn term(&self, shutdown: &CancellationToken) -> TermEnd {
         self.revoke_stale_lease().await;
         let mut client = self.client.clone();
@@ -255,9 +357,14 @@ impl EtcdElection {
         };
         *self.term_lease.lock() = Some(lease);
         let member_key = format!("{}{}", self.members_prefix, self.addr);
+        let member = Member {
+            addr: self.addr.clone(),
+            http_addr: self.http_addr.clone(),
+        };
+        let record = serde_json::to_string(&member).unwrap_or_else(|_| self.addr.clone());
         let put = client.put(
             member_key,
-            self.addr.clone(),
+            record,
             Some(PutOptions::new().with_lease(lease)),
         );
         if let Err(e) = self.timed("member registration", put).await {
@@ -301,9 +408,11 @@ impl EtcdElection {
         };
         let mut resigns = self.resigns.subscribe();
         resigns.borrow_and_update();
+        // The key's creation revision is the cluster term: every member sees the same.
+        let term = leader_key.rev().max(0) as u64;
         *self.current.lock() = Some((leader_key, lease));
-        self.signal.lead(self.addr.clone(), Some(deadline));
-        info!(addr = %self.addr, lease, leads_for_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64, "became leader");
+        self.signal.lead(self.addr.clone(), term, Some(deadline));
+        info!(addr = %self.addr, lease, term, leads_for_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64, "became leader");
 
         let mut observe = self.open_observe().await;
         let mut next = sent + self.keep_alive_every();
@@ -377,46 +486,9 @@ impl Election for EtcdElection {
     }
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
-        loop {
-            let end = self.term(&shutdown).await;
-            let was_leader = self.signal.current().is_leader;
-            // Stop granting first; everything else comes after.
-            self.signal.follow(None);
-            self.current.lock().take();
-            let lease = self.term_lease.lock().take();
-            if let Some(lease) = lease {
-                // If etcd is away, revoke it before the next campaign instead: etcd
-                // restores leases with a fresh TTL when it restarts.
-                let mut client = self.client.clone();
-                if let Err(e) = self.timed("lease revoke", client.lease_revoke(lease)).await {
-                    warn!(
-                        lease,
-                        error = e,
-                        "cannot revoke the term's lease now; will retry before campaigning"
-                    );
-                    *self.stale_lease.lock() = Some(lease);
-                }
-            }
-            let pause = match end {
-                TermEnd::Shutdown => return Ok(()),
-                TermEnd::Resigned => {
-                    info!("resigned; campaigning again after a pause");
-                    self.ttl
-                }
-                TermEnd::Lost(reason) => {
-                    if was_leader {
-                        warn!(reason, "stepped down");
-                    } else {
-                        warn!(reason, "candidate term ended");
-                    }
-                    self.ttl / 3
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        let (campaigned, ()) =
+            tokio::join!(self.campaign(&shutdown), self.observe_leaders(&shutdown));
+        campaigned
     }
 
     async fn resign(&self) -> Result<()> {
@@ -439,25 +511,29 @@ impl Election for EtcdElection {
         Ok(())
     }
 
-    async fn leader_addr(&self) -> Result<Option<String>> {
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
         if self.signal.lease().is_leader() {
-            return Ok(Some(self.addr.clone()));
+            return Ok(Some(LeaderInfo {
+                addr: self.addr.clone(),
+                term: self.signal.current().term,
+            }));
         }
         let mut client = self.client.clone();
         match self
             .timed("reading the leader", client.leader(self.name.clone()))
             .await
         {
-            Ok(resp) => Ok(resp
-                .kv()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            Ok(resp) => Ok(resp.kv().map(|kv| LeaderInfo {
+                addr: String::from_utf8_lossy(kv.value()).into_owned(),
+                term: kv.create_revision().max(0) as u64,
+            })),
             // etcd 3.4 answers Unknown "election: no leader", not NotFound.
             Err(e) if e.contains("no leader") => Ok(None),
             Err(message) => ElectionSnafu { message }.fail(),
         }
     }
 
-    async fn members(&self) -> Result<Vec<String>> {
+    async fn members(&self) -> Result<Vec<Member>> {
         let mut client = self.client.clone();
         let get = client.get(
             self.members_prefix.clone(),
@@ -470,7 +546,13 @@ impl Election for EtcdElection {
         Ok(resp
             .kvs()
             .iter()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .map(|kv| {
+                // A record is JSON; a bare address is what older members wrote.
+                serde_json::from_slice(kv.value()).unwrap_or_else(|_| Member {
+                    addr: String::from_utf8_lossy(kv.value()).into_owned(),
+                    http_addr: None,
+                })
+            })
             .collect())
     }
 }

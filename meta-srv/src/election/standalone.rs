@@ -9,13 +9,14 @@ use handlers::LeadershipRef;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Election, LeaderSignal, LeaderState};
+use super::{Election, LeaderInfo, LeaderSignal, LeaderState, Member};
 use crate::Result;
 
 /// Always leader, unless demoted by hand.
 #[derive(Debug)]
 pub struct StandaloneElection {
     addr: String,
+    http_addr: Option<String>,
     signal: LeaderSignal,
 }
 
@@ -24,15 +25,27 @@ impl StandaloneElection {
     pub fn new(addr: impl Into<String>) -> Self {
         let addr = addr.into();
         let signal = LeaderSignal::new();
-        signal.lead(addr.clone(), None);
-        Self { addr, signal }
+        signal.lead(addr.clone(), 1, None);
+        Self {
+            addr,
+            http_addr: None,
+            signal,
+        }
+    }
+
+    /// Names this member's admin HTTP address in `members()`.
+    pub fn with_http_addr(mut self, http_addr: Option<String>) -> Self {
+        self.http_addr = http_addr;
+        self
     }
 
     /// Sets leadership by hand: `false` makes this metasrv a follower with no leader
     /// known, `true` restores it.
     pub fn set_leader(&self, is_leader: bool) {
         if is_leader {
-            self.signal.lead(self.addr.clone(), None);
+            // Alone, each new term of leadership simply counts up.
+            let term = self.signal.current().term + 1;
+            self.signal.lead(self.addr.clone(), term, None);
         } else {
             self.signal.follow(None);
         }
@@ -59,7 +72,18 @@ impl Election for StandaloneElection {
         Ok(())
     }
 
-    async fn leader_addr(&self) -> Result<Option<String>> {
-        Ok(self.signal.current().leader_addr)
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        let state = self.signal.current();
+        Ok(state.leader_addr.map(|addr| LeaderInfo {
+            addr,
+            term: state.term,
+        }))
+    }
+
+    async fn members(&self) -> Result<Vec<Member>> {
+        Ok(vec![Member {
+            addr: self.addr.clone(),
+            http_addr: self.http_addr.clone(),
+        }])
     }
 }

@@ -26,7 +26,7 @@ use crate::election::LeaderState;
 /// One leadership term of this metasrv, as recorded.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TermRecord {
-    /// The local term number.
+    /// The cluster term (the same number on every member; see `LeaderState::term`).
     pub term: u64,
     /// When the gate opened (ms since the Unix epoch).
     pub began_ms: u64,
@@ -104,10 +104,13 @@ impl GrantLog {
 pub struct LeaderGate {
     election: LeadershipRef,
     state: watch::Receiver<LeaderState>,
-    ready_term: AtomicU64,
+    /// The `LeaderState::seq` the gate is open for (0: closed).
+    ready_seq: AtomicU64,
     /// When the open term began, on the monotonic clock: every grant of earlier leaders
     /// came before it, which bounds the leases a new leader does not know about.
     term_started: Mutex<Option<Instant>>,
+    /// Told each time the gate opens, for [`LeaderGate::wait_open`].
+    opened: watch::Sender<u64>,
     /// The grant history.
     pub grants: GrantLog,
 }
@@ -118,17 +121,39 @@ impl LeaderGate {
         Self {
             election,
             state,
-            ready_term: AtomicU64::new(0),
+            ready_seq: AtomicU64::new(0),
             term_started: Mutex::new(None),
+            opened: watch::channel(0).0,
             grants: GrantLog::default(),
         }
     }
 
-    /// Opens the gate for `term`, once leader state is ready.
-    pub fn open(&self, term: u64) {
+    /// Opens the gate for the election state numbered `seq` (cluster term `term`), once
+    /// leader state is ready.
+    pub fn open(&self, seq: u64, term: u64) {
         *self.term_started.lock() = Some(Instant::now());
         self.grants.begin(term);
-        self.ready_term.store(term, Ordering::SeqCst);
+        self.ready_seq.store(seq, Ordering::SeqCst);
+        self.opened.send_replace(seq);
+    }
+
+    /// Waits until the gate is open, at most `within`; returns whether it is. A
+    /// heartbeat that reaches a just-elected leader waits here the few milliseconds its
+    /// state takes to load, instead of being sent away as NOT_LEADER.
+    pub async fn wait_open(&self, within: std::time::Duration) -> bool {
+        let mut opened = self.opened.subscribe();
+        let wait = async {
+            loop {
+                if self.is_leader() {
+                    return;
+                }
+                if opened.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
+        self.is_leader()
     }
 
     /// When the open term began (monotonic); `None` while closed.
@@ -136,14 +161,14 @@ impl LeaderGate {
         *self.term_started.lock()
     }
 
-    /// The term the gate is open for (0: closed).
-    pub fn ready_term(&self) -> u64 {
-        self.ready_term.load(Ordering::SeqCst)
+    /// The election state the gate is open for (0: closed).
+    pub fn ready_seq(&self) -> u64 {
+        self.ready_seq.load(Ordering::SeqCst)
     }
 
     /// Closes the gate (records the end of the term).
     pub fn close(&self) {
-        self.ready_term.store(0, Ordering::SeqCst);
+        self.ready_seq.store(0, Ordering::SeqCst);
         *self.term_started.lock() = None;
         self.grants.end();
     }
@@ -151,11 +176,11 @@ impl LeaderGate {
 
 impl LeadershipView for LeaderGate {
     fn is_leader(&self) -> bool {
-        let ready = self.ready_term.load(Ordering::SeqCst);
+        let ready = self.ready_seq.load(Ordering::SeqCst);
         if ready == 0 || !self.election.is_leader() {
             return false;
         }
-        self.state.borrow().term == ready
+        self.state.borrow().seq == ready
     }
 
     fn leader_addr(&self) -> Option<String> {

@@ -12,6 +12,8 @@
 //!
 //! Generic over the inbound stream so it can be driven without tonic.
 
+use std::time::Duration;
+
 use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse};
 use futures::{Stream, StreamExt};
 use handlers::validate::validate_request;
@@ -101,6 +103,14 @@ where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin,
 {
     let mut leader_rx = srv.election.subscribe();
+    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
+        // Elected a moment ago: the leader state is loading. Nodes are told of a new
+        // leader the instant etcd names it, so they often arrive first; they wait here
+        // the few milliseconds it takes rather than being sent away as NOT_LEADER.
+        srv.gate
+            .wait_open(srv.node_lease.min(Duration::from_secs(2)))
+            .await;
+    }
     let mut next = Some(first);
     let mut handshake = true;
     loop {
