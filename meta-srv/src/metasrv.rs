@@ -348,6 +348,7 @@ impl Metasrv {
             group: self.group.clone(),
             admin: self.region_admin(),
             leader: self.leader.clone(),
+            forwarder: crate::admin::http::forward::client(),
         }
     }
 

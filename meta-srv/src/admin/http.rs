@@ -1,4 +1,5 @@
-//! The admin HTTP API (axum): health, leader, nodes, regions.
+//! The admin HTTP API (axum): health, leader, nodes, regions. Followers forward to the
+//! leader (see [`forward`]).
 //!
 //! Every error is JSON `{"error": "..."}` with a status code that fits it, so scripts and
 //! operators get the same message the logs have.
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 mod failover;
+pub mod forward;
 
 use crate::admin::region::{CreateRegion, RegionAdmin};
 use crate::election::ElectionRef;
@@ -45,6 +47,8 @@ pub struct AdminState {
     pub(crate) group: Arc<handlers::HandlerGroup>,
     pub(crate) admin: RegionAdmin,
     pub(crate) leader: Arc<LeaderScope>,
+    /// Followers forward admin requests to the leader with it.
+    pub(crate) forwarder: forward::ForwardClient,
 }
 
 impl AdminState {
@@ -98,6 +102,10 @@ pub fn router(srv: AdminState) -> Router {
                 )
             },
         )
+        .layer(axum::middleware::from_fn_with_state(
+            srv.clone(),
+            forward::layer,
+        ))
         .with_state(srv)
 }
 

@@ -1,0 +1,208 @@
+//! Followers forward: every admin request that needs the leader's state is sent on to the
+//! leader's admin HTTP, so any member gives the leader's answer (an operator, a script or
+//! a load balancer need not find the leader first).
+//!
+//! - Answered by the member itself, always: `/health`, `/ready`, `/metrics`, `/leader`
+//!   and `/leader/history`. They describe this process.
+//! - `?local=true` answers any request from the member itself, for debugging what a
+//!   follower holds.
+//! - The leader (its gate open) answers itself. A member elected a moment ago waits, up
+//!   to 2 s, for its state to load first.
+//! - A follower looks the leader up in the election, and its admin address in the
+//!   members' records, and forwards method, path, query, headers and body. The leader's
+//!   reply comes back as it is.
+//! - No leader known, a leader without admin HTTP, or a leader that cannot be reached:
+//!   503 (502 for a failed connection) with the reason in JSON. A forwarded request that
+//!   reaches a member which is no longer leading is refused (503), never forwarded again,
+//!   so a stale view can never loop.
+//!
+//! Every reply carries `x-metasrv-answered-by` (the advertised gRPC address of the member
+//! whose state answered), and forwarded ones `x-metasrv-forwarded-by` too.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::{AdminState, ApiError};
+
+/// The member whose state answered a request.
+pub const ANSWERED_BY: HeaderName = HeaderName::from_static("x-metasrv-answered-by");
+/// The member that forwarded a request to the leader.
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-metasrv-forwarded-by");
+
+/// Paths every member answers about itself.
+const LOCAL_PATHS: &[&str] = &[
+    "/health",
+    "/ready",
+    "/metrics",
+    "/leader",
+    "/leader/history",
+];
+
+/// How long a forwarded request may take (migrations wait up to their `wait_ms`).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The HTTP client followers forward with: one per process, connections reused.
+pub(crate) type ForwardClient = Client<HttpConnector, Body>;
+
+/// A client for forwarding, with `TCP_NODELAY` like every other socket here.
+pub(crate) fn client() -> ForwardClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+fn wants_local(uri: &Uri) -> bool {
+    LOCAL_PATHS.contains(&uri.path())
+        || uri.query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv.eq_ignore_ascii_case("local=true") || kv == "local=1")
+        })
+}
+
+fn stamp(mut resp: Response, header: HeaderName, who: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(who) {
+        resp.headers_mut().insert(header, v);
+    }
+    resp
+}
+
+/// The middleware: answer here, or forward to the leader.
+pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Next) -> Response {
+    let me = srv.options.advertised_addr().to_string();
+    if wants_local(req.uri()) {
+        return stamp(next.run(req).await, ANSWERED_BY, &me);
+    }
+    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
+        srv.gate.wait_open(Duration::from_secs(2)).await;
+    }
+    if srv.ctx.leadership.is_leader() {
+        return stamp(next.run(req).await, ANSWERED_BY, &me);
+    }
+    if let Some(from) = req.headers().get(&FORWARDED_BY) {
+        let from = String::from_utf8_lossy(from.as_bytes()).into_owned();
+        return unavailable(format!(
+            "{from} forwarded this request here, but this member ({me}) is not the leader \
+             (any more); ask again"
+        ));
+    }
+    let target = match leader_http(&srv).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    forward(&srv, req, &me, &target).await
+}
+
+fn unavailable(reason: String) -> Response {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
+
+/// The leader's admin address, or the 503 to answer with.
+async fn leader_http(srv: &AdminState) -> Result<(String, String), Response> {
+    let leader = match srv.election.leader().await {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Err(unavailable(
+                "no leader is known: the election names none right now (an election may be \
+                 under way); retry shortly, or add ?local=true for this member's own view"
+                    .into(),
+            ))
+        }
+        Err(err) => {
+            return Err(unavailable(format!(
+                "cannot learn the leader to forward to: {err}"
+            )))
+        }
+    };
+    let members =
+        srv.election.members().await.map_err(|err| {
+            unavailable(format!("cannot look up the leader's admin address: {err}"))
+        })?;
+    match members.into_iter().find(|m| m.addr == leader.addr) {
+        Some(m) => match m.http_addr {
+            Some(http) => Ok((leader.addr, http)),
+            None => Err(unavailable(format!(
+                "the leader {} serves no admin HTTP; ask it over gRPC, or add ?local=true",
+                leader.addr
+            ))),
+        },
+        None => Err(unavailable(format!(
+            "the leader {} has no member record yet; retry shortly",
+            leader.addr
+        ))),
+    }
+}
+
+async fn forward(
+    srv: &AdminState,
+    req: Request,
+    me: &str,
+    (leader, http): &(String, String),
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let uri = match format!("http://{http}{path}").parse::<Uri>() {
+        Ok(u) => u,
+        Err(e) => {
+            return ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("the leader's admin address {http} is not usable: {e}"),
+            )
+            .into_response()
+        }
+    };
+    parts.uri = uri;
+    parts.headers.remove(axum::http::header::HOST);
+    if let Ok(v) = HeaderValue::from_str(me) {
+        parts.headers.insert(FORWARDED_BY, v);
+    }
+    let outbound = Request::from_parts(parts, body);
+    match tokio::time::timeout(FORWARD_TIMEOUT, srv.forwarder.request(outbound)).await {
+        Ok(Ok(resp)) => {
+            let mut resp = resp.map(Body::new);
+            if !resp.headers().contains_key(&ANSWERED_BY) {
+                resp = stamp(resp, ANSWERED_BY, leader);
+            }
+            stamp(resp, FORWARDED_BY, me)
+        }
+        Ok(Err(e)) => ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach the leader {leader} at {http}: {e}"),
+        )
+        .into_response(),
+        Err(_) => ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the leader {leader} at {http} did not answer within {FORWARD_TIMEOUT:?}"),
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_the_local_flag_stay_on_this_member() {
+        let local = |s: &str| wants_local(&s.parse::<Uri>().expect("uri"));
+        assert!(local("/health"));
+        assert!(local("/leader"));
+        assert!(local("/nodes?local=true"));
+        assert!(local("/regions?x=1&local=1"));
+        assert!(!local("/nodes"));
+        assert!(!local("/nodes?local=false"));
+        assert!(!local("/leader/resign"));
+    }
+}
