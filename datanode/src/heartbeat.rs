@@ -10,6 +10,7 @@
 //! `2 × interval`; the task then rediscovers the leader at once, and backs off with jitter
 //! on repeated failures. `duration_since_epoch` is read from the keeper at send time.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,11 @@ pub struct HeartbeatStatus {
     pub sent: u64,
     /// Sessions lost and re-established.
     pub reconnects: u64,
+    /// Sessions established with a different leader than the one before.
+    pub leader_switches: u64,
+    /// Milliseconds since the last response that granted a leader lease; `None` before
+    /// the first.
+    pub last_grant_ms_ago: Option<u64>,
     /// The current heartbeat interval.
     pub interval_ms: u64,
 }
@@ -52,23 +58,44 @@ pub struct HeartbeatStatus {
 struct StatusInner {
     status: HeartbeatStatus,
     last_response: Option<Instant>,
+    last_grant: Option<Instant>,
+    /// The leader of the last established session (a switch is a different one).
+    last_leader: Option<String>,
 }
 
-/// Shared, readable status of a heartbeat task.
-#[derive(Debug, Default)]
-pub struct StatusCell(Mutex<StatusInner>);
+/// Shared, readable status of a heartbeat task, and its round-trip histogram.
+#[derive(Debug)]
+pub struct StatusCell {
+    inner: Mutex<StatusInner>,
+    rtt: prometheus::Histogram,
+}
+
+impl Default for StatusCell {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            rtt: crate::metrics::rtt_histogram(),
+        }
+    }
+}
 
 impl StatusCell {
     fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        f(&mut self.0.lock());
+        f(&mut self.inner.lock());
     }
 
     /// A snapshot.
     pub fn get(&self) -> HeartbeatStatus {
-        let inner = self.0.lock();
+        let inner = self.inner.lock();
         let mut s = inner.status.clone();
         s.last_response_ms_ago = inner.last_response.map(|t| t.elapsed().as_millis() as u64);
+        s.last_grant_ms_ago = inner.last_grant.map(|t| t.elapsed().as_millis() as u64);
         s
+    }
+
+    /// Heartbeat round-trip times (request sent to its response), for `/metrics`.
+    pub fn rtt(&self) -> &prometheus::Histogram {
+        &self.rtt
     }
 }
 
@@ -235,9 +262,13 @@ impl HeartbeatTask {
             Err(err) => return SessionEnd::Lost(err.to_string()),
         };
         let (tx, rx) = mpsc::channel(16);
+        // When each request in flight was sent: the stream answers every request once, in
+        // order, so the oldest is the one the next response answers.
+        let mut in_flight: VecDeque<Instant> = VecDeque::new();
         if tx.send(self.request(None)).await.is_err() {
             return SessionEnd::Lost("request queue closed".into());
         }
+        in_flight.push_back(Instant::now());
         let mut client = HeartbeatClient::new(channel);
         let opened = tokio::time::timeout(
             self.opts.rpc_timeout,
@@ -262,17 +293,22 @@ impl HeartbeatTask {
                     if tx.send(self.request(None)).await.is_err() {
                         return SessionEnd::Lost("request stream closed".into());
                     }
+                    in_flight.push_back(Instant::now());
                 }
                 Some(reply) = reply_rx.recv() => {
                     if tx.send(self.request(Some(reply))).await.is_err() {
                         return SessionEnd::Lost("request stream closed".into());
                     }
+                    in_flight.push_back(Instant::now());
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return SessionEnd::Lost(format!("no response within {response_timeout:?}"));
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(resp)) => {
+                        if let Some(sent) = in_flight.pop_front() {
+                            self.status.rtt.observe(sent.elapsed().as_secs_f64());
+                        }
                         deadline = Instant::now() + response_timeout;
                         if let Some(cfg) = &resp.heartbeat_config {
                             *interval = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
@@ -283,6 +319,10 @@ impl HeartbeatTask {
                             backoff.reset();
                             info!(%leader, interval_ms = cfg.heartbeat_interval_ms, "heartbeat stream established");
                             self.status.update(|s| {
+                                if s.last_leader.as_deref().is_some_and(|l| l != leader) {
+                                    s.status.leader_switches += 1;
+                                }
+                                s.last_leader = Some(leader.to_string());
                                 s.status.connected = true;
                                 s.status.leader = Some(leader.to_string());
                                 s.status.interval_ms = cfg.heartbeat_interval_ms;
@@ -322,6 +362,9 @@ impl HeartbeatTask {
         }
         if let Some(lease) = &resp.region_lease {
             let outcome = self.keeper.on_lease(lease);
+            if outcome.renewed > 0 {
+                self.status.update(|s| s.last_grant = Some(Instant::now()));
+            }
             for region_id in outcome.to_close {
                 self.keeper.deregister(region_id);
                 match self.engine.close_region(region_id).await {

@@ -4,6 +4,8 @@
 //!   `"code": "lease_expired"` or `"code": "follower"` when the region is readonly;
 //! - `GET /regions/{id}/rows/{key}`: reads work whether or not the region is writable;
 //! - `GET /status`: heartbeat state and every region's role, writability and lease left;
+//! - `GET /metrics`: Prometheus metrics (regions by state, lease expiries, heartbeat
+//!   round trips, reconnects, leader switches);
 //! - `GET /health`: the process is up; `GET /ready`: connected to a leader, and every
 //!   region it leads holds a live lease (503 with the reasons otherwise).
 
@@ -41,6 +43,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/ready", get(ready))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/regions/{id}/rows/{key}", get(read).put(write))
         .with_state(state)
 }
@@ -113,6 +116,17 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<serde_json::Valu
     (
         code,
         Json(json!({ "ready": reasons.is_empty(), "leader": hb.leader, "reasons": reasons })),
+    )
+}
+
+/// Prometheus text format (see [`crate::metrics`]).
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&s.keeper, &*s.engine, &s.status),
     )
 }
 

@@ -17,6 +17,7 @@
 //! - `instruction`: [`InstructionHandler`], open/close/downgrade/upgrade.
 //! - `datanode`: [`start_heartbeat`], the dedicated runtime.
 //! - `http`: the demo's data API and status view; `config`: [`DatanodeOptions`].
+//! - `metrics`: the node's Prometheus series, read at scrape time.
 
 pub mod alive_keeper;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod instruction;
 pub mod lease;
 pub mod memory_engine;
 pub mod meta_client;
+pub mod metrics;
 
 pub use alive_keeper::RegionAliveKeeper;
 pub use config::DatanodeOptions;

@@ -1,9 +1,10 @@
 //! [`HandlerGroup`]: runs the handlers in order, applies each one's error policy, and
 //! times every handler.
 //!
-//! Timing is recorded twice: a `tracing` span per handler run (`heartbeat_handler`,
-//! field `handler`), for traces; and cheap atomic counters per handler
-//! ([`HandlerTiming`]), which the metrics endpoint and the benchmark read.
+//! Timing is recorded three ways: a `tracing` span per handler run (`heartbeat_handler`,
+//! field `handler`), for traces; a Prometheus histogram per handler
+//! ([`metrics`](crate::metrics), resolved when the group is built); and cheap atomic
+//! counters per handler ([`HandlerTiming`]), which `/handlers` and the benchmark read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use common_proto::v1::{HeartbeatRequest, Role};
 use tracing::{warn, Instrument};
 
+use crate::metrics::HandlerSeries;
 use crate::{Context, ErrorPolicy, HandleControl, HeartbeatAccumulator, HeartbeatHandler};
 
 /// Cumulative counters for one handler.
@@ -41,13 +43,16 @@ struct Counters {
 pub(crate) struct Entry {
     pub(crate) handler: Arc<dyn HeartbeatHandler>,
     counters: Counters,
+    series: HandlerSeries,
 }
 
 impl Entry {
     pub(crate) fn new(handler: Arc<dyn HeartbeatHandler>) -> Self {
+        let series = HandlerSeries::new(handler.name());
         Self {
             handler,
             counters: Counters::default(),
+            series,
         }
     }
 }
@@ -99,9 +104,13 @@ impl HandlerGroup {
             let start = Instant::now();
             let had_error = acc.error.is_some();
             let result = handler.handle(req, ctx, acc).instrument(span).await;
-            let elapsed = start.elapsed().as_nanos() as u64;
+            let elapsed = start.elapsed();
             entry.counters.calls.fetch_add(1, Ordering::Relaxed);
-            entry.counters.nanos.fetch_add(elapsed, Ordering::Relaxed);
+            entry
+                .counters
+                .nanos
+                .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+            entry.series.duration.observe(elapsed.as_secs_f64());
             match result {
                 Ok(HandleControl::Continue) => {}
                 Ok(HandleControl::Done) => {
@@ -109,6 +118,7 @@ impl HandlerGroup {
                         if let Some(err) = &acc.error {
                             // A refusal leaves a trace: counted, and logged with the node.
                             entry.counters.refusals.fetch_add(1, Ordering::Relaxed);
+                            entry.series.refusals.inc();
                             let node_id = req.header.as_ref().map_or(0, |h| h.node_id);
                             if err.code() == common_proto::v1::ErrorCode::NotLeader {
                                 tracing::debug!(
@@ -125,6 +135,7 @@ impl HandlerGroup {
                 }
                 Err(err) => {
                     entry.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    entry.series.errors.inc();
                     let policy = handler.error_policy();
                     warn!(handler = name, ?policy, error = %err, "heartbeat handler failed");
                     acc.record_failure(name, err.to_string());

@@ -20,6 +20,7 @@
 //! - `stat`, `validate`: the parsed request ([`Stat`]) and request validation.
 //! - ports: `kv` (+ `kv::memory`), `leadership`, `node_lease`, `route`, `clock`.
 //! - `error`: the crate's typed errors.
+//! - `metrics`: the pipeline's Prometheus series (per-handler latency, errors, refusals).
 
 pub mod accumulator;
 pub mod builder;
@@ -31,6 +32,7 @@ pub mod group;
 pub mod handler;
 pub mod kv;
 pub mod leadership;
+pub mod metrics;
 pub mod node_lease;
 pub mod route;
 pub mod stat;

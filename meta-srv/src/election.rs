@@ -220,6 +220,11 @@ impl LeaderSignal {
         if s.is_leader != is_leader || s.leader_addr != leader_addr || s.term != term {
             s.seq += 1;
         }
+        if s.term != term {
+            let m = &crate::metrics::METRICS;
+            m.leader_changes.inc();
+            m.term.set(term as i64);
+        }
         s.is_leader = is_leader;
         s.leader_addr = leader_addr;
         s.term = term;

@@ -4,7 +4,8 @@
 //! Compare-and-put is one txn (absent: `create_revision == 0`; present: value equality).
 //! A batch is one txn; etcd caps a txn at 128 operations by default, so a larger batch is
 //! applied in 128-op chunks, each atomic. Every call has a timeout, so a partitioned etcd
-//! fails a call instead of hanging a handler.
+//! fails a call instead of hanging a handler, and is timed and counted by operation
+//! (`metasrv_etcd_request_duration_seconds`, `metasrv_etcd_errors_total`).
 
 use std::time::Duration;
 
@@ -69,11 +70,14 @@ impl EtcdKvBackend {
         key: &[u8],
         fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> handlers::Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(fail(op, key, e)),
-            Err(_) => Err(fail(op, key, format!("timed out after {:?}", self.timeout))),
-        }
+        crate::metrics::etcd_call(op, async {
+            match tokio::time::timeout(self.timeout, fut).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(fail(op, key, e)),
+                Err(_) => Err(fail(op, key, format!("timed out after {:?}", self.timeout))),
+            }
+        })
+        .await
     }
 }
 

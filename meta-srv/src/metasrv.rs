@@ -424,11 +424,12 @@ impl Metasrv {
         }
 
         // gRPC health: the server is SERVING while it runs; `meta.v1.Heartbeat` is
-        // SERVING only while this metasrv leads (read from the leadership deadline, so a
-        // lapse shows within a tick even if nobody announced it).
+        // SERVING only while this metasrv leads (read from the leadership deadline at every
+        // announced change, and every tick, so a lapse shows even if nobody announced it).
         let (health, health_service) = tonic_health::server::health_reporter();
         {
             let leadership = self.ctx.leadership.clone();
+            let mut changes = self.election.subscribe();
             let t = token.clone();
             let every =
                 (self.options.heartbeat_interval / 4).max(std::time::Duration::from_millis(50));
@@ -442,6 +443,8 @@ impl Metasrv {
                             return;
                         }
                         _ = tick.tick() => {}
+                        // Announced changes show at once; the tick catches a silent lapse.
+                        Ok(()) = changes.changed() => {}
                     }
                     let leading = leadership.is_leader();
                     if last != Some(leading) {

@@ -382,19 +382,59 @@ impl Http {
     /// Sends a request; returns the status and the JSON body (`Null` if none). A
     /// transport failure fails the test, naming the call.
     async fn send(&self, what: &str, url: &str, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what} {url}: {e}"));
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        let (code, body, _) = self.send_with_headers(what, url, req).await;
+        (code, body)
     }
 
     /// GET.
     pub async fn get(&self, url: &str) -> (u16, Value) {
         self.send("GET", url, self.client.get(url)).await
+    }
+
+    /// GET, with the reply's headers (e.g. which metasrv answered).
+    pub async fn get_with_headers(&self, url: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.send_with_headers("GET", url, self.client.get(url))
+            .await
+    }
+
+    /// POST JSON, with the reply's headers.
+    pub async fn post_with_headers(
+        &self,
+        url: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.send_with_headers("POST", url, self.client.post(url).json(body))
+            .await
+    }
+
+    async fn send_with_headers(
+        &self,
+        what: &str,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what} {url}: {e}"));
+        let headers = resp.headers().clone();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    /// GET a text body (e.g. Prometheus `/metrics`).
+    pub async fn get_text(&self, url: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let code = resp.status().as_u16();
+        (code, resp.text().await.unwrap_or_default())
     }
 
     /// POST JSON.

@@ -151,20 +151,40 @@ async fn an_etcd_outage_longer_than_the_meta_lease_ends_with_exactly_one_leader(
     )
     .await;
     let stepped_down = t0.elapsed();
-    // Not ready while etcd is away: /health says up, /ready says why not.
-    let (code, body) = c.http.get(&format!("{}/ready", c.ms(before).http)).await;
-    assert_eq!(code, 503, "{body}");
-    assert!(body["reasons"].to_string().contains("KV backend"), "{body}");
-    let (code, _) = c.http.get(&format!("{}/health", c.ms(before).http)).await;
-    assert_eq!(code, 200);
+    // Not ready while etcd is away, on any member: /health says up, /ready says why not;
+    // a request for the leader's state is refused with the reason, not answered stale.
+    for i in 0..3 {
+        let base = &c.ms(i).http;
+        let (code, body) = c.http.get(&format!("{base}/ready")).await;
+        assert_eq!(code, 503, "member {i}: {body}");
+        assert!(
+            body["reasons"].to_string().contains("KV backend"),
+            "member {i}: {body}"
+        );
+        let (code, _) = c.http.get(&format!("{base}/health")).await;
+        assert_eq!(code, 200, "member {i} is up");
+        let (code, body) = c.http.get(&format!("{base}/nodes")).await;
+        assert_eq!(code, 503, "member {i} /nodes with no leader: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("leader")),
+            "{body}"
+        );
+    }
     c.etcd.restart();
     let back = t0.elapsed();
     let leader = c.wait_leader(None, Duration::from_secs(20)).await;
     let elected = t0.elapsed();
     c.wait_all_granted(leader, Duration::from_secs(20)).await;
     let granted = t0.elapsed();
-    let (code, body) = c.http.get(&format!("{}/ready", c.ms(leader).http)).await;
-    assert_eq!(code, 200, "ready again once etcd is back: {body}");
+    for i in 0..3 {
+        let url = format!("{}/ready", c.ms(i).http);
+        eventually(
+            &format!("member {i} ready again once etcd is back"),
+            Duration::from_secs(10),
+            || async { (c.http.get(&url).await.0 == 200).then_some(()) },
+        )
+        .await;
+    }
     // It stays the only leader.
     always_for("exactly one leader", Duration::from_secs(2), || async {
         c.leaders().await == vec![leader]

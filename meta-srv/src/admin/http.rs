@@ -162,6 +162,9 @@ impl From<Error> for ApiError {
 
 /// Prometheus text format.
 async fn metrics(State(srv): State<AdminState>) -> impl IntoResponse {
+    let m = &crate::metrics::METRICS;
+    m.pushers.set(srv.pushers.len() as i64);
+    m.mailbox_pending.set(srv.mailbox.pending_len() as i64);
     let leading = srv.ctx.leadership.is_leader().then(|| {
         srv.ctx
             .leadership

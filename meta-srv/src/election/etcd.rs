@@ -160,11 +160,14 @@ impl EtcdElection {
         what: &str,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, String> {
-        match tokio::time::timeout(self.op_timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("{what} failed: {e}")),
-            Err(_) => Err(format!("{what} timed out after {:?}", self.op_timeout)),
-        }
+        crate::metrics::etcd_call(what, async {
+            match tokio::time::timeout(self.op_timeout, call).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+                Err(_) => Err(format!("{what} timed out after {:?}", self.op_timeout)),
+            }
+        })
+        .await
     }
 
     /// One keep-alive round for `lease`, within `limit`, opening the stream first if there
@@ -199,12 +202,15 @@ impl EtcdElection {
                 Err(e) => Err(KeepAliveError::Failed(format!("keep-alive failed: {e}"))),
             }
         };
-        let result = match tokio::time::timeout(limit, round).await {
-            Ok(r) => r,
-            Err(_) => Err(KeepAliveError::Failed(format!(
-                "keep-alive timed out after {limit:?}"
-            ))),
-        };
+        let result = crate::metrics::etcd_call("keep-alive", async {
+            match tokio::time::timeout(limit, round).await {
+                Ok(r) => r,
+                Err(_) => Err(KeepAliveError::Failed(format!(
+                    "keep-alive timed out after {limit:?}"
+                ))),
+            }
+        })
+        .await;
         if result.is_err() {
             *ka = None;
         }

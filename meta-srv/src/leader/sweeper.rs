@@ -67,6 +67,7 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
             continue;
         }
         for lease in srv.ctx.node_leases.expire(now, srv.node_lease) {
+            crate::metrics::METRICS.node_expiries.inc();
             let silent_ms = now.saturating_duration_since(lease.last_seen).as_millis() as u64;
             let connected = srv.pushers.get(lease.key).is_some();
             warn!(
@@ -102,10 +103,16 @@ pub(crate) async fn flush_stats(srv: Sweeper, shutdown: CancellationToken) {
         if !srv.ctx.leadership.is_leader() {
             continue;
         }
+        let m = &crate::metrics::METRICS;
         match srv.stats.flush(&*srv.ctx.kv).await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(nodes = n, "stats flushed"),
+            Ok(n) => {
+                m.stats_flushes.with_label_values(&["ok"]).inc();
+                m.stats_flushed_nodes.inc_by(n as u64);
+                tracing::debug!(nodes = n, "stats flushed");
+            }
             Err(err) => {
+                m.stats_flushes.with_label_values(&["failed"]).inc();
                 warn!(error = %err, "stats flush failed; the next flush writes newer stats")
             }
         }

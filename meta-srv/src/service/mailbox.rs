@@ -123,6 +123,7 @@ impl Mailbox {
             pending: self.pending.clone(),
         };
         pusher.push(resp)?;
+        crate::metrics::METRICS.mailbox_sent.inc();
         debug!(id, %channel, subject = instruction.subject(), "mailbox message sent");
         Ok(receiver)
     }
@@ -153,7 +154,9 @@ impl Mailbox {
     /// Sends without waiting for a reply (id 0).
     pub fn send_oneway(&self, channel: NodeKey, instruction: &Instruction) -> Result<()> {
         self.pusher(channel)?
-            .push(self.envelope(0, channel, instruction)?)
+            .push(self.envelope(0, channel, instruction)?)?;
+        crate::metrics::METRICS.mailbox_sent.inc();
+        Ok(())
     }
 
     /// Sends one-way to every connected node of `role`; returns how many it reached.
@@ -162,7 +165,10 @@ impl Mailbox {
         let mut reached = 0;
         for pusher in self.pushers.by_role(role) {
             match pusher.push(self.envelope(0, pusher.key(), instruction)?) {
-                Ok(()) => reached += 1,
+                Ok(()) => {
+                    crate::metrics::METRICS.mailbox_sent.inc();
+                    reached += 1
+                }
                 Err(err) => {
                     warn!(node_id = pusher.key().node_id, error = %err, "broadcast skipped a node")
                 }
@@ -189,6 +195,7 @@ impl Mailbox {
             return;
         }
         drop(pending);
+        crate::metrics::METRICS.mailbox_replies.inc();
         let reply =
             InstructionReply::from_mailbox_message(&msg).context(BadReplySnafu { channel: from });
         // The receiver may have just given up; then there is no one to tell.
@@ -240,12 +247,15 @@ impl MailboxReceiver {
         match tokio::time::timeout(timeout, &mut self.rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => ChannelClosedSnafu { id, channel }.fail(),
-            Err(_) => MailboxTimeoutSnafu {
-                id,
-                channel,
-                timeout,
+            Err(_) => {
+                crate::metrics::METRICS.mailbox_timeouts.inc();
+                MailboxTimeoutSnafu {
+                    id,
+                    channel,
+                    timeout,
+                }
+                .fail()
             }
-            .fail(),
         }
         // Drop removes the entry if it is still there (the timeout case).
     }

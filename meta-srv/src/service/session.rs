@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse};
+use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse, Role};
 use futures::{Stream, StreamExt};
 use handlers::validate::validate_request;
 use handlers::{HeartbeatAccumulator, NodeKey};
@@ -22,6 +22,7 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use super::SessionDeps;
+use crate::metrics::{HeartbeatOutcome, StreamGuard, METRICS};
 use crate::registration::Registration;
 use crate::service::pusher::{Pusher, ResponseTx};
 
@@ -30,9 +31,13 @@ pub(crate) async fn run<S>(srv: SessionDeps, mut inbound: S, tx: ResponseTx)
 where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
 {
+    let _stream = StreamGuard::open();
     let first = match inbound.next().await {
         Some(Ok(req)) => req,
         Some(Err(status)) => {
+            METRICS
+                .heartbeats
+                .inc(Role::Unspecified, HeartbeatOutcome::Invalid);
             warn!(error = %status, "heartbeat stream failed before its first message");
             let _ = tx.send(Err(receive_error(status))).await;
             return;
@@ -42,6 +47,11 @@ where
     let header = match validate_request(&first, srv.cluster_id) {
         Ok(h) => h,
         Err(err) => {
+            let role = first
+                .header
+                .as_ref()
+                .map_or(Role::Unspecified, |h| h.role());
+            METRICS.heartbeats.inc(role, HeartbeatOutcome::Invalid);
             warn!(error = %err, "rejected a heartbeat stream");
             let _ = tx
                 .send(Err(Status::invalid_argument(err.to_string())))
@@ -148,17 +158,28 @@ where
         };
         match handle(srv, key, pusher, req, handshake).await {
             Ok(resp) => {
+                METRICS.heartbeats.inc(key.role, outcome(&resp));
                 if tx.send(Ok(Box::new(resp))).await.is_err() {
                     return "node went away";
                 }
             }
             Err(status) => {
+                METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
                 warn!(error = %status, "rejected a heartbeat");
                 let _ = tx.send(Err(status)).await;
                 return "invalid heartbeat";
             }
         }
         handshake = false;
+    }
+}
+
+/// The outcome a response records in `metasrv_heartbeats_total`.
+fn outcome(resp: &HeartbeatResponse) -> HeartbeatOutcome {
+    match resp.header.as_ref().and_then(|h| h.error.as_ref()) {
+        None => HeartbeatOutcome::Ok,
+        Some(e) if e.code() == ErrorCode::NotLeader => HeartbeatOutcome::NotLeader,
+        Some(_) => HeartbeatOutcome::Refused,
     }
 }
 
@@ -203,8 +224,12 @@ async fn handle(
             );
             return Ok(lapsed.into_response());
         }
-        if acc.region_lease.is_some() {
+        if let Some(lease) = &acc.region_lease {
             srv.gate.grants.record_grant(at_ms);
+            METRICS.regions_granted.inc_by(lease.regions.len() as u64);
+            METRICS
+                .regions_closeable
+                .inc_by(lease.closeable_region_ids.len() as u64);
         }
     }
     Ok(acc.into_response())
