@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod etcd;
+pub mod leader_kill;
 pub mod proxy;
 pub mod writers;
 

@@ -160,3 +160,21 @@ fn latency_mode_measures_fresh_streams_and_mailbox_round_trips() {
         assert!(p99 > 0.0, "{key} was measured: {r}");
     }
 }
+
+#[test]
+fn leader_kill_mode_times_the_successors_grants() {
+    let rows = bench(&["leader-kill", "--runs", "1", "--datanodes", "1"]);
+    let run = rows
+        .iter()
+        .find(|r| r["mode"] == "leader-kill")
+        .expect("a leader-kill result");
+    let elected = run["elected_ms"].as_u64().expect("elected_ms");
+    let granted = run["last_granted_ms"].as_u64().expect("last_granted_ms");
+    assert!(elected > 0, "a successor was elected after the kill: {run}");
+    // Two processes' millisecond clocks: allow their rounding, not a real reordering.
+    assert!(
+        granted + 10 >= elected,
+        "the node's grant came from the successor, so after its election: {run}"
+    );
+    assert_eq!(run["granted_ms"].as_array().map(Vec::len), Some(1), "{run}");
+}

@@ -9,6 +9,9 @@
 //! - `latency`: the first response on each of many fresh streams, and the mailbox round
 //!   trip (admin HTTP → instruction down the stream → reply up → HTTP answer); the
 //!   figures TCP_NODELAY decides (Nagle held each ~40 ms without it).
+//! - `leader-kill`: a 3-member cluster on a real etcd with the default timings; the
+//!   leader is SIGKILLed and every datanode's first grant by the new leader is timed
+//!   against the kill and the election (see `tests::leader_kill`).
 //! - `etcd`: the throughput run on the etcd backend next to the memory backend, and
 //!   etcd's own lease keep-alive round trips at the same concurrency next to
 //!   liveness-only heartbeats (R = 0).
@@ -51,6 +54,16 @@ enum Mode {
         /// How many fresh streams (one node each).
         #[arg(long, default_value_t = 200)]
         streams: u64,
+    },
+    /// SIGKILL the leader of a 3-member etcd cluster (default timings); time the election
+    /// and every datanode's first grant by the successor.
+    LeaderKill {
+        /// Kills, each on a fresh cluster.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Datanodes (two regions each).
+        #[arg(long, default_value_t = 3)]
+        datanodes: u64,
     },
     /// (internal) Serve the baseline echo server.
     EchoServer,
@@ -545,6 +558,36 @@ async fn latency(json_out: bool, streams: u64) {
     }
 }
 
+async fn leader_kill(json_out: bool, runs: usize, datanodes: u64) {
+    for run in 1..=runs {
+        let r = tests::leader_kill::run_once(datanodes).await;
+        let after_election = r.last_granted_ms().saturating_sub(r.elected_ms);
+        if json_out {
+            println!(
+                "{}",
+                json!({
+                    "mode": "leader-kill",
+                    "run": run,
+                    "datanodes": datanodes,
+                    "elected_ms": r.elected_ms,
+                    "granted_ms": r.granted_ms,
+                    "last_granted_ms": r.last_granted_ms(),
+                    "last_granted_after_election_ms": after_election,
+                })
+            );
+        } else {
+            println!(
+                "leader-kill run {run}: new leader {} ms after the kill; every datanode granted by {} ms \
+                 ({} ms after the election); per node: {:?} ms",
+                r.elected_ms,
+                r.last_granted_ms(),
+                after_election,
+                r.granted_ms
+            );
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if std::env::var("RUST_LOG").is_err() {
@@ -581,6 +624,7 @@ fn main() {
             Mode::Scale(load) => scale(cli.json, load).await,
             Mode::Etcd(args) => etcd_mode(cli.json, args).await,
             Mode::Latency { streams } => latency(cli.json, streams).await,
+            Mode::LeaderKill { runs, datanodes } => leader_kill(cli.json, runs, datanodes).await,
         }
     });
 }
