@@ -11,7 +11,14 @@
 //!   margin; the drift margin covers the clocks running at slightly different rates;
 //! - `meta_lease ≥ 1 s` (etcd TTLs are whole seconds) and `meta_lease > 2 ×
 //!   lease_drift_margin`: the leader acts only until each keep-alive's send time + TTL −
-//!   margin, and must be left time to lead.
+//!   margin, and must be left time to lead;
+//! - on an etcd cluster (more than one `store_addrs` entry), the leadership must outlast
+//!   one etcd raft election: `meta_lease − lease_drift_margin − meta_lease / 5 ≥ 2 ×
+//!   etcd_election_timeout`. A leader's deadline is at least that far ahead when a
+//!   keep-alive goes out (one goes every fifth of the lease), and etcd elects a new raft
+//!   leader within 1–2 election timeouts (randomized), during which no keep-alive is
+//!   acknowledged. With etcd's default 1 s, a 5 s meta lease leaves 3.5 s ≥ 2 s; a 3 s
+//!   one leaves 1.9 s and is refused.
 
 use std::path::Path;
 use std::time::Duration;
@@ -73,6 +80,10 @@ pub struct MetasrvOptions {
     /// etcd lease could expire.
     #[serde(with = "humantime_serde")]
     pub lease_drift_margin: Duration,
+    /// The etcd cluster's raft election timeout (etcd's `--election-timeout`, default
+    /// 1 s); checked against the meta lease when several etcd endpoints are given.
+    #[serde(with = "humantime_serde")]
+    pub etcd_election_timeout: Duration,
     /// Whether a failed datanode's regions fail over automatically (on shared storage
     /// only). On by default: leases fail closed and every move waits out the old owner's
     /// lease, so a failover is safe; maintenance mode pauses it for planned work.
@@ -109,6 +120,7 @@ impl Default for MetasrvOptions {
             failover_wait: Duration::from_secs(12),
             meta_lease: Duration::from_secs(5),
             lease_drift_margin: Duration::from_millis(500),
+            etcd_election_timeout: Duration::from_secs(1),
             region_failover: true,
             mailbox_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
@@ -216,6 +228,20 @@ impl MetasrvOptions {
         if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {
             return fail("backend etcd needs at least one store_addrs entry".into());
         }
+        if self.backend == BackendKind::Etcd && self.store_addrs.len() > 1 {
+            let slack = self
+                .meta_lease
+                .saturating_sub(self.lease_drift_margin + self.meta_lease / 5);
+            if slack < self.etcd_election_timeout * 2 {
+                return fail(format!(
+                    "meta_lease ({:?}) cannot outlast one etcd leader election: a leader's deadline can be as close as meta_lease − lease_drift_margin ({:?}) − meta_lease/5 = {slack:?} when etcd stops answering, and etcd may take 2 × etcd_election_timeout ({:?}) = {:?} to elect a new raft leader; raise meta_lease (or lower etcd_election_timeout if your etcd runs with a shorter --election-timeout)",
+                    self.meta_lease,
+                    self.lease_drift_margin,
+                    self.etcd_election_timeout,
+                    self.etcd_election_timeout * 2
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -252,6 +278,34 @@ mod tests {
         assert!(bad(|o| o.node_lease = Duration::from_secs(3)).contains("node_lease"));
         assert!(bad(|o| o.region_lease = Duration::from_millis(10_500)).contains("whole number"));
         assert!(bad(|o| o.heartbeat_interval = Duration::ZERO).contains("greater than 0"));
+    }
+
+    #[test]
+    fn on_an_etcd_cluster_the_meta_lease_must_outlast_one_etcd_election() {
+        let etcd = |meta_lease: u64, endpoints: usize| {
+            let mut o = MetasrvOptions {
+                backend: BackendKind::Etcd,
+                meta_lease: Duration::from_secs(meta_lease),
+                store_addrs: (0..endpoints)
+                    .map(|i| format!("127.0.0.1:{}", 2379 + i))
+                    .collect(),
+                ..MetasrvOptions::default()
+            };
+            o.validate().map_err(|e| e.to_string())?;
+            o.etcd_election_timeout = Duration::from_millis(500);
+            o.validate().map_err(|e| e.to_string())
+        };
+        let refused = etcd(3, 3).expect_err("3 s cannot outlast a 1 s etcd election");
+        assert!(
+            refused.contains("cannot outlast one etcd leader election"),
+            "{refused}"
+        );
+        assert!(etcd(4, 3).is_ok(), "4 s leaves 2.7 s ≥ 2 s");
+        assert!(etcd(5, 3).is_ok(), "the default");
+        assert!(
+            etcd(3, 1).is_ok(),
+            "one endpoint: no etcd cluster to reason about"
+        );
     }
 
     #[test]

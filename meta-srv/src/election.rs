@@ -88,6 +88,13 @@ pub trait Election: Send + Sync + Debug + 'static {
 
     /// Every candidate, for `GET /cluster` and for forwarding admin requests.
     async fn members(&self) -> Result<Vec<Member>>;
+
+    /// How this member reaches its store, for `GET /leader` (the etcd endpoints, the one
+    /// calls go to first, the one carrying the keep-alive stream); `None` when there is
+    /// no remote store.
+    fn store_view(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Shared election handle.

@@ -6,21 +6,29 @@
 //! applied in 128-op chunks, each atomic. Every call has a timeout, so a partitioned etcd
 //! fails a call instead of hanging a handler, and is timed and counted by operation
 //! (`metasrv_etcd_request_duration_seconds`, `metasrv_etcd_errors_total`).
+//!
+//! Calls go through the [`EtcdPool`]: a dead etcd member costs a retry on another one,
+//! within the same timeout, not a failed call. Compare-and-put is retried only when its
+//! first attempt surely did not reach etcd (see [`Retry`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use handlers::error::KvSnafu;
 use handlers::kv::{key_text, BatchOp, KeyValue, KvBackend};
 use snafu::IntoError;
+
+use crate::etcd_pool::{EtcdPool, Retry};
 
 const MAX_TXN_OPS: usize = 128;
 
 /// The etcd KV backend.
 #[derive(Clone)]
 pub struct EtcdKvBackend {
-    client: Client,
+    pool: Arc<EtcdPool>,
     prefix: Vec<u8>,
     timeout: Duration,
 }
@@ -47,12 +55,12 @@ fn fail(
 }
 
 impl EtcdKvBackend {
-    /// A backend on `client`, keeping keys under `prefix` (e.g. `/metasrv`).
-    pub fn new(client: Client, prefix: &str, timeout: Duration) -> Self {
+    /// A backend on `pool`, keeping keys under `prefix` (e.g. `/metasrv`).
+    pub fn new(pool: Arc<EtcdPool>, prefix: &str, timeout: Duration) -> Self {
         let mut prefix = prefix.trim_end_matches('/').as_bytes().to_vec();
         prefix.push(b'/');
         Self {
-            client,
+            pool,
             prefix,
             timeout,
         }
@@ -64,20 +72,21 @@ impl EtcdKvBackend {
         k
     }
 
-    async fn timed<T>(
+    /// Runs `call` through the pool under the timeout, timed and counted as `op`.
+    async fn timed<T, F, Fut>(
         &self,
         op: &'static str,
         key: &[u8],
-        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> handlers::Result<T> {
-        crate::metrics::etcd_call(op, async {
-            match tokio::time::timeout(self.timeout, fut).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(fail(op, key, e)),
-                Err(_) => Err(fail(op, key, format!("timed out after {:?}", self.timeout))),
-            }
-        })
-        .await
+        retry: Retry,
+        call: F,
+    ) -> handlers::Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        crate::metrics::etcd_call(op, self.pool.call(op, self.timeout, retry, call))
+            .await
+            .map_err(|e| fail(op, key, e))
     }
 }
 
@@ -88,35 +97,49 @@ impl KvBackend for EtcdKvBackend {
     }
 
     async fn get(&self, key: &[u8]) -> handlers::Result<Option<Vec<u8>>> {
-        let mut kv = self.client.kv_client();
-        let resp = self.timed("get", key, kv.get(self.full(key), None)).await?;
+        let full = self.full(key);
+        let resp = self
+            .timed("get", key, Retry::Idempotent, |c| {
+                let full = full.clone();
+                async move { c.kv_client().get(full, None).await }
+            })
+            .await?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> handlers::Result<()> {
-        let mut kv = self.client.kv_client();
-        self.timed("put", key, kv.put(self.full(key), value.to_vec(), None))
-            .await?;
+        let full = self.full(key);
+        self.timed("put", key, Retry::Idempotent, |c| {
+            let (full, value) = (full.clone(), value.to_vec());
+            async move { c.kv_client().put(full, value, None).await }
+        })
+        .await?;
         Ok(())
     }
 
     async fn delete(&self, key: &[u8]) -> handlers::Result<bool> {
-        let mut kv = self.client.kv_client();
+        let full = self.full(key);
+        // Retried only when unsent: a repeated delete would report "nothing deleted".
         let resp = self
-            .timed(
-                "delete",
-                key,
-                kv.delete(self.full(key), None::<DeleteOptions>),
-            )
+            .timed("delete", key, Retry::OnlyUnsent, |c| {
+                let full = full.clone();
+                async move { c.kv_client().delete(full, None::<DeleteOptions>).await }
+            })
             .await?;
         Ok(resp.deleted() > 0)
     }
 
     async fn range_prefix(&self, prefix: &[u8]) -> handlers::Result<Vec<KeyValue>> {
-        let mut kv = self.client.kv_client();
-        let opts = GetOptions::new().with_prefix();
+        let full = self.full(prefix);
         let resp = self
-            .timed("range", prefix, kv.get(self.full(prefix), Some(opts)))
+            .timed("range", prefix, Retry::Idempotent, |c| {
+                let full = full.clone();
+                async move {
+                    c.kv_client()
+                        .get(full, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let strip = self.prefix.len();
         Ok(resp
@@ -143,8 +166,12 @@ impl KvBackend for EtcdKvBackend {
         let txn = Txn::new()
             .when(vec![cmp])
             .and_then(vec![TxnOp::put(full, value.to_vec(), None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.timed("compare_and_put", key, kv.txn(txn)).await?;
+        let resp = self
+            .timed("compare_and_put", key, Retry::OnlyUnsent, |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         Ok(resp.succeeded())
     }
 
@@ -157,9 +184,12 @@ impl KvBackend for EtcdKvBackend {
                     BatchOp::Delete(key) => TxnOp::delete(self.full(key), None),
                 })
                 .collect();
-            let mut kv = self.client.kv_client();
-            self.timed("batch", b"(batch)", kv.txn(Txn::new().and_then(txn_ops)))
-                .await?;
+            let txn = Txn::new().and_then(txn_ops);
+            self.timed("batch", b"(batch)", Retry::Idempotent, |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         }
         Ok(())
     }

@@ -135,6 +135,40 @@ impl LeaderScope {
         Ok((routes, nodes))
     }
 
+    /// Begins a term, retrying the state load while this member still leads (each read
+    /// already fails over between etcd members; a retry covers an etcd election in
+    /// progress). Resigns only when leadership would otherwise sit idle: after every
+    /// retry failed, a successor that can read does better than a leader that cannot.
+    async fn begin_or_resign(&self, seq: u64, term: u64) {
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let err = match self.begin(seq, term).await {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            let still_leading = self.election.leadership().is_leader()
+                && self.election.subscribe().borrow().seq == seq;
+            if !still_leading {
+                self.end();
+                return;
+            }
+            if attempt == ATTEMPTS {
+                warn!(error = %err, attempts = ATTEMPTS, "became leader but could not load leader state; resigning");
+                self.end();
+                if let Err(e) = self.election.resign().await {
+                    warn!(error = %e, "resign failed");
+                }
+                return;
+            }
+            warn!(error = %err, attempt, "became leader but could not load leader state yet; retrying");
+            let pause = std::time::Duration::from_millis(200 * u64::from(attempt));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
     /// Follows the election: begins a term when it says "leader", ends it otherwise.
     pub(crate) async fn watch(self: Arc<Self>) {
         let mut rx = self.election.subscribe();
@@ -144,13 +178,7 @@ impl LeaderScope {
             if state.seq != handled && self.gate.ready_seq() != state.seq {
                 handled = state.seq;
                 if state.is_leader {
-                    if let Err(err) = self.begin(state.seq, state.term).await {
-                        warn!(error = %err, "became leader but could not load leader state; resigning");
-                        self.end();
-                        if let Err(e) = self.election.resign().await {
-                            warn!(error = %e, "resign failed");
-                        }
-                    }
+                    self.begin_or_resign(state.seq, state.term).await;
                 } else {
                     self.end();
                     info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");

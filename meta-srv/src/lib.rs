@@ -21,13 +21,15 @@
 //! - `maintenance`: the persisted switch that pauses failover.
 //! - `metrics`: the Prometheus registry behind `GET /metrics`.
 //! - `admin/`: the admin HTTP API and region creation and removal.
-//! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd.
+//! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd; `etcd_pool`: [`EtcdPool`], one
+//!   client per etcd endpoint with failover between them.
 //! - `error`: typed errors and their gRPC mapping.
 
 pub mod admin;
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod etcd_pool;
 pub mod failover;
 pub mod kv_etcd;
 pub mod leader;
@@ -53,6 +55,7 @@ pub use admin::region::{CreateRegion, RegionAdmin};
 pub use config::{BackendKind, MetasrvOptions};
 pub use election::{Election, ElectionRef, LeaderState, StandaloneElection};
 pub use error::{Error, Result};
+pub use etcd_pool::EtcdPool;
 pub use mailbox::{Mailbox, MailboxReceiver};
 pub use metasrv::{Metasrv, MetasrvBuilder};
 pub use pusher::{Pusher, Pushers};

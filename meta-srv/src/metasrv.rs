@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::election::{ElectionRef, StandaloneElection};
 use crate::error::EtcdConnectSnafu;
 use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
+use crate::etcd_pool::{EtcdPool, PoolOptions};
 use crate::failover::detector::PhiOptions;
 use crate::failover::selector::{LeastRegionsSelector, RegionSelectorRef};
 use crate::failover::supervisor::{RegionSupervisor, SupervisorOptions};
@@ -112,8 +113,8 @@ impl MetasrvBuilder {
         };
         let kv = match (self.kv, &etcd) {
             (Some(kv), _) => kv,
-            (None, Some(client)) => Arc::new(crate::kv_etcd::EtcdKvBackend::new(
-                client.clone(),
+            (None, Some(pool)) => Arc::new(crate::kv_etcd::EtcdKvBackend::new(
+                pool.clone(),
                 &options.store_key_prefix,
                 options.meta_lease,
             )),
@@ -139,9 +140,9 @@ impl MetasrvBuilder {
         };
         let election: ElectionRef = match (self.election, etcd) {
             (Some(e), _) => e,
-            (None, Some(client)) => Arc::new(
+            (None, Some(pool)) => Arc::new(
                 crate::election::EtcdElection::new(
-                    client,
+                    pool,
                     &options.store_key_prefix,
                     options.advertised_addr(),
                     options.meta_lease,
@@ -527,30 +528,22 @@ impl Metasrv {
     }
 }
 
-/// Connects to etcd, retrying for a while: a metasrv started together with etcd should
-/// not fail because etcd was a second late.
-async fn connect_etcd(options: &MetasrvOptions) -> Result<etcd_client::Client> {
+/// The etcd pool: one lazily connected client per endpoint, with failover between them
+/// (see [`crate::etcd_pool`]). Nothing is dialled here, so a member that is down at start,
+/// or etcd starting a moment after the metasrv, costs nothing but a retried call.
+async fn connect_etcd(options: &MetasrvOptions) -> Result<Arc<EtcdPool>> {
     let endpoints = options.store_addrs.clone();
-    let connect_options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(options.meta_lease / 3)
-        .with_keep_alive(options.meta_lease / 5, options.meta_lease / 3)
-        .with_keep_alive_while_idle(true);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match etcd_client::Client::connect(&endpoints, Some(connect_options.clone())).await {
-            Ok(client) => {
-                info!(endpoints = ?endpoints, "connected to etcd");
-                return Ok(client);
-            }
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                warn!(error = %err, "etcd not reachable yet; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(err) => {
-                return Err(err).context(EtcdConnectSnafu {
-                    endpoints: endpoints.join(","),
-                });
-            }
-        }
+    let pool = EtcdPool::connect(&endpoints, &PoolOptions::for_meta_lease(options.meta_lease))
+        .await
+        .context(EtcdConnectSnafu {
+            endpoints: endpoints.join(","),
+        })?;
+    if endpoints.len() == 1 {
+        warn!(
+            endpoint = %endpoints[0],
+            "one etcd endpoint: if it fails there is nothing to fail over to; list every etcd member in store_addrs"
+        );
     }
+    info!(endpoints = ?endpoints, "etcd endpoints configured");
+    Ok(Arc::new(pool))
 }

@@ -1,12 +1,16 @@
 //! [`EtcdCluster`]: one real etcd, 3 `metasrv` processes (each reaching etcd through its
 //! own TCP proxy, so any one can be partitioned), N `datanode` processes, and regions
 //! created on them. Shared by the etcd, fail-closed and failover suites.
+//!
+//! With [`ClusterSpec::etcd_members`] = 3 the etcd is a real 3-member cluster instead, and
+//! every metasrv is given all three endpoints directly (no proxies), metasrv `i` listing
+//! member `i` first.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::etcd::EtcdProc;
+use crate::etcd::{EtcdMembers, EtcdProc};
 use crate::proxy::TcpProxy;
 use crate::writers::Writers;
 use crate::{eventually, DatanodeProc, Http, MetasrvProc, Stderr};
@@ -22,6 +26,8 @@ pub struct ClusterSpec {
     pub shared: bool,
     /// How many regions to create (placed by the metasrv).
     pub regions: usize,
+    /// 1: one etcd, reached through a proxy per metasrv; 3: a 3-member etcd cluster.
+    pub etcd_members: usize,
 }
 
 impl ClusterSpec {
@@ -32,6 +38,7 @@ impl ClusterSpec {
             datanodes: 3,
             shared: false,
             regions: 6,
+            etcd_members: 1,
         }
     }
 }
@@ -44,14 +51,16 @@ pub struct EtcdCluster {
     pub metasrvs: Vec<Option<MetasrvProc>>,
     /// The datanodes.
     pub datanodes: Vec<DatanodeProc>,
-    /// Each metasrv's proxy to etcd.
+    /// Each metasrv's proxy to etcd (single-member etcd only).
     pub proxies: Vec<TcpProxy>,
     /// Each created region and its first datanode's data URL.
     pub placement: Vec<(u64, String)>,
     /// An HTTP client.
     pub http: Http,
-    /// etcd.
-    pub etcd: EtcdProc,
+    /// The single-member etcd (`etcd_members` = 1).
+    pub etcd_proc: Option<EtcdProc>,
+    /// The 3-member etcd (`etcd_members` = 3).
+    pub etcd_members: Option<EtcdMembers>,
     /// Logs, data, the shared directory.
     pub dir: tempfile::TempDir,
 }
@@ -61,11 +70,30 @@ impl EtcdCluster {
     /// regions and waits until each is writable.
     pub async fn start(spec: ClusterSpec) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let etcd = EtcdProc::start(dir.path());
+        let (etcd_proc, etcd_members) = if spec.etcd_members == 3 {
+            (None, Some(EtcdMembers::start(dir.path())))
+        } else {
+            (Some(EtcdProc::start(dir.path())), None)
+        };
         let mut proxies = Vec::new();
         let mut metasrvs = Vec::new();
         for i in 0..3 {
-            let proxy = TcpProxy::start(etcd.endpoint()).await;
+            let store_addrs = match (&etcd_proc, &etcd_members) {
+                (Some(etcd), _) => {
+                    let proxy = TcpProxy::start(etcd.endpoint()).await;
+                    let addr = proxy.addr.to_string();
+                    proxies.push(proxy);
+                    addr
+                }
+                (None, Some(members)) => {
+                    // Each metasrv prefers a different member, so every member carries
+                    // some metasrv's calls and streams, as in production.
+                    let mut endpoints = members.endpoints();
+                    endpoints.rotate_left(i);
+                    endpoints.join(",")
+                }
+                (None, None) => unreachable!("one etcd or the other"),
+            };
             let mut args = spec.metasrv_args.clone();
             args.extend(
                 [
@@ -78,7 +106,7 @@ impl EtcdCluster {
                 .iter()
                 .map(|s| s.to_string()),
             );
-            args.push(proxy.addr.to_string());
+            args.push(store_addrs);
             let log = dir.path().join(format!("metasrv{i}.log"));
             metasrvs.push(Some(MetasrvProc::start(
                 &format!("metasrv{i}"),
@@ -86,7 +114,6 @@ impl EtcdCluster {
                 &args,
                 &log,
             )));
-            proxies.push(proxy);
         }
         let grpcs: Vec<String> = metasrvs.iter().flatten().map(|m| m.grpc.clone()).collect();
         let shared: Vec<String> = if spec.shared {
@@ -116,7 +143,8 @@ impl EtcdCluster {
             proxies,
             placement: Vec::new(),
             http: Http::new(),
-            etcd,
+            etcd_proc,
+            etcd_members,
             dir,
         };
         let leader = c.wait_leader(None, Duration::from_secs(20)).await;
@@ -156,6 +184,16 @@ impl EtcdCluster {
             .await;
         }
         c
+    }
+
+    /// The single-member etcd (the spec's default).
+    pub fn etcd(&mut self) -> &mut EtcdProc {
+        self.etcd_proc.as_mut().expect("a single-member etcd")
+    }
+
+    /// The 3-member etcd.
+    pub fn members(&mut self) -> &mut EtcdMembers {
+        self.etcd_members.as_mut().expect("a 3-member etcd")
     }
 
     /// Metasrv `i`, which must be running.

@@ -1,6 +1,10 @@
-//! A real `etcd` process for tests: free loopback ports, its own temporary data
-//! directory, stopped when dropped. It can be killed and restarted on the same ports and
-//! data, to test a metasrv cluster through an etcd restart.
+//! Real `etcd` processes for tests: free loopback ports, their own temporary data
+//! directories, stopped when dropped.
+//!
+//! - [`EtcdProc`]: one single-member etcd. It can be killed and restarted on the same
+//!   ports and data, to test a metasrv cluster through an etcd restart.
+//! - [`EtcdMembers`]: a 3-member etcd cluster, as production runs it, whose members can
+//!   be killed and restarted one by one; it names the raft leader and can move it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,36 +18,41 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// An etcd server.
+/// One etcd member process: its ports, data and log, and how it joins its cluster.
 #[derive(Debug)]
-pub struct EtcdProc {
+struct Member {
+    name: String,
     child: Option<Child>,
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
+    /// `--initial-cluster`.
+    cluster: String,
 }
 
-impl EtcdProc {
-    /// Starts etcd with its data under `dir`; fails the test if `etcd` is missing
-    /// (`scripts/test` installs it), never skips.
-    pub fn start(dir: &Path) -> EtcdProc {
-        let mut e = EtcdProc {
+impl Member {
+    fn new(dir: &Path, name: &str) -> Member {
+        Member {
+            name: name.to_string(),
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
-            data_dir: dir.join("etcd-data"),
-            log: dir.join("etcd.log"),
-        };
-        e.spawn();
-        e
+            data_dir: dir.join(format!("{name}-data")),
+            log: dir.join(format!("{name}.log")),
+            cluster: String::new(),
+        }
     }
 
-    /// The client endpoint, `127.0.0.1:port`.
-    pub fn endpoint(&self) -> String {
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// Starts the process; does not wait (a cluster member is ready only with quorum).
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -51,9 +60,9 @@ impl EtcdProc {
             .open(&self.log)
             .expect("etcd log");
         let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(&self.data_dir)
             .args([
                 "--listen-client-urls",
@@ -67,26 +76,25 @@ impl EtcdProc {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-cluster", &self.cluster])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("etcd is not installed: run scripts/test, which installs Debian's etcd-server");
         self.child = Some(child);
-        self.wait_ready();
     }
 
+    /// Waits until this member serves clients after its last start.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let start_len = 0;
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             // Each (re)start appends; look for a ready line after the last start.
             let last_start = text
                 .rfind("starting an etcd server")
                 .or_else(|| text.rfind("etcd Version"))
-                .unwrap_or(start_len);
+                .unwrap_or(0);
             if text[last_start..].contains("ready to serve client requests")
                 && std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
             {
@@ -94,33 +102,174 @@ impl EtcdProc {
             }
             assert!(
                 Instant::now() < deadline,
-                "etcd did not become ready:\n{}",
+                "etcd {} did not become ready:\n{}",
+                self.name,
                 crate::tail(&self.log)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// SIGKILL.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// Starts again on the same ports and data.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
+    fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 }
 
-impl Drop for EtcdProc {
+impl Drop for Member {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- etcd log tail ----\n{}", crate::tail(&self.log));
+            eprintln!(
+                "---- etcd {} log tail ----\n{}",
+                self.name,
+                crate::tail(&self.log)
+            );
         }
         self.kill();
+    }
+}
+
+/// A single-member etcd server.
+#[derive(Debug)]
+pub struct EtcdProc {
+    member: Member,
+}
+
+impl EtcdProc {
+    /// Starts etcd with its data under `dir`; fails the test if `etcd` is missing
+    /// (`scripts/test` installs it), never skips.
+    pub fn start(dir: &Path) -> EtcdProc {
+        let mut member = Member::new(dir, "etcd");
+        member.cluster = format!("etcd={}", member.peer_url());
+        member.spawn();
+        member.wait_ready();
+        EtcdProc { member }
+    }
+
+    /// The client endpoint, `127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        self.member.endpoint()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.member.kill();
+    }
+
+    /// Starts again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.member.kill();
+        self.member.spawn();
+        self.member.wait_ready();
+    }
+}
+
+/// A 3-member etcd cluster.
+#[derive(Debug)]
+pub struct EtcdMembers {
+    members: Vec<Member>,
+}
+
+impl EtcdMembers {
+    /// Starts three members under `dir` and waits until each serves.
+    pub fn start(dir: &Path) -> EtcdMembers {
+        let mut members: Vec<Member> = (0..3)
+            .map(|i| Member::new(dir, &format!("etcd{i}")))
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.cluster = cluster.clone();
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_ready();
+        }
+        EtcdMembers { members }
+    }
+
+    /// Every member's client endpoint, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Which member has `endpoint`.
+    pub fn index_of(&self, endpoint: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.endpoint() == endpoint)
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again on its ports and data (it rejoins the cluster).
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].kill();
+        self.members[i].spawn();
+    }
+
+    /// Asks each running member for its status: `(index, member id, raft leader id)`.
+    async fn statuses(&self) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() {
+                continue;
+            }
+            let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                etcd_client::Client::connect([m.endpoint()], None),
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                let id = s.header().map_or(0, |h| h.member_id());
+                out.push((i, id, s.leader()));
+            }
+        }
+        out
+    }
+
+    /// The member that is raft leader now, if the running members agree on one.
+    pub async fn raft_leader(&self) -> Option<usize> {
+        let statuses = self.statuses().await;
+        let leader_id = statuses.first()?.2;
+        if leader_id == 0 || statuses.iter().any(|s| s.2 != leader_id) {
+            return None;
+        }
+        statuses
+            .iter()
+            .find(|(_, id, _)| *id == leader_id)
+            .map(|s| s.0)
+    }
+
+    /// Moves raft leadership to member `to` (etcd's move-leader, asked of the current
+    /// leader), so a scenario can choose which member leads.
+    pub async fn move_leader(&self, to: usize) {
+        let statuses = self.statuses().await;
+        let target = statuses
+            .iter()
+            .find(|s| s.0 == to)
+            .map(|s| s.1)
+            .expect("target member answers");
+        let leader = self.raft_leader().await.expect("a raft leader");
+        if leader == to {
+            return;
+        }
+        let mut c = etcd_client::Client::connect([self.members[leader].endpoint()], None)
+            .await
+            .expect("connect to the raft leader");
+        c.move_leader(target).await.expect("move leader");
     }
 }

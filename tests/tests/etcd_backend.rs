@@ -6,16 +6,20 @@ use std::time::Duration;
 use handlers::kv::conformance;
 use handlers::KvBackend;
 use meta_srv::election::EtcdElection;
+use meta_srv::etcd_pool::{EtcdPool, PoolOptions};
 use meta_srv::kv_etcd::EtcdKvBackend;
 use meta_srv::CancellationToken;
 use meta_srv::Election;
 use tests::etcd::EtcdProc;
 use tests::{always_for, eventually};
 
-async fn client(etcd: &EtcdProc) -> etcd_client::Client {
-    etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .expect("connect etcd")
+async fn client(etcd: &EtcdProc) -> Arc<EtcdPool> {
+    let opts = PoolOptions::for_meta_lease(Duration::from_secs(2));
+    Arc::new(
+        EtcdPool::connect(&[etcd.endpoint()], &opts)
+            .await
+            .expect("connect etcd"),
+    )
 }
 
 #[tokio::test]
@@ -64,7 +68,7 @@ async fn a_killed_etcd_fails_calls_with_a_clear_error_instead_of_hanging() {
     );
 }
 
-fn election(c: &etcd_client::Client, addr: &str) -> Arc<EtcdElection> {
+fn election(c: &Arc<EtcdPool>, addr: &str) -> Arc<EtcdElection> {
     Arc::new(EtcdElection::new(
         c.clone(),
         "/elect",
@@ -119,7 +123,8 @@ async fn one_candidate_leads_a_resign_hands_over_and_a_stale_resign_ends_no_late
     a.resign().await.expect("resign");
     assert!(!a.leadership().is_leader(), "a stops leading at once");
     let named = c
-        .clone()
+        .pick()
+        .1
         .leader("/elect/__election")
         .await
         .ok()

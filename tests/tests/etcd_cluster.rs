@@ -142,7 +142,7 @@ async fn an_etcd_outage_longer_than_the_meta_lease_ends_with_exactly_one_leader(
     let writers = Writers::start(&c.http, &c.placement);
     let before = c.wait_leader(None, Duration::from_secs(5)).await;
     let t0 = Instant::now();
-    c.etcd.kill();
+    c.etcd().kill();
     // With etcd gone, keep-alives fail; the leader serves until its deadline.
     eventually(
         "the leader stepped down at its deadline",
@@ -170,7 +170,7 @@ async fn an_etcd_outage_longer_than_the_meta_lease_ends_with_exactly_one_leader(
             "{body}"
         );
     }
-    c.etcd.restart();
+    c.etcd().restart();
     let back = t0.elapsed();
     let leader = c.wait_leader(None, Duration::from_secs(20)).await;
     let elected = t0.elapsed();
@@ -242,7 +242,7 @@ async fn a_short_etcd_outage_changes_no_leader_and_turns_no_region_readonly() {
     let leader = c.wait_leader(None, Duration::from_secs(10)).await;
     let terms_before = c.history(leader).await.len();
     let t0 = Instant::now();
-    c.etcd.kill();
+    c.etcd().kill();
     // Away for 1.5 s, then back (restart() waits until it serves again).
     always_for(
         "the leader leads on",
@@ -250,7 +250,7 @@ async fn a_short_etcd_outage_changes_no_leader_and_turns_no_region_readonly() {
         || async { c.leaders().await == vec![leader] },
     )
     .await;
-    c.etcd.restart();
+    c.etcd().restart();
     let outage = t0.elapsed();
     // Long enough for keep-alives to resume and for a lost term to show.
     always_for(

@@ -147,7 +147,9 @@ impl From<Error> for ApiError {
             Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Error::RegionExists { .. } | Error::NodeNotAlive { .. } => StatusCode::CONFLICT,
             Error::RegionNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::NotLeader { .. } | Error::NoAliveDatanode => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotLeader { .. } | Error::NoAliveDatanode | Error::Election { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::MailboxTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::InstructionFailed { .. }
             | Error::BadReply { .. }
@@ -235,6 +237,7 @@ async fn leader(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>
         "leader_addr": leader.as_ref().map(|l| &l.addr),
         "term": leader.as_ref().map(|l| l.term),
         "self_addr": srv.options.advertised_addr(),
+        "store": srv.election.store_view(),
     })))
 }
 

@@ -84,6 +84,10 @@ struct StartArgs {
     /// Automatic region failover on (true) or off (false).
     #[arg(long)]
     region_failover: Option<bool>,
+    /// The etcd cluster's own raft election timeout (etcd's --election-timeout), e.g. 1s:
+    /// the leadership must outlast one etcd election.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    etcd_election_timeout: Option<Duration>,
 }
 
 impl StartArgs {
@@ -112,7 +116,8 @@ impl StartArgs {
             failover_wait,
             meta_lease,
             lease_drift_margin,
-            region_failover
+            region_failover,
+            etcd_election_timeout
         );
         Ok(o)
     }

@@ -26,6 +26,7 @@
 //! rival can win, before `send time + TTL`. The margin covers clock-rate drift between us
 //! and etcd and the moment between a check and its effect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +43,7 @@ use tracing::{info, warn};
 
 use super::{Election, LeaderInfo, LeaderSignal, LeaderState, Member};
 use crate::error::{ElectionSnafu, Result};
+use crate::etcd_pool::{EtcdPool, Retry};
 
 /// Why a term ended.
 enum TermEnd {
@@ -58,15 +60,16 @@ enum KeepAliveError {
     Failed(String),
 }
 
-/// A lease's open keep-alive stream.
+/// A lease's open keep-alive stream, and the pool member it runs on.
 struct KeepAlive {
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
+    member: usize,
 }
 
 /// Leader election on etcd.
 pub struct EtcdElection {
-    client: Client,
+    pool: Arc<EtcdPool>,
     name: String,
     members_prefix: String,
     addr: String,
@@ -86,6 +89,8 @@ pub struct EtcdElection {
     /// happened before a term began must never end that term (a stored `Notify` permit
     /// did, leaving the election key behind and no one leading).
     resigns: watch::Sender<u64>,
+    /// The etcd endpoint the keep-alive stream runs on, for `/leader`.
+    keep_alive_endpoint: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for EtcdElection {
@@ -106,10 +111,16 @@ fn lost(what: &str, err: impl std::fmt::Display) -> TermEnd {
 impl EtcdElection {
     /// A candidate advertising `addr`, in the election under `prefix`, on a lease of `ttl`;
     /// it leads until each acknowledged keep-alive's send time + TTL − `margin`.
-    pub fn new(client: Client, prefix: &str, addr: &str, ttl: Duration, margin: Duration) -> Self {
+    pub fn new(
+        pool: Arc<EtcdPool>,
+        prefix: &str,
+        addr: &str,
+        ttl: Duration,
+        margin: Duration,
+    ) -> Self {
         let prefix = prefix.trim_end_matches('/');
         Self {
-            client,
+            pool,
             name: format!("{prefix}/__election"),
             members_prefix: format!("{prefix}/__members/"),
             addr: addr.to_string(),
@@ -122,6 +133,7 @@ impl EtcdElection {
             term_lease: Mutex::new(None),
             stale_lease: Mutex::new(None),
             resigns: watch::channel(0).0,
+            keep_alive_endpoint: Mutex::new(None),
         }
     }
 
@@ -153,21 +165,47 @@ impl EtcdElection {
         (!usable.is_zero()).then(|| sent + usable)
     }
 
-    /// Runs one etcd call under the operation timeout; the error names the call, so
-    /// every failure reads "`what` failed: …" or "`what` timed out after …".
-    async fn timed<T>(
-        &self,
-        what: &str,
-        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, String> {
-        crate::metrics::etcd_call(what, async {
-            match tokio::time::timeout(self.op_timeout, call).await {
+    /// Runs one etcd call under the operation timeout, failing over between etcd members
+    /// (see [`EtcdPool`]); the error names the call, so every failure reads "`what`
+    /// failed: …" or "`what` timed out after …".
+    async fn timed<T, F, Fut>(&self, what: &str, retry: Retry, call: F) -> Result<T, String>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        crate::metrics::etcd_call(what, self.pool.call(what, self.op_timeout, retry, call)).await
+    }
+
+    /// Opens a long-lived call (a stream, or the campaign) on the preferred member; a
+    /// failure marks that member, so the next open goes to another.
+    async fn open_on<T, F, Fut>(&self, what: &str, open: F) -> Result<(usize, T), String>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let (member, client) = self.pool.pick();
+        let opened = crate::metrics::etcd_call(what, async {
+            match tokio::time::timeout(self.op_timeout, open(client)).await {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(format!("{what} failed: {e}")),
-                Err(_) => Err(format!("{what} timed out after {:?}", self.op_timeout)),
+                Ok(Err(e)) => Err(format!(
+                    "{what} failed on {}: {e}",
+                    self.pool.endpoint(member)
+                )),
+                Err(_) => Err(format!(
+                    "{what} timed out on {} after {:?}",
+                    self.pool.endpoint(member),
+                    self.op_timeout
+                )),
             }
         })
-        .await
+        .await;
+        match opened {
+            Ok(v) => Ok((member, v)),
+            Err(e) => {
+                self.pool.failed(member, &e);
+                Err(e)
+            }
+        }
     }
 
     /// One keep-alive round for `lease`, within `limit`, opening the stream first if there
@@ -181,12 +219,24 @@ impl EtcdElection {
     ) -> Result<Duration, KeepAliveError> {
         let round = async {
             if ka.is_none() {
-                let mut client = self.client.clone();
-                let (keeper, stream) = client
-                    .lease_keep_alive(lease)
-                    .await
-                    .map_err(|e| KeepAliveError::Failed(format!("keep-alive open failed: {e}")))?;
-                *ka = Some(KeepAlive { keeper, stream });
+                let (member, mut client) = self.pool.pick();
+                let (keeper, stream) = match client.lease_keep_alive(lease).await {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        let e = format!(
+                            "keep-alive open failed on {}: {e}",
+                            self.pool.endpoint(member)
+                        );
+                        self.pool.failed(member, &e);
+                        return Err(KeepAliveError::Failed(e));
+                    }
+                };
+                *self.keep_alive_endpoint.lock() = Some(self.pool.endpoint(member).to_string());
+                *ka = Some(KeepAlive {
+                    keeper,
+                    stream,
+                    member,
+                });
             }
             let Some(k) = ka.as_mut() else {
                 return Err(KeepAliveError::Failed("no keep-alive stream".into()));
@@ -211,19 +261,25 @@ impl EtcdElection {
             }
         })
         .await;
-        if result.is_err() {
+        if let Err(err) = &result {
+            // The stream's member failed us: reopen on another one next round (a lease that
+            // is gone is gone everywhere, so that is not the member's fault).
+            if let (Some(k), KeepAliveError::Failed(e)) = (ka.as_ref(), err) {
+                self.pool.failed(k.member, e);
+            }
             *ka = None;
         }
         result
     }
 
+    /// Opens a watch of the election; `None` (logged) if no member answers now.
     async fn open_observe(&self) -> Option<ObserveStream> {
-        let mut client = self.client.clone();
+        let name = self.name.clone();
         match self
-            .timed("observe", client.observe(self.name.clone()))
+            .open_on("observe", |mut c| async move { c.observe(name).await })
             .await
         {
-            Ok(s) => Some(s),
+            Ok((_, s)) => Some(s),
             Err(e) => {
                 warn!(
                     error = e,
@@ -240,8 +296,12 @@ impl EtcdElection {
         let Some(lease) = *self.stale_lease.lock() else {
             return;
         };
-        let mut client = self.client.clone();
-        match self.timed("lease revoke", client.lease_revoke(lease)).await {
+        match self
+            .timed("lease revoke", Retry::Idempotent, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+        {
             Ok(_) => {
                 info!(lease, "revoked the lease of an earlier term");
                 self.stale_lease.lock().take();
@@ -270,8 +330,12 @@ impl EtcdElection {
             if let Some(lease) = lease {
                 // If etcd is away, revoke it before the next campaign instead: etcd
                 // restores leases with a fresh TTL when it restarts.
-                let mut client = self.client.clone();
-                if let Err(e) = self.timed("lease revoke", client.lease_revoke(lease)).await {
+                let revoked = self
+                    .timed("lease revoke", Retry::Idempotent, |mut c| async move {
+                        c.lease_revoke(lease).await
+                    })
+                    .await;
+                if let Err(e) = revoked {
                     warn!(
                         lease,
                         error = e,
@@ -353,9 +417,11 @@ impl EtcdElection {
 
     async fn term(&self, shutdown: &CancellationToken) -> TermEnd {
         self.revoke_stale_lease().await;
-        let mut client = self.client.clone();
+        let ttl = self.ttl_secs();
         let lease = match self
-            .timed("lease grant", client.lease_grant(self.ttl_secs(), None))
+            .timed("lease grant", Retry::Idempotent, |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await
         {
             Ok(l) => l.id(),
@@ -368,19 +434,25 @@ impl EtcdElection {
             http_addr: self.http_addr.clone(),
         };
         let record = serde_json::to_string(&member).unwrap_or_else(|_| self.addr.clone());
-        let put = client.put(
-            member_key,
-            record,
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        if let Err(e) = self.timed("member registration", put).await {
+        let put = self
+            .timed("member registration", Retry::Idempotent, |mut c| {
+                let (key, record) = (member_key.clone(), record.clone());
+                async move {
+                    c.put(key, record, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await;
+        if let Err(e) = put {
             return TermEnd::Lost(e);
         }
         let mut ka = None;
         let mut ticker = tokio::time::interval(self.keep_alive_every());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        let mut campaign_client = self.client.clone();
+        // The campaign blocks until this candidate wins; if its member dies, the call fails
+        // and the term ends (a candidate holds no authority), marking that member.
+        let (campaign_member, mut campaign_client) = self.pool.pick();
         let campaign = campaign_client.campaign(self.name.clone(), self.addr.clone(), lease);
         tokio::pin!(campaign);
         let leader_key = loop {
@@ -396,7 +468,10 @@ impl EtcdElection {
                         Some(key) => break key,
                         None => return lost("campaign", "returned no leader key"),
                     },
-                    Err(e) => return lost("campaign failed", e),
+                    Err(e) => {
+                        self.pool.failed(campaign_member, &e.to_string());
+                        return lost("campaign failed", e);
+                    }
                 },
             }
         };
@@ -503,14 +578,17 @@ impl Election for EtcdElection {
         let Some((key, lease)) = current else {
             return Ok(());
         };
-        let mut client = self.client.clone();
         let resigned = self
-            .timed(
-                "resign",
-                client.resign(Some(ResignOptions::new().with_leader(key))),
-            )
+            .timed("resign", Retry::Idempotent, |mut c| {
+                let key = key.clone();
+                async move { c.resign(Some(ResignOptions::new().with_leader(key))).await }
+            })
             .await;
-        let _ = self.timed("lease revoke", client.lease_revoke(lease)).await;
+        let _ = self
+            .timed("lease revoke", Retry::Idempotent, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await;
         self.resigns.send_modify(|n| *n += 1);
         resigned.map_err(|message| ElectionSnafu { message }.build())?;
         info!("resigned leadership");
@@ -524,9 +602,12 @@ impl Election for EtcdElection {
                 term: self.signal.current().term,
             }));
         }
-        let mut client = self.client.clone();
+        let name = self.name.clone();
         match self
-            .timed("reading the leader", client.leader(self.name.clone()))
+            .timed("reading the leader", Retry::Idempotent, |mut c| {
+                let name = name.clone();
+                async move { c.leader(name).await }
+            })
             .await
         {
             Ok(resp) => Ok(resp.kv().map(|kv| LeaderInfo {
@@ -539,14 +620,21 @@ impl Election for EtcdElection {
         }
     }
 
+    fn store_view(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "etcd_endpoints": self.pool.endpoints(),
+            "preferred_endpoint": self.pool.preferred_endpoint(),
+            "keep_alive_endpoint": *self.keep_alive_endpoint.lock(),
+        }))
+    }
+
     async fn members(&self) -> Result<Vec<Member>> {
-        let mut client = self.client.clone();
-        let get = client.get(
-            self.members_prefix.clone(),
-            Some(GetOptions::new().with_prefix()),
-        );
+        let prefix = self.members_prefix.clone();
         let resp = self
-            .timed("listing members", get)
+            .timed("listing members", Retry::Idempotent, |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await
             .map_err(|message| ElectionSnafu { message }.build())?;
         Ok(resp

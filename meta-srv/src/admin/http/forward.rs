@@ -8,9 +8,11 @@
 //!   follower holds.
 //! - The leader (its gate open) answers itself. A member elected a moment ago waits, up
 //!   to 2 s, for its state to load first.
-//! - A follower looks the leader up in the election, and its admin address in the
-//!   members' records, and forwards method, path, query, headers and body. The leader's
-//!   reply comes back as it is.
+//! - A follower forwards to the leader it has observed (every member watches the
+//!   election), asking etcd only when it has observed none, and finds the leader's admin
+//!   address in the members' records (cached per leader, so an etcd election in progress
+//!   does not stop forwarding). It forwards method, path, query, headers and body; the
+//!   leader's reply comes back as it is.
 //! - No leader known, a leader without admin HTTP, or a leader that cannot be reached:
 //!   503 (502 for a failed connection) with the reason in JSON. A forwarded request that
 //!   reaches a member which is no longer leading is refused (503), never forwarded again,
@@ -49,15 +51,24 @@ const LOCAL_PATHS: &[&str] = &[
 /// How long a forwarded request may take (migrations wait up to their `wait_ms`).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The HTTP client followers forward with: one per process, connections reused.
-pub(crate) type ForwardClient = Client<HttpConnector, Body>;
+/// What followers forward with: an HTTP client (connections reused) and the admin
+/// address of each leader seen.
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardClient {
+    http: Client<HttpConnector, Body>,
+    /// Member gRPC address → its admin HTTP address.
+    admin_addrs: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, String>>>,
+}
 
 /// A client for forwarding, with `TCP_NODELAY` like every other socket here.
 pub(crate) fn client() -> ForwardClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).build(connector)
+    ForwardClient {
+        http: Client::builder(TokioExecutor::new()).build(connector),
+        admin_addrs: Default::default(),
+    }
 }
 
 fn wants_local(uri: &Uri) -> bool {
@@ -107,36 +118,47 @@ fn unavailable(reason: String) -> Response {
 
 /// The leader's admin address, or the 503 to answer with.
 async fn leader_http(srv: &AdminState) -> Result<(String, String), Response> {
-    let leader = match srv.election.leader().await {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return Err(unavailable(
-                "no leader is known: the election names none right now (an election may be \
-                 under way); retry shortly, or add ?local=true for this member's own view"
-                    .into(),
-            ))
-        }
-        Err(err) => {
-            return Err(unavailable(format!(
-                "cannot learn the leader to forward to: {err}"
-            )))
-        }
+    let observed = srv.election.subscribe().borrow().leader_addr.clone();
+    let leader = match observed {
+        Some(addr) => addr,
+        None => match srv.election.leader().await {
+            Ok(Some(l)) => l.addr,
+            Ok(None) => {
+                return Err(unavailable(
+                    "no leader is known: the election names none right now (an election may \
+                     be under way); retry shortly, or add ?local=true for this member's own view"
+                        .into(),
+                ))
+            }
+            Err(err) => {
+                return Err(unavailable(format!(
+                    "cannot learn the leader to forward to: {err}"
+                )))
+            }
+        },
     };
+    if let Some(http) = srv.forwarder.admin_addrs.lock().get(&leader) {
+        return Ok((leader, http.clone()));
+    }
     let members =
         srv.election.members().await.map_err(|err| {
             unavailable(format!("cannot look up the leader's admin address: {err}"))
         })?;
-    match members.into_iter().find(|m| m.addr == leader.addr) {
+    let mut known = srv.forwarder.admin_addrs.lock();
+    for m in &members {
+        if let Some(http) = &m.http_addr {
+            known.insert(m.addr.clone(), http.clone());
+        }
+    }
+    match members.into_iter().find(|m| m.addr == leader) {
         Some(m) => match m.http_addr {
-            Some(http) => Ok((leader.addr, http)),
+            Some(http) => Ok((leader, http)),
             None => Err(unavailable(format!(
-                "the leader {} serves no admin HTTP; ask it over gRPC, or add ?local=true",
-                leader.addr
+                "the leader {leader} serves no admin HTTP; ask it over gRPC, or add ?local=true"
             ))),
         },
         None => Err(unavailable(format!(
-            "the leader {} has no member record yet; retry shortly",
-            leader.addr
+            "the leader {leader} has no member record yet; retry shortly"
         ))),
     }
 }
@@ -169,7 +191,7 @@ async fn forward(
         parts.headers.insert(FORWARDED_BY, v);
     }
     let outbound = Request::from_parts(parts, body);
-    match tokio::time::timeout(FORWARD_TIMEOUT, srv.forwarder.request(outbound)).await {
+    match tokio::time::timeout(FORWARD_TIMEOUT, srv.forwarder.http.request(outbound)).await {
         Ok(Ok(resp)) => {
             let mut resp = resp.map(Body::new);
             if !resp.headers().contains_key(&ANSWERED_BY) {
