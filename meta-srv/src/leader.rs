@@ -104,14 +104,17 @@ impl LeaderScope {
     }
 
     /// Ends the running term, if any: stops its tasks, closes the gate, drops state.
-    pub(crate) fn end(&self) {
-        if let Some(token) = self.term.lock().take() {
+    /// Returns whether a term was running.
+    pub(crate) fn end(&self) -> bool {
+        let running = self.term.lock().take();
+        if let Some(token) = &running {
             token.cancel();
         }
         self.migrations.end_term();
         self.gate.close();
         self.ctx.node_leases.clear();
         self.stats.clear();
+        running.is_some()
     }
 
     /// Loads routes and node registrations; returns how many of each.
@@ -179,8 +182,7 @@ impl LeaderScope {
                 handled = state.seq;
                 if state.is_leader {
                     self.begin_or_resign(state.seq, state.term).await;
-                } else {
-                    self.end();
+                } else if self.end() {
                     info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");
                 }
             }

@@ -377,6 +377,7 @@ impl Metasrv {
             election: self.election.clone(),
             gate: self.gate.clone(),
             shutdown: self.shutdown.clone(),
+            self_addr: self.options.advertised_addr().to_string(),
         })
     }
 
@@ -460,13 +461,19 @@ impl Metasrv {
                 }
             });
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(common_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| crate::Error::InvalidConfig {
-                reason: format!("gRPC reflection: {e}"),
-            })?;
+        // Reflection in both protocol versions: grpcurl speaks v1, older tools v1alpha.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(common_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e: tonic_reflection::server::Error| crate::Error::InvalidConfig {
+            reason: format!("gRPC reflection: {e}"),
+        };
+        let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+        let reflection_alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(reflection_error)?;
         let service = HeartbeatServer::new(self.heartbeat_service())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes);
@@ -487,6 +494,7 @@ impl Metasrv {
             .http2_keepalive_timeout(Some(self.options.node_lease))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let http_fut = async {

@@ -192,7 +192,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         )
         .expect("a valid metric"),
     );
-    Metrics {
+    let m = Metrics {
         heartbeats: HeartbeatCounters { by_role },
         streams: gauge(&r, "metasrv_heartbeat_streams", "Open heartbeat streams."),
         pushers: gauge(
@@ -277,19 +277,55 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Region migrations running in this process.",
         ),
         registry: r,
+    };
+    for op in ETCD_OPS {
+        m.etcd_errors.with_label_values(&[op]);
     }
+    for outcome in ["ok", "failed"] {
+        m.stats_flushes.with_label_values(&[outcome]);
+    }
+    m
 });
+
+/// The etcd operations, as labels: every one is exported from the start (at 0), so an
+/// alert on `metasrv_etcd_errors_total` needs no first error to see the series.
+const ETCD_OPS: &[&str] = &[
+    "get",
+    "put",
+    "delete",
+    "range",
+    "compare_and_put",
+    "batch",
+    "lease_grant",
+    "lease_revoke",
+    "member_registration",
+    "reading_the_leader",
+    "listing_members",
+    "resign",
+    "observe",
+    "keep_alive",
+];
+
+/// A call's name as a label: `snake_case` ("lease grant" → `lease_grant`).
+fn op_label(op: &str) -> std::borrow::Cow<'_, str> {
+    if op.contains([' ', '-']) {
+        op.replace([' ', '-'], "_").into()
+    } else {
+        op.into()
+    }
+}
 
 /// Times one etcd call as `op`, and counts it if it fails.
 pub async fn etcd_call<T, E>(op: &str, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
     let start = Instant::now();
     let result = call.await;
+    let label = op_label(op);
     METRICS
         .etcd_duration
-        .with_label_values(&[op])
+        .with_label_values(&[&*label])
         .observe(start.elapsed().as_secs_f64());
     if result.is_err() {
-        METRICS.etcd_errors.with_label_values(&[op]).inc();
+        METRICS.etcd_errors.with_label_values(&[&*label]).inc();
     }
     result
 }

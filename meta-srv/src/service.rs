@@ -48,6 +48,8 @@ pub struct SessionDeps {
     pub(crate) election: ElectionRef,
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) shutdown: CancellationToken,
+    /// This member's advertised address (the election names members by it).
+    pub(crate) self_addr: String,
 }
 
 /// The gRPC face of a metasrv.

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod leader_kill;
 pub mod proxy;
+pub mod quorum_loss;
 pub mod writers;
 
 use std::io::{BufRead, BufReader};
@@ -20,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common_proto::v1::heartbeat_client::HeartbeatClient;
+use common_proto::v1::{HeartbeatRequest, HeartbeatResponse, Peer, RequestHeader, Role};
+use common_proto::PROTOCOL_VERSION;
 use serde_json::Value;
 
 /// Where the workspace's binaries are.
@@ -526,4 +530,48 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An outer deadline for one awaited gRPC call in [`heartbeat_once`].
+const CALL: Duration = Duration::from_secs(10);
+
+/// The first response to a one-message heartbeat stream from a made-up datanode 99
+/// (cluster 1), as an outside client built from the proto would send it: what a member
+/// answers a node, e.g. NOT_LEADER naming the leader on a follower.
+pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
+    let channel = tokio::time::timeout(
+        CALL,
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect(),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let mut client = HeartbeatClient::new(channel);
+    let request = HeartbeatRequest {
+        header: Some(RequestHeader {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: 1,
+            node_id: 99,
+            role: Role::Datanode as i32,
+        }),
+        peer: Some(Peer {
+            id: 99,
+            addr: "127.0.0.1:9".into(),
+        }),
+        node_epoch: 1,
+        ..Default::default()
+    };
+    let mut stream =
+        tokio::time::timeout(CALL, client.heartbeat(tokio_stream::iter(vec![request])))
+            .await
+            .expect("the stream opens in time")
+            .expect("heartbeat stream")
+            .into_inner();
+    tokio::time::timeout(CALL, stream.message())
+        .await
+        .expect("a response in time")
+        .expect("a response")
+        .expect("one response")
 }

@@ -178,3 +178,16 @@ fn leader_kill_mode_times_the_successors_grants() {
     );
     assert_eq!(run["granted_ms"].as_array().map(Vec::len), Some(1), "{run}");
 }
+
+#[test]
+fn quorum_loss_mode_reports_the_leader_after_quorum_returns() {
+    let rows = bench(&["quorum-loss", "--down", "2s"]);
+    let run = rows
+        .iter()
+        .find(|r| r["mode"] == "quorum-loss")
+        .expect("a quorum-loss result");
+    let back = run["quorum_back_ms"].as_u64().expect("quorum_back_ms");
+    assert!(back >= 2000, "quorum was lost for the 2 s asked: {run}");
+    assert!(run["leader_ms"].as_u64().is_some(), "{run}");
+    assert!(run["readonly_ms"].is_array(), "{run}");
+}

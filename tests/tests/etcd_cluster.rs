@@ -269,6 +269,21 @@ async fn a_short_etcd_outage_changes_no_leader_and_turns_no_region_readonly() {
         history.last().is_some_and(|t| t["ended_ms"].is_null()),
         "the term never ended: {history:?}"
     );
+    // The followers' candidate terms ended with etcd away; they still name the leader
+    // when they refuse a node.
+    let leader_grpc = c.ms(leader).grpc.clone();
+    for i in (0..3).filter(|i| *i != leader) {
+        let refusal = tests::heartbeat_once(&c.ms(i).grpc).await;
+        let message = refusal
+            .header
+            .and_then(|h| h.error)
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(
+            message.contains(&leader_grpc),
+            "follower {i} names the leader {leader_grpc}: {message:?}"
+        );
+    }
     c.writes_go_on(&writers).await;
     let (written, failures) = writers.stop().await;
     eprintln!(

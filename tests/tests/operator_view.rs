@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common_proto::v1::ErrorCode;
 use prometheus_parse::{Scrape, Value as PromValue};
 use serde_json::{json, Value};
 use tests::cluster::{ClusterSpec, EtcdCluster};
@@ -247,6 +248,21 @@ async fn every_member_answers_for_the_leader_and_reports_itself() {
             "follower {i} does not serve heartbeats"
         );
     }
+    // A heartbeat sent to a follower is refused with the leader's address, so a node
+    // (or an outside client built from the proto) knows where to go.
+    for &i in &followers {
+        let refusal = tests::heartbeat_once(&c.ms(i).grpc).await;
+        let error = refusal
+            .header
+            .and_then(|h| h.error)
+            .expect("a follower refuses the heartbeat");
+        assert_eq!(error.code(), ErrorCode::NotLeader, "{error:?}");
+        assert!(
+            error.message.contains(&leader_grpc),
+            "follower {i}'s NOT_LEADER names the leader {leader_grpc}: {}",
+            error.message
+        );
+    }
     // Reflection, as `grpcurl list` uses it, on a follower.
     let services = listed_services(&c.ms(f).grpc).await;
     assert!(
@@ -334,4 +350,58 @@ async fn every_member_answers_for_the_leader_and_reports_itself() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_stalled_leader_ends_when_a_successor_is_elected() {
+    let spec = ClusterSpec {
+        datanodes: 1,
+        regions: 1,
+        ..ClusterSpec::new(TIMINGS)
+    };
+    let c = EtcdCluster::start(spec).await;
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    c.ms(leader).proc.freeze();
+    // Forwarded at once to the stalled leader, which accepts the connection and never
+    // answers. (A client of its own with a long timeout: the request must end because
+    // the follower ends it, not because a client gave up.)
+    let url = format!("{}/nodes", c.ms(follower).http);
+    let request = tokio::spawn(async move {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .expect("the follower answers");
+        let by = resp
+            .headers()
+            .get(ANSWERED_BY)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        (
+            resp.status().as_u16(),
+            by,
+            resp.text().await.unwrap_or_default(),
+        )
+    });
+    let successor = c.wait_leader(Some(leader), Duration::from_secs(20)).await;
+    let (code, by, body) = tokio::time::timeout(Duration::from_secs(20), request)
+        .await
+        .expect("the request ended once a successor was elected")
+        .expect("request task");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("leader changed"), "{body}");
+    assert_eq!(
+        by.as_deref(),
+        Some(c.ms(follower).grpc.as_str()),
+        "the follower answered"
+    );
+    // Asked again, the follower forwards to the successor.
+    let (code, _, headers) = c
+        .http
+        .get_with_headers(&format!("{}/nodes", c.ms(follower).http))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(answered_by(&headers), c.ms(successor).grpc);
+    c.ms(leader).proc.thaw();
 }

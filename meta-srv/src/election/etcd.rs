@@ -322,9 +322,13 @@ impl EtcdElection {
     async fn campaign(&self, shutdown: &CancellationToken) -> Result<()> {
         loop {
             let end = self.term(shutdown).await;
-            let was_leader = self.signal.current().is_leader;
-            // Stop granting first; everything else comes after.
-            self.signal.follow(None);
+            let state = self.signal.current();
+            let was_leader = state.is_leader;
+            // Stop granting first; everything else comes after. A candidate's term ending
+            // changes nothing about who leads: keep naming the observed leader (unless it
+            // was this member), so NOT_LEADER answers still say where to go.
+            let known = state.leader_addr.filter(|a| *a != self.addr);
+            self.signal.follow(known);
             self.current.lock().take();
             let lease = self.term_lease.lock().take();
             if let Some(lease) = lease {

@@ -113,10 +113,12 @@ where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin,
 {
     let mut leader_rx = srv.election.subscribe();
-    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
-        // Elected a moment ago: the leader state is loading. Nodes are told of a new
-        // leader the instant etcd names it, so they often arrive first; they wait here
-        // the few milliseconds it takes rather than being sent away as NOT_LEADER.
+    let named_here = leader_rx.borrow().leader_addr.as_deref() == Some(srv.self_addr.as_str());
+    if !srv.ctx.leadership.is_leader() && (srv.election.leadership().is_leader() || named_here) {
+        // Elected a moment ago (or named by etcd, with the first keep-alive of the term
+        // still on its way): the leader state is loading. Nodes are told of a new leader
+        // the instant etcd names it, so they often arrive first; they wait here the few
+        // milliseconds it takes rather than being sent away as NOT_LEADER.
         srv.gate
             .wait_open(srv.node_lease.min(Duration::from_secs(2)))
             .await;

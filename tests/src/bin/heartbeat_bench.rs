@@ -12,6 +12,9 @@
 //! - `leader-kill`: a 3-member cluster on a real etcd with the default timings; the
 //!   leader is SIGKILLed and every datanode's first grant by the new leader is timed
 //!   against the kill and the election (see `tests::leader_kill`).
+//! - `quorum-loss`: the same cluster on a 3-member etcd; two members are SIGKILLed for
+//!   8 s, and each region's readonly window and the time to a granting leader after
+//!   quorum returns are reported (see `tests::quorum_loss`).
 //! - `etcd`: the throughput run on the etcd backend next to the memory backend, and
 //!   etcd's own lease keep-alive round trips at the same concurrency next to
 //!   liveness-only heartbeats (R = 0).
@@ -64,6 +67,16 @@ enum Mode {
         /// Datanodes (two regions each).
         #[arg(long, default_value_t = 3)]
         datanodes: u64,
+    },
+    /// Kill two of three etcd members for a while (default timings); report the readonly
+    /// windows and the time to a granting leader after quorum returns.
+    QuorumLoss {
+        /// Runs, each on a fresh cluster.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// How long quorum is lost, e.g. 8s.
+        #[arg(long, default_value = "8s", value_parser = humantime_parse)]
+        down: Duration,
     },
     /// (internal) Serve the baseline echo server.
     EchoServer,
@@ -588,6 +601,44 @@ async fn leader_kill(json_out: bool, runs: usize, datanodes: u64) {
     }
 }
 
+async fn quorum_loss(json_out: bool, runs: usize, down: Duration) {
+    for run in 1..=runs {
+        let r = tests::quorum_loss::run_once(down).await;
+        let readonly: Vec<Option<u64>> = r
+            .windows
+            .iter()
+            .map(|w| w.to_ms.map(|to| to - w.from_ms))
+            .collect();
+        let all_back = r.windows.iter().filter_map(|w| w.to_ms).max();
+        if json_out {
+            println!(
+                "{}",
+                json!({
+                    "mode": "quorum-loss",
+                    "run": run,
+                    "down_ms": down.as_millis() as u64,
+                    "quorum_back_ms": r.quorum_back_ms,
+                    "leader_ms": r.leader_ms,
+                    "readonly_ms": readonly,
+                    "first_readonly_ms": r.windows.iter().map(|w| w.from_ms).min(),
+                    "all_writable_ms": all_back,
+                })
+            );
+        } else {
+            println!(
+                "quorum-loss run {run}: quorum back at {} ms; leader began at {} ms ({} ms after quorum); \
+                 first region readonly at {:?} ms; every region writable at {:?} ms; readonly per region: {:?} ms",
+                r.quorum_back_ms,
+                r.leader_ms,
+                r.leader_ms.saturating_sub(r.quorum_back_ms),
+                r.windows.iter().map(|w| w.from_ms).min(),
+                all_back,
+                readonly
+            );
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if std::env::var("RUST_LOG").is_err() {
@@ -625,6 +676,7 @@ fn main() {
             Mode::Etcd(args) => etcd_mode(cli.json, args).await,
             Mode::Latency { streams } => latency(cli.json, streams).await,
             Mode::LeaderKill { runs, datanodes } => leader_kill(cli.json, runs, datanodes).await,
+            Mode::QuorumLoss { runs, down } => quorum_loss(cli.json, runs, down).await,
         }
     });
 }

@@ -98,18 +98,24 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
     if srv.ctx.leadership.is_leader() {
         return stamp(next.run(req).await, ANSWERED_BY, &me);
     }
-    if let Some(from) = req.headers().get(&FORWARDED_BY) {
+    let resp = if let Some(from) = req.headers().get(&FORWARDED_BY) {
         let from = String::from_utf8_lossy(from.as_bytes()).into_owned();
-        return unavailable(format!(
+        unavailable(format!(
             "{from} forwarded this request here, but this member ({me}) is not the leader \
              (any more); ask again"
-        ));
-    }
-    let target = match leader_http(&srv).await {
-        Ok(t) => t,
-        Err(resp) => return resp,
+        ))
+    } else {
+        match leader_http(&srv).await {
+            Ok(target) => forward(&srv, req, &me, &target).await,
+            Err(resp) => resp,
+        }
     };
-    forward(&srv, req, &me, &target).await
+    // An error this member made up itself (no leader, leader unreachable) names it.
+    if resp.headers().contains_key(&ANSWERED_BY) {
+        resp
+    } else {
+        stamp(resp, ANSWERED_BY, &me)
+    }
 }
 
 fn unavailable(reason: String) -> Response {
@@ -191,7 +197,32 @@ async fn forward(
         parts.headers.insert(FORWARDED_BY, v);
     }
     let outbound = Request::from_parts(parts, body);
-    match tokio::time::timeout(FORWARD_TIMEOUT, srv.forwarder.http.request(outbound)).await {
+    // A leader that stops answering (stalled, partitioned) is replaced within a meta
+    // lease; the request then ends at once with the reason instead of waiting on it.
+    let mut changes = srv.election.subscribe();
+    let send = tokio::time::timeout(FORWARD_TIMEOUT, srv.forwarder.http.request(outbound));
+    tokio::pin!(send);
+    let mut watching = true;
+    let sent = loop {
+        tokio::select! {
+            sent = &mut send => break sent,
+            changed = changes.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let now = changes.borrow_and_update().leader_addr.clone();
+                if now.as_deref() != Some(leader.as_str()) {
+                    return unavailable(format!(
+                        "the leader changed from {leader} to {} while this request waited on \
+                         it (it may or may not have been applied there); ask again",
+                        now.as_deref().unwrap_or("none")
+                    ));
+                }
+            }
+        }
+    };
+    match sent {
         Ok(Ok(resp)) => {
             let mut resp = resp.map(Body::new);
             if !resp.headers().contains_key(&ANSWERED_BY) {
