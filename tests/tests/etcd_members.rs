@@ -120,6 +120,10 @@ async fn lose_one_member(victim: Victim) {
     .await;
     c.writes_go_on(&writers).await;
     let (written, failures) = writers.stop().await;
+    eprintln!(
+        "{victim:?} (etcd member {killed}) SIGKILLed: leader {leader} kept term {term}; {written} writes, {} refused",
+        failures.len()
+    );
     assert!(written > 0, "the writers wrote");
     assert!(
         failures.is_empty(),
