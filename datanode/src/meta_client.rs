@@ -199,13 +199,18 @@ mod tests {
 
     #[tokio::test]
     async fn discovery_fails_clearly_when_nothing_answers() {
-        // Port 1 on loopback refuses connections at once.
-        let client = MetaClient::new(
-            vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
-            1,
-            1,
-            Duration::from_millis(300),
-        );
+        // Two loopback ports this test holds bound but never listens on: connections
+        // are refused at once, and no other process can take the ports meanwhile.
+        let closed = || {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.1:0".parse().expect("addr"))
+                .expect("bind");
+            let addr = socket.local_addr().expect("addr").to_string();
+            (socket, addr)
+        };
+        let ((_a, a), (_b, b)) = (closed(), closed());
+        let client = MetaClient::new(vec![a, b], 1, 1, Duration::from_millis(300));
         let err = client
             .discover_leader(None, Duration::ZERO)
             .await

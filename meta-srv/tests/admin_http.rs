@@ -211,7 +211,9 @@ async fn a_malformed_reply_is_the_nodes_fault_502_and_routes_naming_node_0_are_r
     let mut bad = msg.clone();
     bad.json = "{not json".into();
     node.reply(bad, &[]).await;
-    let (code, body) = call.await.expect("call");
+    let (code, body) = common::within("the instruction call", call)
+        .await
+        .expect("call");
     assert_eq!(code, 502, "{body}");
     assert!(
         body["error"]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fast_options, start, FakeNode};
+use common::{fast_options, start, within, FakeNode};
 use common_proto::instruction::OpenRole;
 use common_proto::v1::Role;
 use common_proto::{Instruction, InstructionReply, JsonPayload, RegionIdent, RegionReply};
@@ -63,8 +63,8 @@ async fn a_reply_is_matched_to_its_sender_by_id() {
         &[],
     )
     .await;
-    assert_eq!(rx2.await.expect("reply"), reply(11));
-    assert_eq!(rx1.await.expect("reply"), reply(10));
+    assert_eq!(within("reply 11", rx2).await.expect("reply"), reply(11));
+    assert_eq!(within("reply 10", rx1).await.expect("reply"), reply(10));
     assert_eq!(mailbox.pending_len(), 0);
     server.stop().await;
 }
@@ -79,7 +79,11 @@ async fn an_unanswered_message_times_out_and_a_late_reply_is_dropped() {
         .send(NodeKey::datanode(1), &open(1), Duration::from_millis(200))
         .expect("sent");
     let msg = node.next_mailbox().await;
-    let err = rx.await.expect_err("no reply");
+    // The 200 ms timeout must fire well inside the outer deadline (a timeout read in the
+    // wrong unit fails here instead of waiting it out).
+    let err = within("the mailbox timeout", rx)
+        .await
+        .expect_err("no reply");
     assert!(matches!(err, Error::MailboxTimeout { .. }), "{err}");
     assert_eq!(mailbox.pending_len(), 0, "no entry leaked");
 

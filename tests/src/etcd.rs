@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released: another process may take it before it
+/// is used, so whoever binds it must be ready to retry on a new one).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -85,10 +86,20 @@ impl Member {
         self.child = Some(child);
     }
 
-    /// Waits until this member serves clients after its last start.
-    fn wait_ready(&self) {
+    /// Waits until this member serves clients after its last start. `Err` if the process
+    /// exited instead (its port was taken between [`free_port`] and its bind: the caller
+    /// starts over on new ports).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "etcd {} exited with {status}:\n{}",
+                    self.name,
+                    crate::tail(&self.log)
+                ));
+            }
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             // Each (re)start appends; look for a ready line after the last start.
             let last_start = text
@@ -98,7 +109,7 @@ impl Member {
             if text[last_start..].contains("ready to serve client requests")
                 && std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -145,11 +156,17 @@ impl EtcdProc {
     /// Starts etcd with its data under `dir`; fails the test if `etcd` is missing
     /// (`scripts/test` installs it), never skips.
     pub fn start(dir: &Path) -> EtcdProc {
-        let mut member = Member::new(dir, "etcd");
-        member.cluster = format!("etcd={}", member.peer_url());
-        member.spawn();
-        member.wait_ready();
-        EtcdProc { member }
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let mut member = Member::new(dir, &format!("etcd{attempt}"));
+            member.cluster = format!("{}={}", member.name, member.peer_url());
+            member.spawn();
+            match member.wait_ready() {
+                Ok(()) => return EtcdProc { member },
+                Err(e) => last = e,
+            }
+        }
+        panic!("etcd did not start on fresh ports three times; last: {last}")
     }
 
     /// The client endpoint, `127.0.0.1:port`.
@@ -165,8 +182,17 @@ impl EtcdProc {
     /// Starts again on the same ports and data.
     pub fn restart(&mut self) {
         self.member.kill();
-        self.member.spawn();
-        self.member.wait_ready();
+        // The same ports (clients know them): retried while the old socket lingers.
+        for _ in 0..3 {
+            self.member.spawn();
+            if self.member.wait_ready().is_ok() {
+                return;
+            }
+        }
+        panic!(
+            "etcd did not restart on its ports:\n{}",
+            crate::tail(&self.member.log)
+        );
     }
 }
 
@@ -179,22 +205,26 @@ pub struct EtcdMembers {
 impl EtcdMembers {
     /// Starts three members under `dir` and waits until each serves.
     pub fn start(dir: &Path) -> EtcdMembers {
-        let mut members: Vec<Member> = (0..3)
-            .map(|i| Member::new(dir, &format!("etcd{i}")))
-            .collect();
-        let cluster = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
-        for m in &mut members {
-            m.cluster = cluster.clone();
-            m.spawn();
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let mut members: Vec<Member> = (0..3)
+                .map(|i| Member::new(dir, &format!("etcd{attempt}-{i}")))
+                .collect();
+            let cluster = members
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.peer_url()))
+                .collect::<Vec<_>>()
+                .join(",");
+            for m in &mut members {
+                m.cluster = cluster.clone();
+                m.spawn();
+            }
+            match members.iter_mut().try_for_each(Member::wait_ready) {
+                Ok(()) => return EtcdMembers { members },
+                Err(e) => last = e,
+            }
         }
-        for m in &members {
-            m.wait_ready();
-        }
-        EtcdMembers { members }
+        panic!("the etcd cluster did not start on fresh ports three times; last: {last}")
     }
 
     /// Every member's client endpoint, in member order.
@@ -216,6 +246,13 @@ impl EtcdMembers {
     pub fn restart(&mut self, i: usize) {
         self.members[i].kill();
         self.members[i].spawn();
+    }
+
+    /// Waits until member `i` serves again (it needs a quorum to).
+    pub fn wait_ready(&mut self, i: usize) {
+        if let Err(e) = self.members[i].wait_ready() {
+            panic!("{e}");
+        }
     }
 
     /// Asks each running member for its status: `(index, member id, raft leader id)`.

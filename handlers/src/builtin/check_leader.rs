@@ -83,4 +83,29 @@ mod tests {
         );
         assert_eq!(tail_calls.load(Ordering::SeqCst), 0, "Done stops the chain");
     }
+
+    #[tokio::test]
+    async fn a_follower_refuses_every_role_not_only_datanodes() {
+        let f = fixture();
+        f.leader.set(false, Some("10.0.0.9:3002".into()));
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        for (node, role) in [
+            (1, Role::Datanode),
+            (2, Role::Frontend),
+            (3, Role::Flownode),
+        ] {
+            let acc = run(&group, &f.ctx, &request(node, role, &[], 5)).await;
+            assert_eq!(
+                acc.error_code(),
+                Some(ErrorCode::NotLeader),
+                "{role:?} served by a follower"
+            );
+        }
+        assert!(
+            f.ctx.node_leases.list().is_empty(),
+            "a follower records no lease for any role"
+        );
+    }
 }

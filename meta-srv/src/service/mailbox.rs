@@ -275,3 +275,149 @@ impl IntoFuture for MailboxReceiver {
         Box::pin(self.wait())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The mailbox against in-process pushers (channels stand in for streams), with
+    //! tokio's paused clock where time matters, so a timeout bug fails here at once.
+
+    use common_proto::instruction::OpenRole;
+    use common_proto::RegionReply;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::error::Error;
+    use crate::service::pusher::ResponseTx;
+
+    type Inbox = mpsc::Receiver<std::result::Result<Box<HeartbeatResponse>, tonic::Status>>;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn open(region_id: u64) -> Instruction {
+        Instruction::OpenRegion {
+            region_id,
+            role: OpenRole::Leader,
+        }
+    }
+
+    fn reply_to(id: u64) -> MailboxMessage {
+        InstructionReply::OpenRegion(RegionReply {
+            region_id: 1,
+            ok: true,
+            error: None,
+        })
+        .to_mailbox_message(id, "dn", "ms")
+        .expect("encode")
+    }
+
+    /// Connects node `id` (epoch 1, address "a"); returns its pusher's generation and
+    /// the inbox its messages arrive in.
+    fn connect(pushers: &Pushers, id: u64) -> (u64, Inbox) {
+        let (tx, rx): (ResponseTx, Inbox) = mpsc::channel(8);
+        let p = pushers
+            .register(
+                NodeKey::datanode(id),
+                1,
+                "a",
+                tx,
+                tokio::time::Instant::now(),
+                LEASE,
+            )
+            .expect("register");
+        (p.generation(), rx)
+    }
+
+    fn sent_id(inbox: &mut Inbox) -> u64 {
+        inbox
+            .try_recv()
+            .expect("a message was pushed")
+            .expect("not an error")
+            .mailbox_message
+            .expect("a mailbox message")
+            .id
+    }
+
+    fn setup() -> (Arc<Pushers>, Mailbox) {
+        let pushers = Arc::new(Pushers::new());
+        let mailbox = Mailbox::new(pushers.clone(), 1, "ms");
+        (pushers, mailbox)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_from_another_node_is_dropped_and_the_addressees_reply_lands() {
+        let (pushers, mailbox) = setup();
+        let (_, mut inbox1) = connect(&pushers, 1);
+        let (_, _inbox2) = connect(&pushers, 2);
+        let rx = mailbox
+            .send(NodeKey::datanode(1), &open(1), Duration::from_secs(5))
+            .expect("sent");
+        let id = sent_id(&mut inbox1);
+        mailbox.on_recv(NodeKey::datanode(2), reply_to(id));
+        assert_eq!(
+            mailbox.pending_len(),
+            1,
+            "node 2 cannot answer node 1's message"
+        );
+        mailbox.on_recv(NodeKey::datanode(1), reply_to(id));
+        let reply = tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .expect("delivered at once")
+            .expect("the addressee's reply");
+        assert!(reply.failure().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_an_old_session_fails_only_that_sessions_messages() {
+        let (pushers, mailbox) = setup();
+        let (old_gen, mut old_inbox) = connect(&pushers, 1);
+        let old_rx = mailbox
+            .send(NodeKey::datanode(1), &open(1), Duration::from_secs(5))
+            .expect("sent on the old session");
+        sent_id(&mut old_inbox);
+        // The node reconnects (same process): a new session, a new generation.
+        let (new_gen, mut new_inbox) = connect(&pushers, 1);
+        assert!(new_gen > old_gen);
+        let new_rx = mailbox
+            .send(NodeKey::datanode(1), &open(2), Duration::from_secs(5))
+            .expect("sent on the new session");
+        let new_id = sent_id(&mut new_inbox);
+        // The old session's cleanup runs late.
+        mailbox.on_channel_closed(NodeKey::datanode(1), old_gen);
+        let err = tokio::time::timeout(Duration::from_secs(1), old_rx)
+            .await
+            .expect("failed at once")
+            .expect_err("its stream is gone");
+        assert!(matches!(err, Error::ChannelClosed { .. }), "{err}");
+        assert_eq!(
+            mailbox.pending_len(),
+            1,
+            "the newer session's message waits on"
+        );
+        mailbox.on_recv(NodeKey::datanode(1), reply_to(new_id));
+        tokio::time::timeout(Duration::from_secs(1), new_rx)
+            .await
+            .expect("delivered")
+            .expect("the newer session's reply");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_fires_at_its_configured_duration_not_later() {
+        let (pushers, mailbox) = setup();
+        let (_, mut inbox) = connect(&pushers, 1);
+        let timeout = Duration::from_millis(250);
+        let rx = mailbox
+            .send(NodeKey::datanode(1), &open(1), timeout)
+            .expect("sent");
+        sent_id(&mut inbox);
+        let start = tokio::time::Instant::now();
+        // The paused clock jumps straight to the next timer: whatever fires first ends
+        // this, and it must be the mailbox's own timeout at exactly 250 ms.
+        let err = tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .expect("the mailbox timed out before the test's deadline")
+            .expect_err("no reply came");
+        assert!(matches!(err, Error::MailboxTimeout { .. }), "{err}");
+        assert_eq!(start.elapsed(), timeout, "fired at the configured duration");
+        assert_eq!(mailbox.pending_len(), 0, "no entry leaked");
+    }
+}

@@ -256,28 +256,31 @@ mod tests {
         pushers
             .register(key, 5, "a", tx1, now, LEASE)
             .expect("first");
-        let (tx2, _rx2) = chan();
+        let (tx2, rx2) = chan();
         let err = pushers
             .register(key, 6, "b", tx2.clone(), now, LEASE)
             .expect_err("refused");
         assert!(err.to_string().contains("already connected"), "{err}");
         // Silent past the node lease: replaced.
+        let later = now + LEASE + Duration::from_millis(1);
         pushers
-            .register(
-                key,
-                6,
-                "b",
-                tx2,
-                now + LEASE + Duration::from_millis(1),
-                LEASE,
-            )
+            .register(key, 6, "b", tx2, later, LEASE)
             .expect("silent one replaced");
-        // Gone (receiver dropped): replaced at once.
         drop(rx1);
-        let (tx3, rx3) = chan();
-        let p = pushers.register(key, 7, "c", tx3, now, LEASE);
-        assert!(p.is_err(), "epoch 6 is live and not silent at `now`");
-        drop(rx3);
+        // The current stream (epoch 6, seen at `later`) is live: another process is refused.
+        let (tx3, _rx3) = chan();
+        pushers
+            .register(key, 7, "c", tx3.clone(), later, LEASE)
+            .expect_err("epoch 6 is live and not silent");
+        // Gone (the current stream's receiver dropped): replaced at once, however recent.
+        drop(rx2);
+        let p = pushers
+            .register(key, 7, "c", tx3, later, LEASE)
+            .expect("a gone stream is replaced at once");
+        assert_eq!(
+            pushers.get(key).map(|x| x.generation()),
+            Some(p.generation())
+        );
     }
 
     #[tokio::test]
