@@ -14,6 +14,10 @@
 //! - **Signals do not depend on the logger.** SIGINT and SIGTERM resolve
 //!   [`shutdown_signal`] whatever state logging is in.
 //! - The **ready line** on stdout is written with errors ignored, never `println!`.
+//!
+//! Operators also get the same surface from both: [`VERSION`] (with the git commit),
+//! `--log-format text|json` ([`LogFormat`]), and a `RUST_LOG` that does not parse is an
+//! error at start (exit code 2), not silently ignored.
 
 use std::future::Future;
 use std::io::Write;
@@ -54,22 +58,63 @@ impl Write for SafeStderr {
 #[must_use = "logging stops when the guard is dropped"]
 pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
 
-/// Installs the global tracing subscriber: `RUST_LOG` (default `info`), to stderr, through
-/// a lossy non-blocking queue that can never fail, block or panic a caller.
-pub fn init_logging() -> LogGuard {
+/// The version both binaries print: the crate version and the git commit it was built
+/// from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("GIT_COMMIT"), ")");
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?} (text or json)")),
+        }
+    }
+}
+
+/// The filter from `RUST_LOG` (default `info`); a value that does not parse is an error,
+/// so a typo never silently logs at the wrong level.
+fn log_filter() -> Result<tracing_subscriber::EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => tracing_subscriber::EnvFilter::builder()
+            .parse(&spec)
+            .map_err(|e| format!("RUST_LOG={spec:?} does not parse: {e}")),
+        _ => Ok(tracing_subscriber::EnvFilter::new("info")),
+    }
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` (default `info`), to stderr in
+/// `format`, through a lossy non-blocking queue that can never fail, block or panic a
+/// caller. Fails only on a `RUST_LOG` that does not parse.
+pub fn init_logging(format: LogFormat) -> Result<LogGuard, String> {
+    let filter = log_filter()?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("log-writer")
         .finish(SafeStderr);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer)
-        .log_internal_errors(false)
-        .init();
-    LogGuard(guard)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+    Ok(LogGuard(guard))
 }
 
 /// Makes any panic, in any thread, abort the process after a best-effort message.
@@ -131,15 +176,22 @@ pub fn announce(line: &str) {
     let _ = out.flush();
 }
 
-/// The body of a binary's `main`: installs the panic policy and logging, runs `main` on
-/// a multi-threaded runtime, and turns its error into a logged message and exit code 1.
-pub fn run<E, F>(binary: &'static str, main: F) -> ExitCode
+/// The body of a binary's `main`: installs the panic policy and logging (in `format`),
+/// runs `main` on a multi-threaded runtime, and turns its error into a logged message and
+/// exit code 1 (2 for a `RUST_LOG` that does not parse).
+pub fn run<E, F>(binary: &'static str, format: LogFormat, main: F) -> ExitCode
 where
     E: std::fmt::Display,
     F: Future<Output = Result<(), E>>,
 {
     abort_on_panic(binary);
-    let _log = init_logging();
+    let _log = match init_logging(format) {
+        Ok(guard) => guard,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "{binary}: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -158,4 +210,44 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Appends each setting's default to its flag's help in `subcommand` (`--help` shows
+/// them), reading the defaults from `defaults` serialized as TOML: a flag named like a
+/// config key (`--meta-lease` / `meta_lease`) gets that key's default. Flags stay
+/// optional, so a config file's value is not overridden by a default.
+pub fn help_with_defaults<T: serde::Serialize>(
+    cmd: clap::Command,
+    subcommand: &str,
+    defaults: &T,
+) -> clap::Command {
+    let table = toml::Table::try_from(defaults).unwrap_or_default();
+    cmd.mut_subcommand(subcommand, |sc| {
+        sc.mut_args(|arg| {
+            let Some(value) = table.get(arg.get_id().as_str()) else {
+                return arg;
+            };
+            let shown = match value {
+                toml::Value::String(s) if s.is_empty() => "\"\"".to_string(),
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
+}
+
+/// Prints the effective config as TOML on stdout (`--print-config`).
+pub fn print_config<T: serde::Serialize>(options: &T) -> Result<(), String> {
+    let text = toml::to_string(options).map_err(|e| format!("cannot render the config: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(())
 }

@@ -80,9 +80,60 @@ impl DatanodeOptions {
         if !self.shared_dir.is_empty() && self.data_dir.is_empty() {
             return fail("shared_dir needs a data_dir for the node's own manifest");
         }
+        if self.advertise_addr.is_empty()
+            && self
+                .data_addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified())
+        {
+            return fail(
+                "data_addr binds every interface, so the node would advertise an address the \
+                 metasrv cannot dial: set advertise_addr (--advertise-addr)",
+            );
+        }
         if self.heartbeat_interval.is_zero() || self.rpc_timeout.is_zero() {
             return fail("heartbeat_interval and rpc_timeout must be greater than 0");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_parses_validates_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/datanode.example.toml");
+        let sample = DatanodeOptions::from_file(&path).expect("the sample parses");
+        sample.validate().expect("the sample is valid");
+        let defaults = DatanodeOptions {
+            node_id: 1,
+            ..DatanodeOptions::default()
+        };
+        assert_eq!(sample, defaults, "the sample shows the defaults (node 1)");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let written: toml::Table = toml::from_str(&text).expect("toml");
+        let every: toml::Table = toml::Table::try_from(defaults).expect("table");
+        for key in every.keys() {
+            assert!(written.contains_key(key), "the sample documents {key}");
+        }
+    }
+
+    #[test]
+    fn an_unspecified_data_address_needs_an_advertised_one() {
+        let o = DatanodeOptions {
+            node_id: 1,
+            data_addr: "0.0.0.0:5000".into(),
+            ..DatanodeOptions::default()
+        };
+        let err = o.validate().expect_err("refused").to_string();
+        assert!(err.contains("advertise_addr"), "{err}");
+        DatanodeOptions {
+            advertise_addr: "10.0.0.5:5000".into(),
+            ..o
+        }
+        .validate()
+        .expect("with an advertised address");
     }
 }

@@ -12,6 +12,8 @@
 //! - `meta_lease ≥ 1 s` (etcd TTLs are whole seconds) and `meta_lease > 2 ×
 //!   lease_drift_margin`: the leader acts only until each keep-alive's send time + TTL −
 //!   margin, and must be left time to lead;
+//! - the advertised address (`server_addr`, else `bind_addr`) is not unspecified
+//!   (`0.0.0.0`): datanodes and peers dial it;
 //! - on an etcd cluster (more than one `store_addrs` entry), the leadership must outlast
 //!   one etcd raft election: `meta_lease − lease_drift_margin − meta_lease / 5 ≥ 2 ×
 //!   etcd_election_timeout`. A leader's deadline is at least that far ahead when a
@@ -225,6 +227,17 @@ impl MetasrvOptions {
                 self.max_message_bytes
             ));
         }
+        let advertised = self.advertised_addr();
+        if advertised
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified())
+        {
+            return fail(format!(
+                "this metasrv would advertise {advertised}, which no datanode or peer can dial: \
+                 it binds every interface; set server_addr (--server-addr) to the address they \
+                 should use"
+            ));
+        }
         if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {
             return fail("backend etcd needs at least one store_addrs entry".into());
         }
@@ -306,6 +319,24 @@ mod tests {
             etcd(3, 1).is_ok(),
             "one endpoint: no etcd cluster to reason about"
         );
+    }
+
+    #[test]
+    fn the_sample_config_parses_validates_and_documents_every_key_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/metasrv.example.toml");
+        let sample = MetasrvOptions::from_file(&path).expect("the sample parses");
+        sample.validate().expect("the sample is valid");
+        assert_eq!(
+            sample,
+            MetasrvOptions::default(),
+            "the sample shows the defaults"
+        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        let written: toml::Table = toml::from_str(&text).expect("toml");
+        let every: toml::Table = toml::Table::try_from(MetasrvOptions::default()).expect("table");
+        for key in every.keys() {
+            assert!(written.contains_key(key), "the sample documents {key}");
+        }
     }
 
     #[test]

@@ -1,17 +1,21 @@
-//! The `datanode` command: `datanode start --node-id N --metasrv-addrs a,b,c [flags]`.
+//! The `datanode` command: `datanode start --node-id N --metasrv-addrs a,b,c [flags]`
+//! (`--print-config` prints the effective config as TOML and exits).
 //!
 //! Runs the demo in-memory engine (persisted under `--data-dir` when given), the
-//! heartbeat task on its own runtime, and the data API. Prints
-//! `datanode ready node_id=N data=ADDR` on stdout once listening; SIGINT/SIGTERM stop it.
-//! Logging, the panic policy (any panic aborts) and signals come from
-//! `common_proto::process`, shared with the `metasrv` binary.
+//! heartbeat task on its own runtime, and the data API. Every setting comes from, lowest
+//! first: the defaults (`--help` shows them), the TOML file, a `DATANODE_*` environment
+//! variable, a flag. Prints `datanode ready node_id=N data=ADDR` on stdout once
+//! listening; SIGINT/SIGTERM stop it. Logging (`--log-format`), the panic policy (any
+//! panic aborts), signals and `--version` come from `common_proto::process`, shared with
+//! the `metasrv` binary.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common_proto::process;
 use datanode::http::{router, HttpState};
 use datanode::{
@@ -24,12 +28,19 @@ use tracing::info;
 #[derive(Debug, Parser)]
 #[command(
     name = "datanode",
-    version,
+    version = process::VERSION,
     about = "A demo datanode that heartbeats to the metasrv"
 )]
 struct Cli {
+    /// Log line format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "DATANODE_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: process::LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_log_format(s: &str) -> Result<process::LogFormat, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,35 +51,38 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct StartArgs {
-    /// TOML config file; flags override it.
-    #[arg(long)]
+    /// TOML config file; environment variables and flags override it.
+    #[arg(long, env = "DATANODE_CONFIG")]
     config: Option<PathBuf>,
-    /// This node's id (1 or more).
+    /// Print the effective config as TOML and exit.
     #[arg(long)]
+    print_config: bool,
+    /// This node's id (1 or more).
+    #[arg(long, env = "DATANODE_NODE_ID")]
     node_id: Option<u64>,
     /// Cluster id.
-    #[arg(long)]
+    #[arg(long, env = "DATANODE_CLUSTER_ID")]
     cluster_id: Option<u64>,
     /// Metasrv gRPC addresses, comma separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "DATANODE_METASRV_ADDRS", value_delimiter = ',')]
     metasrv_addrs: Option<Vec<String>>,
     /// Data API listen address.
-    #[arg(long)]
+    #[arg(long, env = "DATANODE_DATA_ADDR")]
     data_addr: Option<String>,
     /// Address advertised to the metasrv.
-    #[arg(long)]
+    #[arg(long, env = "DATANODE_ADVERTISE_ADDR")]
     advertise_addr: Option<String>,
     /// Directory to persist regions in.
-    #[arg(long)]
+    #[arg(long, env = "DATANODE_DATA_DIR")]
     data_dir: Option<String>,
     /// Directory every datanode shares for region data (regions can then fail over).
-    #[arg(long)]
+    #[arg(long, env = "DATANODE_SHARED_DIR")]
     shared_dir: Option<String>,
     /// Heartbeat interval until the metasrv's handshake, e.g. 3s.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DATANODE_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
     /// Taken off every region lease for clock drift and scheduling slack, e.g. 500ms.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DATANODE_LEASE_MARGIN", value_parser = humantime::parse_duration)]
     lease_margin: Option<Duration>,
 }
 
@@ -96,9 +110,13 @@ impl StartArgs {
     }
 }
 
-async fn start(args: StartArgs) -> datanode::Result<()> {
-    let options = args.options()?;
-    options.validate()?;
+async fn start(options: DatanodeOptions) -> datanode::Result<()> {
+    info!(
+        heartbeat_interval = ?options.heartbeat_interval,
+        rpc_timeout = ?options.rpc_timeout,
+        lease_margin = ?options.lease_margin,
+        "timings (the metasrv's handshake sets the heartbeat interval)"
+    );
     let leases = RegionLeases::new(options.lease_margin);
     let engine = Arc::new(if options.data_dir.is_empty() {
         MemoryRegionEngine::new(leases.clone())
@@ -173,6 +191,28 @@ async fn start(args: StartArgs) -> datanode::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let Command::Start(args) = Cli::parse().command;
-    process::run("datanode", start(args))
+    let cmd = process::help_with_defaults(Cli::command(), "start", &DatanodeOptions::default());
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let Command::Start(args) = cli.command;
+    let print = args.print_config;
+    let options = match args.options().and_then(|o| o.validate().map(|()| o)) {
+        Ok(o) => o,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "datanode: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if print {
+        return match process::print_config(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "datanode: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    process::run("datanode", cli.log_format, start(options))
 }

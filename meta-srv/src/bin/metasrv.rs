@@ -1,17 +1,22 @@
-//! The `metasrv` command: `metasrv start [--config FILE] [flags]`.
+//! The `metasrv` command:
+//! - `metasrv start [--config FILE] [flags]` runs a metasrv;
+//! - `metasrv start ... --print-config` prints the effective config as TOML and exits;
+//! - `metasrv check-config FILE` validates a config file (exit 0 when valid).
 //!
-//! Every setting can come from the TOML file or a flag; a flag wins. Prints one line
-//! `metasrv ready grpc=ADDR http=ADDR` on stdout once listening (ports may be 0, for
-//! tests), and shuts down gracefully on SIGINT or SIGTERM. Logging, the panic policy (any
-//! panic aborts) and signals come from `common_proto::process`, shared with the
-//! `datanode` binary.
+//! Every setting comes from, lowest first: the defaults (`--help` shows them), the TOML
+//! file, a `METASRV_*` environment variable (`METASRV_META_LEASE=5s`), a flag. Prints one
+//! line `metasrv ready grpc=ADDR http=ADDR` on stdout once listening (ports may be 0, for
+//! tests), and shuts down gracefully on SIGINT or SIGTERM. Logging (`--log-format`), the
+//! panic policy (any panic aborts), signals and `--version` come from
+//! `common_proto::process`, shared with the `datanode` binary.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common_proto::process;
 use meta_srv::{BackendKind, MetasrvBuilder, MetasrvOptions};
 use tokio::net::TcpListener;
@@ -20,73 +25,88 @@ use tracing::info;
 #[derive(Debug, Parser)]
 #[command(
     name = "metasrv",
-    version,
+    version = process::VERSION,
     about = "The metasrv: heartbeats, leases and region routes"
 )]
 struct Cli {
+    /// Log line format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "METASRV_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: process::LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_log_format(s: &str) -> Result<process::LogFormat, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a metasrv.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
+    /// Check a config file: parse it, apply the lease rules, print the result.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 struct StartArgs {
-    /// TOML config file; flags override it.
-    #[arg(long)]
+    /// TOML config file; environment variables and flags override it.
+    #[arg(long, env = "METASRV_CONFIG")]
     config: Option<PathBuf>,
-    /// gRPC listen address.
+    /// Print the effective config as TOML and exit.
     #[arg(long)]
+    print_config: bool,
+    /// gRPC listen address.
+    #[arg(long, env = "METASRV_BIND_ADDR")]
     bind_addr: Option<String>,
     /// Address advertised to datanodes and peers (default: the bound address).
-    #[arg(long)]
+    #[arg(long, env = "METASRV_SERVER_ADDR")]
     server_addr: Option<String>,
     /// Admin HTTP listen address ("" disables it).
-    #[arg(long)]
+    #[arg(long, env = "METASRV_HTTP_ADDR")]
     http_addr: Option<String>,
     /// KV backend.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "METASRV_BACKEND", value_enum)]
     backend: Option<BackendKind>,
     /// Standalone: directory for the memory backend's snapshot (routes survive restarts).
-    #[arg(long)]
+    #[arg(long, env = "METASRV_DATA_DIR")]
     data_dir: Option<String>,
     /// etcd endpoints, comma separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "METASRV_STORE_ADDRS", value_delimiter = ',')]
     store_addrs: Option<Vec<String>>,
     /// Key prefix in etcd.
-    #[arg(long)]
+    #[arg(long, env = "METASRV_STORE_KEY_PREFIX")]
     store_key_prefix: Option<String>,
     /// Cluster id.
-    #[arg(long)]
+    #[arg(long, env = "METASRV_CLUSTER_ID")]
     cluster_id: Option<u64>,
     /// Heartbeat interval, e.g. 3s.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
     /// Node lease, e.g. 10s.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_NODE_LEASE", value_parser = humantime::parse_duration)]
     node_lease: Option<Duration>,
     /// Region lease, e.g. 10s (whole seconds).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_REGION_LEASE", value_parser = humantime::parse_duration)]
     region_lease: Option<Duration>,
     /// Failover wait after the last grant, e.g. 12s.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_FAILOVER_WAIT", value_parser = humantime::parse_duration)]
     failover_wait: Option<Duration>,
     /// Election lease in etcd, e.g. 5s.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_META_LEASE", value_parser = humantime::parse_duration)]
     meta_lease: Option<Duration>,
     /// Margin for clock drift: added to failover waits, taken off leadership, e.g. 500ms.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_LEASE_DRIFT_MARGIN", value_parser = humantime::parse_duration)]
     lease_drift_margin: Option<Duration>,
     /// Automatic region failover on (true) or off (false).
-    #[arg(long)]
+    #[arg(long, env = "METASRV_REGION_FAILOVER")]
     region_failover: Option<bool>,
     /// The etcd cluster's own raft election timeout (etcd's --election-timeout), e.g. 1s:
     /// the leadership must outlast one etcd election.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "METASRV_ETCD_ELECTION_TIMEOUT", value_parser = humantime::parse_duration)]
     etcd_election_timeout: Option<Duration>,
 }
 
@@ -134,9 +154,17 @@ async fn bind(what: &'static str, addr: &str) -> meta_srv::Result<(TcpListener, 
     Ok((listener, local))
 }
 
-async fn start(args: StartArgs) -> meta_srv::Result<()> {
-    let mut options = args.options()?;
-    options.validate()?;
+async fn start(mut options: MetasrvOptions) -> meta_srv::Result<()> {
+    info!(
+        heartbeat_interval = ?options.heartbeat_interval,
+        node_lease = ?options.node_lease,
+        region_lease = ?options.region_lease,
+        failover_wait = ?options.failover_wait,
+        meta_lease = ?options.meta_lease,
+        lease_drift_margin = ?options.lease_drift_margin,
+        backend = ?options.backend,
+        "lease timings"
+    );
     let (grpc, grpc_addr) = bind("gRPC", &options.bind_addr).await?;
     // With port 0, advertise the port actually bound.
     options.bind_addr = grpc_addr.to_string();
@@ -160,7 +188,41 @@ async fn start(args: StartArgs) -> meta_srv::Result<()> {
     srv.serve(grpc, http.map(|(l, _)| l), signal).await
 }
 
+/// Reports a config problem before anything starts: exit code 2.
+fn config_error(err: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "metasrv: {err}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let Command::Start(args) = Cli::parse().command;
-    process::run("metasrv", start(args))
+    let cmd = process::help_with_defaults(Cli::command(), "start", &MetasrvOptions::default());
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::CheckConfig { file } => {
+            match MetasrvOptions::from_file(&file).and_then(|o| o.validate()) {
+                Ok(()) => {
+                    process::announce(&format!("{}: ok", file.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => config_error(err),
+            }
+        }
+        Command::Start(args) => {
+            let print = args.print_config;
+            let options = match args.options().and_then(|o| o.validate().map(|()| o)) {
+                Ok(o) => o,
+                Err(err) => return config_error(err),
+            };
+            if print {
+                return match process::print_config(&options) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => config_error(err),
+                };
+            }
+            process::run("metasrv", cli.log_format, start(options))
+        }
+    }
 }

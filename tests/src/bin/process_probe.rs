@@ -41,5 +41,5 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
     let n = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    process::run("process-probe", probe(mode, n))
+    process::run("process-probe", process::LogFormat::Text, probe(mode, n))
 }
