@@ -1,0 +1,177 @@
+//! `metactl` against real processes: a standalone metasrv and two datanodes on a shared
+//! directory. Every command, its table and `--json` forms, endpoint fallback, and the exit
+//! codes scripts rely on (0 done, 1 refused by the cluster, 2 usage, 3 unreachable).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::{bin_path, eventually, DatanodeProc, Http, MetasrvProc, Stderr};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    ms: MetasrvProc,
+    _nodes: Vec<DatanodeProc>,
+    http: Http,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let timings: Vec<String> = [
+        "--heartbeat-interval",
+        "500ms",
+        "--region-lease",
+        "3s",
+        "--node-lease",
+        "3s",
+        "--failover-wait",
+        "4s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ms = MetasrvProc::start(
+        "metasrv",
+        "127.0.0.1:0",
+        &timings,
+        &dir.path().join("ms.log"),
+    );
+    let shared = vec![
+        "--shared-dir".to_string(),
+        dir.path().join("shared").display().to_string(),
+    ];
+    let nodes: Vec<DatanodeProc> = (1..=2)
+        .map(|id| {
+            DatanodeProc::start_with(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.path().join(format!("dn{id}")),
+                &dir.path().join(format!("dn{id}.log")),
+                Stderr::Log,
+                &shared,
+            )
+        })
+        .collect();
+    let http = Http::new();
+    eventually(
+        "both datanodes connected",
+        Duration::from_secs(15),
+        || async {
+            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+            (n.as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    Setup {
+        _dir: dir,
+        ms,
+        _nodes: nodes,
+        http,
+    }
+}
+
+/// Runs metactl against `endpoints` (blocking, off the async runtime's threads).
+async fn metactl(endpoints: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin_path("metactl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run metactl"))
+        .await
+        .expect("join")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_answers_with_a_table_or_json_and_a_trustworthy_exit_code() {
+    let s = setup().await;
+    let ep = s.ms.http.trim_start_matches("http://").to_string();
+
+    // Reads, as tables.
+    let out = metactl(&ep, &["nodes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("NODE_ID"), "a header row:\n{table}");
+    assert_eq!(table.lines().count(), 3, "two nodes:\n{table}");
+    assert!(stderr(&out).contains("answered by"), "{}", stderr(&out));
+    let out = metactl(&ep, &["cluster"]).await;
+    assert!(
+        stdout(&out).contains("maintenance: false"),
+        "{}",
+        stdout(&out)
+    );
+    let out = metactl(&ep, &["handlers", "--json"]).await;
+    assert!(
+        json_out(&out).as_array().is_some_and(|h| h.len() == 5),
+        "{}",
+        stdout(&out)
+    );
+
+    // A region to move: created on node 1.
+    let (code, route) = s
+        .http
+        .post(
+            &format!("{}/regions", s.ms.http),
+            &json!({"region_id": 9, "node_id": 1}),
+        )
+        .await;
+    assert_eq!(code, 201, "{route}");
+    let out = metactl(&ep, &["regions", "--json"]).await;
+    assert_eq!(json_out(&out)[0]["leader"], 1);
+    let out = metactl(&ep, &["region", "migrate", "9", "--to", "2"]).await;
+    assert!(out.status.success(), "migrate: {}", stderr(&out));
+    let out = metactl(&ep, &["regions", "--json"]).await;
+    assert_eq!(json_out(&out)[0]["leader"], 2, "{}", stdout(&out));
+    let out = metactl(&ep, &["node", "drain", "2"]).await;
+    assert!(out.status.success(), "drain: {}", stderr(&out));
+    let out = metactl(&ep, &["regions", "--json"]).await;
+    assert_eq!(json_out(&out)[0]["leader"], 1, "drained back to node 1");
+
+    // Maintenance on and off.
+    let out = metactl(&ep, &["maintenance", "on"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = metactl(&ep, &["cluster", "--json"]).await;
+    assert_eq!(json_out(&out)["maintenance"], true);
+    let out = metactl(&ep, &["maintenance", "off"]).await;
+    assert!(out.status.success());
+
+    // Refused by the cluster: exit 1, with its reason (and in JSON for scripts).
+    let out = metactl(&ep, &["region", "migrate", "9", "--to", "77", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(json_out(&out)["error"].is_string(), "{}", stdout(&out));
+    // Bad usage: exit 2.
+    let out = metactl(&ep, &["maintenance", "maybe"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // Nothing reachable: exit 3. A dead endpoint first is skipped.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let out = metactl(&dead, &["nodes"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = metactl(&format!("{dead},{ep}"), &["nodes", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "falls back to the next endpoint: {}",
+        stderr(&out)
+    );
+
+    // Leader resign (standalone: the one member leads again at once).
+    let out = metactl(&ep, &["leader", "resign"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
