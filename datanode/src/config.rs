@@ -39,6 +39,9 @@ pub struct DatanodeOptions {
     /// is ever writable.
     #[serde(with = "humantime_serde")]
     pub lease_margin: Duration,
+    /// Labels sent to the metasrv in every heartbeat (as `label.<key>` extensions, beside
+    /// `version`), for handlers that place or gate by them.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DatanodeOptions {
@@ -54,11 +57,22 @@ impl Default for DatanodeOptions {
             heartbeat_interval: Duration::from_secs(3),
             rpc_timeout: Duration::from_secs(1),
             lease_margin: crate::lease::DEFAULT_LEASE_MARGIN,
+            labels: Default::default(),
         }
     }
 }
 
 impl DatanodeOptions {
+    /// The heartbeat extensions these options ask for: `version`, and each label as
+    /// `label.<key>`.
+    pub fn extensions(&self) -> std::collections::HashMap<String, String> {
+        let mut ext = crate::heartbeat::default_extensions();
+        for (k, v) in &self.labels {
+            ext.insert(format!("label.{k}"), v.clone());
+        }
+        ext
+    }
+
     /// Reads a TOML file; missing keys take defaults, unknown keys are refused.
     pub fn from_file(path: &Path) -> Result<Self> {
         let display = path.display().to_string();

@@ -112,6 +112,14 @@ pub struct HeartbeatOptions {
     pub initial_interval: Duration,
     /// Timeout of discovery and connect calls.
     pub rpc_timeout: Duration,
+    /// Sent in every heartbeat's `extensions`, for the metasrv's handlers (a minimum
+    /// version gate, placement by labels). [`default_extensions`] gives the version.
+    pub extensions: std::collections::HashMap<String, String>,
+}
+
+/// The extensions a node sends unless told otherwise: `version`, this crate's version.
+pub fn default_extensions() -> std::collections::HashMap<String, String> {
+    [("version".to_string(), env!("CARGO_PKG_VERSION").to_string())].into()
 }
 
 /// Why a session ended.
@@ -183,7 +191,7 @@ impl HeartbeatTask {
             region_stats,
             mailbox_message,
             shared_storage: self.engine.shared_storage(),
-            ..Default::default()
+            extensions: self.opts.extensions.clone(),
         }
     }
 

@@ -45,6 +45,8 @@ struct Fake {
     script: Script,
     streams: AtomicU64,
     heartbeats: AtomicU64,
+    /// The extensions of the last heartbeat received.
+    extensions: Mutex<std::collections::HashMap<String, String>>,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
@@ -84,8 +86,9 @@ impl Heartbeat for FakeSvc {
         let me = self.0.clone();
         tokio::spawn(async move {
             let mut n = 0;
-            while let Ok(Some(_req)) = inbound.message().await {
+            while let Ok(Some(req)) = inbound.message().await {
                 n += 1;
+                *me.extensions.lock() = req.extensions;
                 me.heartbeats.fetch_add(1, Ordering::SeqCst);
                 let mut resp = HeartbeatResponse {
                     header: header(None),
@@ -153,6 +156,7 @@ async fn fake(script: Script, names: Option<&str>, ask_delay: Duration) -> Arc<F
         script,
         streams: AtomicU64::new(0),
         heartbeats: AtomicU64::new(0),
+        extensions: Mutex::default(),
     });
     let svc = HeartbeatServer::new(FakeSvc(f.clone()));
     tokio::spawn(async move {
@@ -183,6 +187,11 @@ fn start_node(metasrvs: &[&Arc<Fake>]) -> (Arc<StatusCell>, CancellationToken) {
             node_epoch: 1,
             initial_interval: Duration::from_millis(100),
             rpc_timeout: Duration::from_millis(500),
+            extensions: datanode::DatanodeOptions {
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            }
+            .extensions(),
         },
         engine,
         keeper,
@@ -259,5 +268,27 @@ async fn no_response_within_the_timeout_ends_the_session() {
     .await;
     // The node kept sending while it waited (the stream was open; only answers lacked).
     assert!(a.heartbeats.load(Ordering::SeqCst) > 2);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn every_heartbeat_carries_the_version_and_the_labels() {
+    let a = fake(Script::Grant, None, Duration::ZERO).await;
+    let (_status, stop) = start_node(&[&a]);
+    until("a heartbeat arrived", || {
+        a.heartbeats.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let ext = a.extensions.lock().clone();
+    assert_eq!(
+        ext.get("version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{ext:?}"
+    );
+    assert_eq!(
+        ext.get("label.zone").map(String::as_str),
+        Some("a"),
+        "{ext:?}"
+    );
     stop.cancel();
 }

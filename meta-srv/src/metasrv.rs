@@ -50,7 +50,7 @@ pub struct MetasrvBuilder {
     options: MetasrvOptions,
     kv: Option<KvBackendRef>,
     election: Option<ElectionRef>,
-    customize: Option<Customizer>,
+    customize: Vec<Customizer>,
     selector: Option<RegionSelectorRef>,
 }
 
@@ -69,7 +69,7 @@ impl MetasrvBuilder {
             options,
             kv: None,
             election: None,
-            customize: None,
+            customize: Vec::new(),
             selector: None,
         }
     }
@@ -93,11 +93,13 @@ impl MetasrvBuilder {
     }
 
     /// Adjusts the default handler group: insert, replace or remove handlers by name.
+    /// Calls compose, in order: a second call sees what the first one built, so a library
+    /// and its user can each add their handlers.
     pub fn handlers(
         mut self,
         f: impl FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send + 'static,
     ) -> Self {
-        self.customize = Some(Box::new(f));
+        self.customize.push(Box::new(f));
         self
     }
 
@@ -174,7 +176,7 @@ impl MetasrvBuilder {
             options.stats_keep,
         ));
         let mut builder = HandlerGroupBuilder::with_defaults(stats.clone());
-        if let Some(customize) = self.customize {
+        for customize in self.customize {
             builder = customize(builder);
         }
         let group = builder.build().context(StoreSnafu {

@@ -146,6 +146,7 @@ async fn a_stopped_heartbeat_task_leaves_nothing_writable_past_the_deadline() {
             node_epoch: common_proto::unix_millis(),
             initial_interval: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(1),
+            extensions: datanode::heartbeat::default_extensions(),
         },
         engine.clone(),
         leases.clone(),

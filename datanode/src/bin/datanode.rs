@@ -84,6 +84,16 @@ struct StartArgs {
     /// Taken off every region lease for clock drift and scheduling slack, e.g. 500ms.
     #[arg(long, env = "DATANODE_LEASE_MARGIN", value_parser = humantime::parse_duration)]
     lease_margin: Option<Duration>,
+    /// Labels sent to the metasrv with every heartbeat, e.g. zone=a,rack=7.
+    #[arg(long, env = "DATANODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    labels: Option<Vec<(String, String)>>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("a label is key=value, got {s:?}")),
+    }
 }
 
 impl StartArgs {
@@ -106,6 +116,9 @@ impl StartArgs {
             heartbeat_interval,
             lease_margin
         );
+        if let Some(labels) = self.labels {
+            o.labels = labels.into_iter().collect();
+        }
         Ok(o)
     }
 }
@@ -156,6 +169,7 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
             node_epoch: common_proto::unix_millis(),
             initial_interval: options.heartbeat_interval,
             rpc_timeout: options.rpc_timeout,
+            extensions: options.extensions(),
         },
         engine.clone(),
         leases,

@@ -344,6 +344,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_envelope_carries_the_cluster_and_protocol_and_the_receiver_its_id() {
+        let (pushers, mailbox) = setup();
+        let (_, mut inbox) = connect(&pushers, 1);
+        let first = mailbox
+            .send(NodeKey::datanode(1), &open(1), Duration::from_secs(5))
+            .expect("sent");
+        let second = mailbox
+            .send(NodeKey::datanode(1), &open(2), Duration::from_secs(5))
+            .expect("sent");
+        for rx in [&first, &second] {
+            let resp = inbox.try_recv().expect("pushed").expect("not an error");
+            let header = resp.header.expect("a header");
+            assert_eq!(header.cluster_id, 1);
+            assert_eq!(header.protocol_version, PROTOCOL_VERSION);
+            let msg = resp.mailbox_message.expect("a message");
+            assert_eq!(msg.id, rx.id(), "the receiver knows its message's id");
+        }
+        assert_ne!(first.id(), second.id());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reply_from_another_node_is_dropped_and_the_addressees_reply_lands() {
         let (pushers, mailbox) = setup();
         let (_, mut inbox1) = connect(&pushers, 1);
