@@ -16,15 +16,19 @@
 //! - `heartbeat`: [`HeartbeatTask`], the stream and its sessions.
 //! - `instruction`: [`InstructionHandler`], open/close/downgrade/upgrade.
 //! - `datanode`: [`start_heartbeat`], the dedicated runtime.
-//! - `http`: the demo's data API and status view; `config`: [`DatanodeOptions`].
+//! - `http`: the demo's data API and status view; `config`: `DatanodeOptions` (both
+//!   behind the default `demo` feature, with the binary: without it the library pulls in
+//!   no axum, clap or toml).
 //! - `metrics`: the node's Prometheus series, read at scrape time.
 
 pub mod alive_keeper;
+#[cfg(feature = "demo")]
 pub mod config;
 pub mod datanode;
 pub mod engine;
 pub mod error;
 pub mod heartbeat;
+#[cfg(feature = "demo")]
 pub mod http;
 pub mod instruction;
 pub mod lease;
@@ -33,6 +37,7 @@ pub mod meta_client;
 pub mod metrics;
 
 pub use alive_keeper::RegionAliveKeeper;
+#[cfg(feature = "demo")]
 pub use config::DatanodeOptions;
 pub use datanode::{start_heartbeat, HeartbeatHandle};
 pub use engine::{RegionEngine, RegionEngineRef, RegionInfo};
