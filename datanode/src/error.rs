@@ -85,7 +85,46 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
+    /// An embedder's engine failed: its own error, kept whole (the instruction reply
+    /// carries its message; `source()` gives the original to the engine's own code).
+    #[snafu(display("engine error: {source}"))]
+    Engine {
+        /// The engine's error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl Error {
+    /// Wraps an engine's own error, so an engine's methods can return it with `?`
+    /// (`.map_err(Error::engine)`).
+    pub fn engine(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Error::Engine { source: err.into() }
+    }
 }
 
 /// Result with the datanode's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct DiskFull;
+
+    impl std::fmt::Display for DiskFull {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("disk full")
+        }
+    }
+
+    impl std::error::Error for DiskFull {}
+
+    #[test]
+    fn an_engines_own_error_is_kept_whole() {
+        let err = Error::engine(DiskFull);
+        assert_eq!(err.to_string(), "engine error: disk full");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.is::<DiskFull>(), "the engine gets its own type back");
+    }
+}

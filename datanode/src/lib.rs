@@ -39,7 +39,7 @@ pub mod metrics;
 pub use alive_keeper::RegionAliveKeeper;
 #[cfg(feature = "demo")]
 pub use config::DatanodeOptions;
-pub use datanode::{start_heartbeat, HeartbeatHandle};
+pub use datanode::{start_heartbeat, HeartbeatBuilder, HeartbeatHandle};
 pub use engine::{RegionEngine, RegionEngineRef, RegionInfo};
 pub use error::{Error, Result};
 pub use heartbeat::{HeartbeatOptions, HeartbeatStatus, HeartbeatTask};
@@ -47,3 +47,11 @@ pub use instruction::InstructionHandler;
 pub use lease::{RegionLeases, WriteTicket, DEFAULT_LEASE_MARGIN};
 pub use memory_engine::MemoryRegionEngine;
 pub use meta_client::{Backoff, MetaClient};
+
+/// Re-exported so an engine can implement [`RegionEngine`] (an `async_trait`) without
+/// depending on the crate itself.
+pub use async_trait::async_trait;
+/// The protocol types an embedder names: region roles in [`RegionInfo`], node roles.
+pub use common_proto::v1::{RegionRole, Role};
+/// The shutdown token [`HeartbeatTask::run`] takes.
+pub use tokio_util::sync::CancellationToken;

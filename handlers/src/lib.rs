@@ -53,3 +53,9 @@ pub use leadership::{LeaderLease, LeadershipRef, LeadershipView};
 pub use node_lease::{MemoryNodeLeaseStore, NodeKey, NodeLease, NodeLeaseStore, NodeLeaseStoreRef};
 pub use route::{KvRegionRouteStore, RegionRoute, RegionRouteStore, RegionRouteStoreRef};
 pub use stat::Stat;
+
+/// Re-exported so a custom handler can implement [`HeartbeatHandler`] (an `async_trait`)
+/// without depending on the crate itself.
+pub use async_trait::async_trait;
+/// The protocol types a handler names.
+pub use common_proto::v1::{HeartbeatRequest, RegionRole, Role};

@@ -18,10 +18,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common_proto::process;
 use datanode::http::{router, HttpState};
-use datanode::{
-    start_heartbeat, DatanodeOptions, HeartbeatOptions, MemoryRegionEngine, MetaClient,
-    RegionLeases,
-};
+use datanode::{DatanodeOptions, HeartbeatBuilder, MemoryRegionEngine, RegionLeases};
 use snafu::ResultExt;
 use tracing::info;
 
@@ -155,25 +152,15 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
     } else {
         options.advertise_addr.clone()
     };
-    let client = MetaClient::new(
-        options.metasrv_addrs.clone(),
-        options.cluster_id,
-        options.node_id,
-        options.rpc_timeout,
-    );
-    let hb = start_heartbeat(
-        client,
-        HeartbeatOptions {
-            node_id: options.node_id,
-            advertise_addr: advertise,
-            node_epoch: common_proto::unix_millis(),
-            initial_interval: options.heartbeat_interval,
-            rpc_timeout: options.rpc_timeout,
-            extensions: options.extensions(),
-        },
-        engine.clone(),
-        leases,
-    )?;
+    let mut builder = HeartbeatBuilder::new(options.node_id, options.metasrv_addrs.clone())
+        .cluster_id(options.cluster_id)
+        .advertise_addr(advertise)
+        .heartbeat_interval(options.heartbeat_interval)
+        .rpc_timeout(options.rpc_timeout);
+    for (k, v) in options.extensions() {
+        builder = builder.extension(k, v);
+    }
+    let hb = builder.start(engine.clone(), leases)?;
     let state = HttpState {
         node_id: options.node_id,
         engine,
