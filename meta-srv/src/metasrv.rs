@@ -92,6 +92,24 @@ impl MetasrvBuilder {
         self
     }
 
+    /// Advertises the addresses `grpc` (and `http`) are bound to, for serving on
+    /// listeners of one's own (port 0 in tests, a socket from systemd): the election, the
+    /// members' records and AskLeader answers name what is really listening. An explicit
+    /// `server_addr` still wins for the gRPC address. Serve on the same listeners with
+    /// [`Metasrv::serve`].
+    pub fn bound_to(
+        mut self,
+        grpc: &TcpListener,
+        http: Option<&TcpListener>,
+    ) -> std::io::Result<Self> {
+        self.options.bind_addr = grpc.local_addr()?.to_string();
+        self.options.http_addr = match http {
+            Some(l) => l.local_addr()?.to_string(),
+            None => String::new(),
+        };
+        Ok(self)
+    }
+
     /// Adjusts the default handler group: insert, replace or remove handlers by name.
     /// Calls compose, in order: a second call sees what the first one built, so a library
     /// and its user can each add their handlers.
@@ -390,6 +408,16 @@ impl Metasrv {
         http: Option<TcpListener>,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        if let Ok(bound) = grpc.local_addr() {
+            if self.options.server_addr.is_empty() && bound.to_string() != self.options.bind_addr {
+                warn!(
+                    advertised = %self.options.advertised_addr(),
+                    bound = %bound,
+                    "serving on a listener other than the advertised address: nodes will dial \
+                     the advertised one (build with MetasrvBuilder::bound_to, or set server_addr)"
+                );
+            }
+        }
         let token = self.shutdown.clone();
         let mut tasks = tokio::task::JoinSet::new();
         {

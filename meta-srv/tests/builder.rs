@@ -50,3 +50,29 @@ async fn handler_customizers_compose_in_order() {
         "the second call saw the first: {names:?}"
     );
 }
+
+#[tokio::test]
+async fn serving_on_ones_own_listeners_advertises_their_addresses() {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (g, h) = (
+        grpc.local_addr().expect("addr").to_string(),
+        http.local_addr().expect("addr").to_string(),
+    );
+    let srv = MetasrvBuilder::new(fast_options())
+        .bound_to(&grpc, Some(&http))
+        .expect("bound")
+        .build()
+        .await
+        .expect("build");
+    assert_eq!(
+        srv.options().advertised_addr(),
+        g,
+        "not the default 127.0.0.1:3002"
+    );
+    assert_eq!(srv.options().http_addr, h);
+}

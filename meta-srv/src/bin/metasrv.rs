@@ -154,7 +154,7 @@ async fn bind(what: &'static str, addr: &str) -> meta_srv::Result<(TcpListener, 
     Ok((listener, local))
 }
 
-async fn start(mut options: MetasrvOptions) -> meta_srv::Result<()> {
+async fn start(options: MetasrvOptions) -> meta_srv::Result<()> {
     info!(
         heartbeat_interval = ?options.heartbeat_interval,
         node_lease = ?options.node_lease,
@@ -166,8 +166,6 @@ async fn start(mut options: MetasrvOptions) -> meta_srv::Result<()> {
         "lease timings"
     );
     let (grpc, grpc_addr) = bind("gRPC", &options.bind_addr).await?;
-    // With port 0, advertise the port actually bound.
-    options.bind_addr = grpc_addr.to_string();
     let http = if options.http_addr.is_empty() {
         None
     } else {
@@ -176,11 +174,16 @@ async fn start(mut options: MetasrvOptions) -> meta_srv::Result<()> {
     let http_addr = http
         .as_ref()
         .map_or(String::from("disabled"), |(_, a)| a.to_string());
-    if let Some((_, bound)) = &http {
-        // With port 0, register the port actually bound (followers forward to it).
-        options.http_addr = bound.to_string();
-    }
-    let srv = MetasrvBuilder::new(options).build().await?;
+    // With port 0, advertise and register the ports actually bound.
+    let srv = MetasrvBuilder::new(options)
+        .bound_to(&grpc, http.as_ref().map(|(l, _)| l))
+        .map_err(|source| meta_srv::Error::Bind {
+            what: "gRPC",
+            addr: grpc_addr.to_string(),
+            source,
+        })?
+        .build()
+        .await?;
     info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
     // Handlers first: a SIGTERM right after the ready line must resign, not kill.
     let signal = process::shutdown_signal();
