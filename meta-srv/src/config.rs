@@ -53,6 +53,12 @@ pub struct MetasrvOptions {
     pub server_addr: String,
     /// Admin HTTP listen address. Empty: no admin HTTP.
     pub http_addr: String,
+    /// Bearer token every mutating admin request (POST, PUT, DELETE) must carry
+    /// (`Authorization: Bearer <token>`). Empty: none, which is refused on a non-loopback
+    /// `http_addr` unless `insecure`. Prefer the `METASRV_ADMIN_TOKEN` variable to a file.
+    pub admin_token: String,
+    /// Allow a non-loopback admin HTTP without a token (a trusted network only).
+    pub insecure: bool,
     /// KV backend.
     pub backend: BackendKind,
     /// Standalone only: a directory where the memory backend keeps a snapshot, so a
@@ -126,6 +132,8 @@ impl Default for MetasrvOptions {
             region_failover: true,
             mailbox_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
+            admin_token: String::new(),
+            insecure: false,
             stats_flush_every: 10,
             stats_flush_interval: Duration::from_secs(1),
             stats_keep: 3,
@@ -236,6 +244,18 @@ impl MetasrvOptions {
                 "this metasrv would advertise {advertised}, which no datanode or peer can dial: \
                  it binds every interface; set server_addr (--server-addr) to the address they \
                  should use"
+            ));
+        }
+        let open_admin = self
+            .http_addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if open_admin && self.admin_token.is_empty() && !self.insecure {
+            return fail(format!(
+                "the admin HTTP on {} is reachable from other hosts and has no token, so anyone \
+                 who reaches it could move or drop regions: set admin_token \
+                 (METASRV_ADMIN_TOKEN), or pass --insecure on a trusted network",
+                self.http_addr
             ));
         }
         if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {

@@ -161,6 +161,44 @@ fn mistakes_are_refused_at_start_with_what_to_do() {
         text(&out.stderr)
     );
 
+    let out = run("metasrv", &["start", "--http-addr", "0.0.0.0:0"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an open admin HTTP needs a token"
+    );
+    assert!(
+        text(&out.stderr).contains("admin_token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        "metasrv",
+        &[
+            "start",
+            "--http-addr",
+            "0.0.0.0:0",
+            "--insecure",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "--insecure allows it: {}",
+        text(&out.stderr)
+    );
+    let out = run(
+        "metasrv",
+        &["start", "--http-addr", "0.0.0.0:0", "--print-config"],
+        &[("METASRV_ADMIN_TOKEN", "t")],
+    );
+    assert!(
+        out.status.success(),
+        "so does a token: {}",
+        text(&out.stderr)
+    );
+
     let out = run("metasrv", &["start", "--bind-addr", "0.0.0.0:0"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -16,8 +16,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[&str]) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let timings: Vec<String> = [
+    let mut timings: Vec<String> = [
         "--heartbeat-interval",
         "500ms",
         "--region-lease",
@@ -30,6 +34,7 @@ async fn setup() -> Setup {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    timings.extend(extra.iter().map(|s| s.to_string()));
     let ms = MetasrvProc::start(
         "metasrv",
         "127.0.0.1:0",
@@ -174,4 +179,41 @@ async fn every_command_answers_with_a_table_or_json_and_a_trustworthy_exit_code(
     // Leader resign (standalone: the one member leads again at once).
     let out = metactl(&ep, &["leader", "resign"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_every_change_and_no_read() {
+    let s = setup_with(&["--admin-token", "s3cret"]).await;
+    let ep = s.ms.http.trim_start_matches("http://").to_string();
+    let out = metactl(&ep, &["nodes"]).await;
+    assert!(
+        out.status.success(),
+        "reads need no token: {}",
+        stderr(&out)
+    );
+    let out = metactl(&ep, &["maintenance", "on"]).await;
+    assert_eq!(out.status.code(), Some(1), "refused without the token");
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let out = metactl(&ep, &["--token", "wrong", "maintenance", "on"]).await;
+    assert_eq!(out.status.code(), Some(1), "refused with a wrong token");
+    let out = metactl(&ep, &["--token", "s3cret", "maintenance", "on"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = metactl(&ep, &["cluster", "--json"]).await;
+    assert_eq!(
+        json_out(&out)["maintenance"],
+        true,
+        "the authorized change took"
+    );
+    // The raw API says why, and how to authenticate.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/regions", s.ms.http))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
 }

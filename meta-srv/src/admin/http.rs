@@ -1,5 +1,6 @@
 //! The admin HTTP API (axum): health, leader, nodes, regions. Followers forward to the
-//! leader (see [`forward`]).
+//! leader (see [`forward`]); mutating requests need the admin token when one is set
+//! (see `auth`).
 //!
 //! Every error is JSON `{"error": "..."}` with a status code that fits it, so scripts and
 //! operators get the same message the logs have.
@@ -17,6 +18,7 @@ use handlers::{NodeKey, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod auth;
 mod failover;
 pub mod forward;
 
@@ -105,6 +107,11 @@ pub fn router(srv: AdminState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             srv.clone(),
             forward::layer,
+        ))
+        // Outermost: a request without the admin token is refused before it is forwarded.
+        .layer(axum::middleware::from_fn_with_state(
+            srv.clone(),
+            auth::layer,
         ))
         .with_state(srv)
 }

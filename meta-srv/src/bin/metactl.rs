@@ -31,6 +31,9 @@ struct Cli {
         default_value = "127.0.0.1:4000"
     )]
     endpoints: Vec<String>,
+    /// The admin token, for commands that change the cluster (prefer the variable).
+    #[arg(long, env = "METACTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -135,6 +138,9 @@ async fn call(
             format!("http://{endpoint}")
         };
         let mut req = client.request(method.clone(), format!("{base}{path}"));
+        if let Some(token) = &cli.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = &body {
             req = req.json(b);
         }

@@ -68,6 +68,13 @@ struct StartArgs {
     /// Admin HTTP listen address ("" disables it).
     #[arg(long, env = "METASRV_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// Bearer token for mutating admin requests (prefer the variable to the flag: flags
+    /// show in `ps`).
+    #[arg(long, env = "METASRV_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Allow a non-loopback admin HTTP without a token.
+    #[arg(long, env = "METASRV_INSECURE")]
+    insecure: bool,
     /// KV backend.
     #[arg(long, env = "METASRV_BACKEND", value_enum)]
     backend: Option<BackendKind>,
@@ -119,7 +126,11 @@ impl StartArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { o.$field = v; } )* };
         }
+        if self.insecure {
+            o.insecure = true;
+        }
         set!(
+            admin_token,
             bind_addr,
             server_addr,
             http_addr,
