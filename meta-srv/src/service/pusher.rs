@@ -284,6 +284,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pusher_names_its_node_and_generations_start_at_one() {
+        let pushers = Pushers::new();
+        assert!(pushers.is_empty());
+        let (tx, _rx) = chan();
+        let p = pushers
+            .register(
+                NodeKey::datanode(4),
+                77,
+                "10.0.0.4:1",
+                tx,
+                Instant::now(),
+                LEASE,
+            )
+            .expect("reg");
+        assert_eq!(p.node_epoch(), 77);
+        assert_eq!(p.addr(), "10.0.0.4:1");
+        assert_eq!(p.key(), NodeKey::datanode(4));
+        assert!(
+            p.generation() >= 1,
+            "0 is never a live generation, so a cleanup with a default never matches one"
+        );
+        assert!(!pushers.is_empty());
+        assert_eq!(pushers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_heard_from_is_not_silent_and_silence_means_strictly_longer_than_the_lease() {
+        let pushers = Pushers::new();
+        let key = NodeKey::datanode(5);
+        let t0 = Instant::now();
+        let (tx1, _rx1) = chan();
+        let first = pushers
+            .register(key, 1, "a", tx1, t0, LEASE)
+            .expect("first");
+        // Exactly one lease after the last heartbeat: not yet silent.
+        let (tx2, _rx2) = chan();
+        pushers
+            .register(key, 2, "b", tx2.clone(), t0 + LEASE, LEASE)
+            .expect_err("silent only past the lease");
+        // A heartbeat then keeps it from being silent a lease later.
+        first.touch(t0 + LEASE);
+        pushers
+            .register(
+                key,
+                2,
+                "b",
+                tx2.clone(),
+                t0 + LEASE * 2 - Duration::from_millis(1),
+                LEASE,
+            )
+            .expect_err("heard from a moment ago");
+        pushers
+            .register(
+                key,
+                2,
+                "b",
+                tx2,
+                t0 + LEASE * 2 + Duration::from_millis(1),
+                LEASE,
+            )
+            .expect("silent past a lease since its last heartbeat");
+    }
+
+    #[tokio::test]
     async fn a_full_queue_fails_fast() {
         let pushers = Pushers::new();
         let (tx, _rx) = chan();
