@@ -44,6 +44,8 @@ pub struct Context {
     pub clock: ClockRef,
     /// Lease timings.
     pub leases: LeaseOptions,
+    /// Sends instructions to other nodes (the metasrv's mailbox); `None` without one.
+    pub mailbox: Option<crate::InstructionSenderRef>,
 }
 
 impl Context {
@@ -59,6 +61,7 @@ impl Context {
             node_leases: Arc::new(MemoryNodeLeaseStore::new()),
             clock: Arc::new(TokioClock),
             leases,
+            mailbox: None,
         }
     }
 }

@@ -15,7 +15,8 @@
 //! - `accumulator`: [`HeartbeatAccumulator`] and the one conversion into a response.
 //! - `group` / `builder`: [`HandlerGroup`] (runs, times, applies the error policy) and
 //!   [`HandlerGroupBuilder`] (named insert/replace/remove, checked at build).
-//! - `context`: [`Context`], the bundle of ports handed to every handler.
+//! - `context`: [`Context`], the bundle of ports handed to every handler;
+//!   `instructions`: [`InstructionSender`], the mailbox as a port.
 //! - `builtin`: CollectStats, CheckLeader, KeepLease, RegionLease, PersistStats.
 //! - `stat`, `validate`: the parsed request ([`Stat`]) and request validation.
 //! - ports: `kv` (+ `kv::memory`), `leadership`, `node_lease`, `route`, `clock`.
@@ -30,6 +31,7 @@ pub mod context;
 pub mod error;
 pub mod group;
 pub mod handler;
+pub mod instructions;
 pub mod kv;
 pub mod leadership;
 pub mod metrics;
@@ -48,6 +50,7 @@ pub use context::{Context, LeaseOptions};
 pub use error::{Error, Result};
 pub use group::{HandlerGroup, HandlerTiming};
 pub use handler::{ErrorPolicy, HandleControl, HeartbeatHandler};
+pub use instructions::{InstructionSender, InstructionSenderRef};
 pub use kv::{BatchOp, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
 pub use leadership::{LeaderLease, LeadershipRef, LeadershipView};
 pub use node_lease::{MemoryNodeLeaseStore, NodeKey, NodeLease, NodeLeaseStore, NodeLeaseStoreRef};

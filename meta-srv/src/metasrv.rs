@@ -176,6 +176,12 @@ impl MetasrvBuilder {
             ),
         };
         let gate = Arc::new(LeaderGate::new(election.leadership(), election.subscribe()));
+        let pushers = Arc::new(Pushers::new());
+        let mailbox = Arc::new(Mailbox::new(
+            pushers.clone(),
+            options.cluster_id,
+            format!("metasrv@{}", options.advertised_addr()),
+        ));
         let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
         let ctx = Context {
             cluster_id: options.cluster_id,
@@ -188,6 +194,7 @@ impl MetasrvBuilder {
                 region_lease: options.region_lease,
                 node_lease: options.node_lease,
             },
+            mailbox: Some(mailbox.clone()),
         };
         let stats = Arc::new(StatsCache::new(
             options.stats_flush_every,
@@ -201,12 +208,6 @@ impl MetasrvBuilder {
             op: "build the handler group",
         })?;
         info!(handlers = ?group.names(), "heartbeat pipeline");
-        let pushers = Arc::new(Pushers::new());
-        let mailbox = Arc::new(Mailbox::new(
-            pushers.clone(),
-            options.cluster_id,
-            format!("metasrv@{}", options.advertised_addr()),
-        ));
         let shutdown = CancellationToken::new();
         let migrations = Arc::new(Migrations::new(MigrationDeps {
             kv: ctx.kv.clone(),

@@ -3,8 +3,11 @@
 mod common;
 
 use async_trait::async_trait;
-use common::fast_options;
+use common::{fast_options, start_with, FakeNode};
+use common_proto::instruction::OpenRole;
 use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::{Instruction, JsonPayload};
+use handlers::NodeKey;
 use handlers::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler};
 use meta_srv::MetasrvBuilder;
 
@@ -75,4 +78,58 @@ async fn serving_on_ones_own_listeners_advertises_their_addresses() {
         "not the default 127.0.0.1:3002"
     );
     assert_eq!(srv.options().http_addr, h);
+}
+
+/// On each heartbeat from node 2, tells node 1 to open region 42 (one way), through the
+/// mailbox the context gives handlers.
+#[derive(Debug)]
+struct Relay;
+
+#[async_trait]
+impl HeartbeatHandler for Relay {
+    fn name(&self) -> &str {
+        "relay"
+    }
+
+    fn is_acceptable(&self, role: Role) -> bool {
+        role == Role::Datanode
+    }
+
+    async fn handle(
+        &self,
+        req: &HeartbeatRequest,
+        ctx: &Context,
+        _acc: &mut HeartbeatAccumulator,
+    ) -> handlers::Result<HandleControl> {
+        if req.header.as_ref().is_some_and(|h| h.node_id == 2) {
+            let mailbox = ctx
+                .mailbox
+                .as_ref()
+                .expect("the metasrv gives handlers its mailbox");
+            let open = Instruction::OpenRegion {
+                region_id: 42,
+                role: OpenRole::Leader,
+            };
+            mailbox.send_oneway(NodeKey::datanode(1), &open)?;
+        }
+        Ok(HandleControl::Continue)
+    }
+}
+
+#[tokio::test]
+async fn a_handler_can_instruct_another_node_through_the_context() {
+    let server = start_with(MetasrvBuilder::new(fast_options()).handlers(|b| b.push(Relay))).await;
+    let mut one = FakeNode::connect(server.addr, 1, 100).await;
+    one.heartbeat(&[]).await.expect("node 1 registered");
+    let mut two = FakeNode::connect(server.addr, 2, 100).await;
+    two.heartbeat(&[]).await.expect("node 2 registered");
+    let msg = one.next_mailbox().await;
+    assert_eq!(
+        Instruction::from_mailbox_message(&msg).expect("decode"),
+        Instruction::OpenRegion {
+            region_id: 42,
+            role: OpenRole::Leader
+        }
+    );
+    server.stop().await;
 }

@@ -224,6 +224,27 @@ impl Mailbox {
     }
 }
 
+/// The mailbox as handlers see it ([`handlers::Context::mailbox`]).
+#[async_trait::async_trait]
+impl handlers::InstructionSender for Mailbox {
+    fn send_oneway(&self, node: NodeKey, instruction: &Instruction) -> handlers::Result<()> {
+        Mailbox::send_oneway(self, node, instruction)
+            .map_err(|e| handlers::Error::custom(e.to_string()))
+    }
+
+    async fn instruct(
+        &self,
+        node: NodeKey,
+        instruction: &Instruction,
+        timeout: Duration,
+    ) -> handlers::Result<InstructionReply> {
+        self.send(node, instruction, timeout)
+            .map_err(|e| handlers::Error::custom(e.to_string()))?
+            .await
+            .map_err(|e| handlers::Error::custom(e.to_string()))
+    }
+}
+
 /// Waits for one reply. Await it (it implements `IntoFuture`) or call
 /// [`wait`](Self::wait). Dropping it withdraws the message.
 #[derive(Debug)]

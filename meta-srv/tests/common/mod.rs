@@ -63,7 +63,12 @@ pub async fn start_with(builder: MetasrvBuilder) -> TestServer {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let addr = grpc.local_addr().expect("addr");
     let http_addr = http.local_addr().expect("addr");
-    let srv = builder.build().await.expect("build metasrv");
+    let srv = builder
+        .bound_to(&grpc, Some(&http))
+        .expect("bound")
+        .build()
+        .await
+        .expect("build metasrv");
     let s = srv.clone();
     let task = tokio::spawn(async move { s.serve(grpc, Some(http), std::future::pending()).await });
     TestServer {
