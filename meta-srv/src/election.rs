@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod standalone;
 
+#[cfg(feature = "etcd")]
 pub use etcd::EtcdElection;
 pub use standalone::StandaloneElection;
 

@@ -46,6 +46,7 @@ pub enum Error {
         message: String,
     },
     /// Connecting to etcd failed.
+    #[cfg(feature = "etcd")]
     #[snafu(display("cannot connect to etcd at {endpoints}: {source}"))]
     EtcdConnect {
         /// The endpoints.

@@ -29,8 +29,10 @@ pub mod admin;
 pub mod config;
 pub mod election;
 pub mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd_pool;
 pub mod failover;
+#[cfg(feature = "etcd")]
 pub mod kv_etcd;
 pub mod leader;
 pub mod maintenance;
@@ -55,6 +57,7 @@ pub use admin::region::{CreateRegion, RegionAdmin};
 pub use config::{BackendKind, MetasrvOptions};
 pub use election::{Election, ElectionRef, LeaderState, StandaloneElection};
 pub use error::{Error, Result};
+#[cfg(feature = "etcd")]
 pub use etcd_pool::EtcdPool;
 pub use mailbox::{Mailbox, MailboxReceiver};
 pub use metasrv::{Metasrv, MetasrvBuilder};

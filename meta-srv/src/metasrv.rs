@@ -25,9 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::election::{ElectionRef, StandaloneElection};
-use crate::error::EtcdConnectSnafu;
 use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
-use crate::etcd_pool::{EtcdPool, PoolOptions};
 use crate::failover::detector::PhiOptions;
 use crate::failover::selector::{LeastRegionsSelector, RegionSelectorRef};
 use crate::failover::supervisor::{RegionSupervisor, SupervisorOptions};
@@ -125,19 +123,16 @@ impl MetasrvBuilder {
     pub async fn build(self) -> Result<Arc<Metasrv>> {
         let options = self.options;
         options.validate()?;
-        let etcd = match (&self.kv, &self.election, options.backend) {
+        let (etcd_kv, etcd_election) = match (&self.kv, &self.election, options.backend) {
             (None, _, crate::BackendKind::Etcd) | (_, None, crate::BackendKind::Etcd) => {
-                Some(connect_etcd(&options).await?)
+                let (kv, election) = etcd_backends(&options).await?;
+                (Some(kv), Some(election))
             }
-            _ => None,
+            _ => (None, None),
         };
-        let kv = match (self.kv, &etcd) {
+        let kv = match (self.kv, etcd_kv) {
             (Some(kv), _) => kv,
-            (None, Some(pool)) => Arc::new(crate::kv_etcd::EtcdKvBackend::new(
-                pool.clone(),
-                &options.store_key_prefix,
-                options.meta_lease,
-            )),
+            (None, Some(kv)) => kv,
             (None, None) if options.data_dir.is_empty() => {
                 warn!(
                     "memory backend without data_dir: region routes are not persisted; after a \
@@ -158,18 +153,9 @@ impl MetasrvBuilder {
                 Arc::new(kv)
             }
         };
-        let election: ElectionRef = match (self.election, etcd) {
+        let election: ElectionRef = match (self.election, etcd_election) {
             (Some(e), _) => e,
-            (None, Some(pool)) => Arc::new(
-                crate::election::EtcdElection::new(
-                    pool,
-                    &options.store_key_prefix,
-                    options.advertised_addr(),
-                    options.meta_lease,
-                    options.lease_drift_margin,
-                )
-                .with_http_addr(options.advertised_http_addr()),
-            ),
+            (None, Some(e)) => e,
             (None, None) => Arc::new(
                 StandaloneElection::new(options.advertised_addr())
                     .with_http_addr(options.advertised_http_addr()),
@@ -567,14 +553,19 @@ impl Metasrv {
     }
 }
 
-/// The etcd pool: one lazily connected client per endpoint, with failover between them
-/// (see [`crate::etcd_pool`]). Nothing is dialled here, so a member that is down at start,
-/// or etcd starting a moment after the metasrv, costs nothing but a retried call.
-async fn connect_etcd(options: &MetasrvOptions) -> Result<Arc<EtcdPool>> {
+/// The etcd KV backend and election, over one pool: one lazily connected client per
+/// endpoint, with failover between them (see [`crate::etcd_pool`]). Nothing is dialled
+/// here, so a member that is down at start, or etcd starting a moment after the
+/// metasrv, costs nothing but a retried call.
+#[cfg(feature = "etcd")]
+async fn etcd_backends(
+    options: &MetasrvOptions,
+) -> Result<(handlers::KvBackendRef, ElectionRef)> {
+    use crate::etcd_pool::{EtcdPool, PoolOptions};
     let endpoints = options.store_addrs.clone();
     let pool = EtcdPool::connect(&endpoints, &PoolOptions::for_meta_lease(options.meta_lease))
         .await
-        .context(EtcdConnectSnafu {
+        .context(crate::error::EtcdConnectSnafu {
             endpoints: endpoints.join(","),
         })?;
     if endpoints.len() == 1 {
@@ -584,5 +575,32 @@ async fn connect_etcd(options: &MetasrvOptions) -> Result<Arc<EtcdPool>> {
         );
     }
     info!(endpoints = ?endpoints, "etcd endpoints configured");
-    Ok(Arc::new(pool))
+    let pool = Arc::new(pool);
+    let kv = Arc::new(crate::kv_etcd::EtcdKvBackend::new(
+        pool.clone(),
+        &options.store_key_prefix,
+        options.meta_lease,
+    ));
+    let election = Arc::new(
+        crate::election::EtcdElection::new(
+            pool,
+            &options.store_key_prefix,
+            options.advertised_addr(),
+            options.meta_lease,
+            options.lease_drift_margin,
+        )
+        .with_http_addr(options.advertised_http_addr()),
+    );
+    Ok((kv, election))
+}
+
+/// Built without etcd: asking for it is a configuration error, said at start.
+#[cfg(not(feature = "etcd"))]
+async fn etcd_backends(
+    _options: &MetasrvOptions,
+) -> Result<(handlers::KvBackendRef, ElectionRef)> {
+    crate::error::InvalidConfigSnafu {
+        reason: "backend etcd: this metasrv was built without the `etcd` feature".to_string(),
+    }
+    .fail()
 }
