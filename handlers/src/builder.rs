@@ -15,7 +15,35 @@ use crate::error::{DuplicateHandlerSnafu, EmptyHandlerNameSnafu, UnknownHandlerS
 use crate::group::Entry;
 use crate::{Error, HandlerGroup, HeartbeatHandler, Result};
 
-/// Builds a [`HandlerGroup`].
+/// Builds a [`HandlerGroup`]: the five built-ins in order, then operators' handlers
+/// placed by name. Names are checked at [`build`](Self::build), so a typo is an error at
+/// start, not a handler silently missing.
+///
+/// ```
+/// use std::sync::Arc;
+/// use handlers::builtin::{names, StatsCache};
+/// use handlers::{async_trait, Context, HandleControl, HandlerGroupBuilder};
+/// use handlers::{HeartbeatAccumulator, HeartbeatHandler, HeartbeatRequest, Role};
+///
+/// /// Counts datanode heartbeats before their leases are kept.
+/// struct Audit;
+///
+/// #[async_trait]
+/// impl HeartbeatHandler for Audit {
+///     fn name(&self) -> &str { "audit" }
+///     fn is_acceptable(&self, role: Role) -> bool { role == Role::Datanode }
+///     async fn handle(&self, _req: &HeartbeatRequest, _ctx: &Context,
+///                     _acc: &mut HeartbeatAccumulator) -> handlers::Result<HandleControl> {
+///         Ok(HandleControl::Continue)
+///     }
+/// }
+///
+/// let group = HandlerGroupBuilder::with_defaults(Arc::new(StatsCache::default()))
+///     .insert_before(names::KEEP_LEASE, Audit)
+///     .build()
+///     .expect("names are valid");
+/// assert_eq!(group.names()[2], "audit");
+/// ```
 pub struct HandlerGroupBuilder {
     handlers: Vec<Arc<dyn HeartbeatHandler>>,
     error: Option<Error>,

@@ -44,6 +44,21 @@ pub const HEARTBEAT_SERVICE: &str = "meta.v1.Heartbeat";
 type Customizer = Box<dyn FnOnce(HandlerGroupBuilder) -> HandlerGroupBuilder + Send>;
 
 /// Builds a [`Metasrv`]; the place operators plug in their handlers, backend or election.
+///
+/// ```no_run
+/// use meta_srv::{MetasrvBuilder, MetasrvOptions};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let srv = MetasrvBuilder::new(MetasrvOptions::default())
+///     .bound_to(&grpc, Some(&http))? // advertise what is really listening
+///     .handlers(|group| group)       // insert, replace or remove handlers here
+///     .build()
+///     .await?;
+/// srv.serve(grpc, Some(http), async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
 pub struct MetasrvBuilder {
     options: MetasrvOptions,
     kv: Option<KvBackendRef>,
@@ -558,9 +573,7 @@ impl Metasrv {
 /// here, so a member that is down at start, or etcd starting a moment after the
 /// metasrv, costs nothing but a retried call.
 #[cfg(feature = "etcd")]
-async fn etcd_backends(
-    options: &MetasrvOptions,
-) -> Result<(handlers::KvBackendRef, ElectionRef)> {
+async fn etcd_backends(options: &MetasrvOptions) -> Result<(handlers::KvBackendRef, ElectionRef)> {
     use crate::etcd_pool::{EtcdPool, PoolOptions};
     let endpoints = options.store_addrs.clone();
     let pool = EtcdPool::connect(&endpoints, &PoolOptions::for_meta_lease(options.meta_lease))
@@ -596,9 +609,7 @@ async fn etcd_backends(
 
 /// Built without etcd: asking for it is a configuration error, said at start.
 #[cfg(not(feature = "etcd"))]
-async fn etcd_backends(
-    _options: &MetasrvOptions,
-) -> Result<(handlers::KvBackendRef, ElectionRef)> {
+async fn etcd_backends(_options: &MetasrvOptions) -> Result<(handlers::KvBackendRef, ElectionRef)> {
     crate::error::InvalidConfigSnafu {
         reason: "backend etcd: this metasrv was built without the `etcd` feature".to_string(),
     }
