@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod datanode_kill;
 pub mod etcd;
 pub mod leader_kill;
 pub mod proxy;

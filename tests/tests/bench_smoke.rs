@@ -191,3 +191,17 @@ fn quorum_loss_mode_reports_the_leader_after_quorum_returns() {
     assert!(run["leader_ms"].as_u64().is_some(), "{run}");
     assert!(run["readonly_ms"].is_array(), "{run}");
 }
+
+#[test]
+fn datanode_kill_mode_times_every_moved_region() {
+    let rows = bench(&["datanode-kill"]);
+    let runs: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["mode"] == "datanode-kill")
+        .collect();
+    assert_eq!(runs.len(), 2, "fast timings and defaults: {rows:?}");
+    for run in runs {
+        let times = run["writable_elsewhere_ms"].as_array().expect("times");
+        assert!(!times.is_empty(), "the killed node led regions: {run}");
+    }
+}

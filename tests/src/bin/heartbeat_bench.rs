@@ -12,6 +12,9 @@
 //! - `leader-kill`: a 3-member cluster on a real etcd with the default timings; the
 //!   leader is SIGKILLed and every datanode's first grant by the new leader is timed
 //!   against the kill and the election (see `tests::leader_kill`).
+//! - `datanode-kill`: a standalone metasrv and 3 datanodes on a shared directory; the
+//!   busiest datanode is SIGKILLed and each of its regions is timed until writable on
+//!   another node, with fast timings and with the defaults (see `tests::datanode_kill`).
 //! - `quorum-loss`: the same cluster on a 3-member etcd; two members are SIGKILLed for
 //!   8 s, and each region's readonly window and the time to a granting leader after
 //!   quorum returns are reported (see `tests::quorum_loss`).
@@ -67,6 +70,13 @@ enum Mode {
         /// Datanodes (two regions each).
         #[arg(long, default_value_t = 3)]
         datanodes: u64,
+    },
+    /// SIGKILL the busiest datanode; time each of its regions until writable elsewhere,
+    /// with fast timings (1 s heartbeat, 3 s lease) and with the defaults.
+    DatanodeKill {
+        /// Kills per timing set, each on a fresh cluster.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
     /// Kill two of three etcd members for a while (default timings); report the readonly
     /// windows and the time to a granting leader after quorum returns.
@@ -601,6 +611,44 @@ async fn leader_kill(json_out: bool, runs: usize, datanodes: u64) {
     }
 }
 
+async fn datanode_kill(json_out: bool, runs: usize) {
+    let sets: [(&str, &[&str]); 2] = [
+        (
+            "fast (heartbeat 1 s, region lease 3 s, failover wait 4 s)",
+            &[
+                "--heartbeat-interval",
+                "1s",
+                "--region-lease",
+                "3s",
+                "--node-lease",
+                "3s",
+                "--failover-wait",
+                "4s",
+            ],
+        ),
+        (
+            "defaults (heartbeat 3 s, region lease 10 s, failover wait 12 s)",
+            &[],
+        ),
+    ];
+    for (name, timings) in sets {
+        for run in 1..=runs {
+            let times = tests::datanode_kill::run_once(timings).await;
+            let ms: Vec<u64> = times.iter().map(|d| d.as_millis() as u64).collect();
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"mode": "datanode-kill", "timings": name, "run": run, "writable_elsewhere_ms": ms})
+                );
+            } else {
+                println!(
+                    "datanode-kill, {name}, run {run}: its regions writable elsewhere after {ms:?} ms"
+                );
+            }
+        }
+    }
+}
+
 async fn quorum_loss(json_out: bool, runs: usize, down: Duration) {
     for run in 1..=runs {
         let r = tests::quorum_loss::run_once(down).await;
@@ -677,6 +725,7 @@ fn main() {
             Mode::Latency { streams } => latency(cli.json, streams).await,
             Mode::LeaderKill { runs, datanodes } => leader_kill(cli.json, runs, datanodes).await,
             Mode::QuorumLoss { runs, down } => quorum_loss(cli.json, runs, down).await,
+            Mode::DatanodeKill { runs } => datanode_kill(cli.json, runs).await,
         }
     });
 }

@@ -1,0 +1,109 @@
+//! The failover measurement behind `heartbeat-bench datanode-kill`: a standalone metasrv
+//! and 3 datanodes on a shared directory, 6 regions; the datanode leading the most
+//! regions is SIGKILLed, and each of its regions is timed from the kill until a write to
+//! its new owner succeeds. A figure, not an assertion (the failover process tests check
+//! the mechanism: one writer, no lost row).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{eventually, DatanodeProc, Http, MetasrvProc, Stderr};
+
+/// Starts the cluster with the metasrv flags `timings`, kills the busiest datanode, and
+/// returns, per region it led, the time until the region was writable elsewhere.
+pub async fn run_once(timings: &[&str]) -> Vec<Duration> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args: Vec<String> = timings.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--data-dir".into(),
+        dir.path().join("ms").display().to_string(),
+    ]);
+    let ms = MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
+    let shared = vec![
+        "--shared-dir".to_string(),
+        dir.path().join("shared").display().to_string(),
+    ];
+    let mut nodes: Vec<DatanodeProc> = (1..=3)
+        .map(|id| {
+            DatanodeProc::start_with(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.path().join(format!("dn{id}")),
+                &dir.path().join(format!("dn{id}.log")),
+                Stderr::Log,
+                &shared,
+            )
+        })
+        .collect();
+    let http = Http::new();
+    eventually("3 datanodes connected", Duration::from_secs(20), || async {
+        let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+        (n.as_array()?
+            .iter()
+            .filter(|n| n["connected"] == true)
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    let url_of = |node: u64, nodes: &[DatanodeProc]| {
+        nodes
+            .iter()
+            .find(|d| d.node_id == node)
+            .map(|d| d.http.clone())
+    };
+    let mut placement = Vec::new();
+    for _ in 0..6 {
+        let (code, route) = http.post(&format!("{}/regions", ms.http), &json!({})).await;
+        assert_eq!(code, 201, "create region: {route}");
+        placement.push((
+            route["region_id"].as_u64().expect("id"),
+            route["leader"].as_u64().expect("leader"),
+        ));
+    }
+    for (region, node) in &placement {
+        let url = url_of(*node, &nodes).expect("node");
+        eventually("region writable", Duration::from_secs(20), || async {
+            (http.write_row(&url, *region, "k", "v").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    let victim = (1..=3u64)
+        .max_by_key(|n| placement.iter().filter(|(_, l)| l == n).count())
+        .expect("a node");
+    let moved: Vec<u64> = placement
+        .iter()
+        .filter(|(_, l)| *l == victim)
+        .map(|(r, _)| *r)
+        .collect();
+    let killed_at = Instant::now();
+    if let Some(d) = nodes.iter_mut().find(|d| d.node_id == victim) {
+        d.proc.kill();
+    }
+    let mut times = Vec::new();
+    for region in moved {
+        let nodes = &nodes;
+        let at = eventually(
+            &format!("region {region} writable on another node"),
+            Duration::from_secs(60),
+            || async {
+                let (_, regions) = http.get(&format!("{}/regions", ms.http)).await;
+                let leader = regions
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["region_id"] == region)?["leader"]
+                    .as_u64()?;
+                if leader == victim {
+                    return None;
+                }
+                let url = url_of(leader, nodes)?;
+                (http.try_write_row(&url, region, "after", "v").await == Some(200))
+                    .then(|| killed_at.elapsed())
+            },
+        )
+        .await;
+        times.push(at);
+    }
+    times
+}
