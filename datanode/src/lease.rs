@@ -364,4 +364,53 @@ mod tests {
             Some(e + Duration::from_secs(5))
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracking_size_margin_and_remaining_time_are_reported_as_they_are() {
+        let leases = RegionLeases::new(Duration::from_millis(300));
+        assert_eq!(leases.margin(), Duration::from_millis(300));
+        assert!(leases.is_empty());
+        assert!(!leases.is_tracked(1));
+        assert_eq!(leases.remaining(1), None, "not tracked");
+        leases.track(1);
+        assert!(leases.is_tracked(1));
+        assert!(!leases.is_empty());
+        assert_eq!(
+            leases.remaining(1),
+            Some(Duration::ZERO),
+            "tracked, never granted"
+        );
+        leases.grant(1, 0, LEASE).expect("granted");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            leases.remaining(1),
+            Some(LEASE - Duration::from_millis(300) - Duration::from_secs(2))
+        );
+        leases.untrack(1);
+        assert!(!leases.is_tracked(1));
+        assert!(leases.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoke_fences_off_a_grant_anchored_in_the_same_millisecond() {
+        let leases = RegionLeases::new(Duration::ZERO);
+        leases.track(1);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let anchor = leases.duration_since_epoch();
+        leases.grant(1, anchor, LEASE).expect("granted");
+        assert!(leases.revoke(1), "it was live");
+        // A grant for a heartbeat sent in the very millisecond of the revoke may have
+        // been decided before it: refused.
+        assert_eq!(leases.grant(1, anchor, LEASE), None);
+        assert!(!leases.is_live(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_its_deadline_a_lease_is_no_longer_live_for_revoke_either() {
+        let leases = RegionLeases::new(Duration::ZERO);
+        leases.track(1);
+        let d = leases.grant(1, 0, LEASE).expect("granted");
+        tokio::time::sleep_until(d).await;
+        assert!(!leases.revoke(1), "a lease at its deadline was not live");
+    }
 }

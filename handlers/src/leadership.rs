@@ -190,4 +190,32 @@ mod tests {
         lease.set(false, None);
         assert!(!lease.is_leader());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_centuries_away_is_still_a_deadline_not_forever() {
+        let lease = LeaderLease::default();
+        let far = Instant::now() + Duration::from_secs(u64::MAX / 1_000_000_000 + 10);
+        lease.lead_until(far, None);
+        assert!(lease.is_leader());
+        assert!(
+            LeadershipView::deadline(&lease).is_some(),
+            "a finite deadline never reads as standalone's no-deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_learns_its_leader_without_gaining_authority() {
+        let lease = LeaderLease::default();
+        lease.note_leader(Some("10.0.0.9:3002".into()));
+        assert_eq!(lease.leader_addr().as_deref(), Some("10.0.0.9:3002"));
+        assert!(!lease.is_leader());
+        assert_eq!(LeadershipView::deadline(&lease), None);
+        let d = Instant::now() + Duration::from_secs(3);
+        lease.lead_until(d, None);
+        assert_eq!(
+            LeadershipView::deadline(&lease),
+            Some(d),
+            "the view reports it"
+        );
+    }
 }

@@ -191,3 +191,119 @@ impl LeadershipView for LeaderGate {
         self.election.deadline()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use handlers::LeaderLease;
+
+    use super::*;
+
+    /// A gate over a lease leading until `deadline`, with the election at `seq`.
+    fn gate(seq: u64) -> (Arc<LeaderLease>, watch::Sender<LeaderState>, LeaderGate) {
+        let lease = Arc::new(LeaderLease::new(false, Some("me:1".into())));
+        let (tx, rx) = watch::channel(LeaderState {
+            is_leader: true,
+            term: 7,
+            leader_addr: Some("me:1".into()),
+            seq,
+        });
+        let g = LeaderGate::new(lease.clone(), rx);
+        (lease, tx, g)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_for_the_current_state_and_only_while_the_election_holds() {
+        let (lease, tx, g) = gate(5);
+        lease.lead_until(Instant::now() + Duration::from_secs(3), Some("me:1".into()));
+        assert!(!g.is_leader(), "closed until opened");
+        assert_eq!(g.ready_seq(), 0);
+        assert_eq!(g.term_started(), None);
+        g.open(5, 7);
+        assert!(g.is_leader());
+        assert_eq!(g.ready_seq(), 5);
+        assert_eq!(g.term_started(), Some(Instant::now()));
+        assert_eq!(g.leader_addr().as_deref(), Some("me:1"));
+        assert_eq!(g.deadline(), lease.deadline());
+        // The election's deadline passes with no new state announced: closed anyway.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(
+            !g.is_leader(),
+            "the gate never outlives the election's deadline"
+        );
+        // A newer election state than the one opened for: closed.
+        lease.lead_until(Instant::now() + Duration::from_secs(3), None);
+        assert!(g.is_leader());
+        tx.send_modify(|s| s.seq = 6);
+        assert!(!g.is_leader(), "opened for seq 5, the election is at 6");
+        g.close();
+        assert_eq!(g.ready_seq(), 0);
+        assert_eq!(g.term_started(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_open_returns_when_opened_or_at_its_bound() {
+        let (lease, _tx, g) = gate(3);
+        lease.lead_until(Instant::now() + Duration::from_secs(30), None);
+        let g = Arc::new(g);
+        assert!(
+            !g.wait_open(Duration::from_millis(100)).await,
+            "still closed"
+        );
+        let opener = {
+            let g = g.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                g.open(3, 1);
+            })
+        };
+        let start = Instant::now();
+        assert!(
+            g.wait_open(Duration::from_secs(5)).await,
+            "opened meanwhile"
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(50),
+            "at once, not at the bound"
+        );
+        opener.await.expect("opener");
+    }
+
+    #[test]
+    fn the_grant_log_records_each_term_its_grants_and_tasks() {
+        let log = GrantLog::default();
+        log.record_grant(1);
+        assert!(log.terms().is_empty(), "no term, nothing recorded");
+        log.begin(9);
+        log.record_grant(200);
+        log.record_grant(150);
+        log.record_task(120);
+        log.record_task(110);
+        let t = log.terms().pop().expect("a term");
+        assert_eq!(t.term, 9);
+        assert!(t.began_ms > 0);
+        assert_eq!(t.first_grant_ms, Some(200));
+        assert_eq!(
+            t.last_grant_ms,
+            Some(200),
+            "the latest, not the last recorded"
+        );
+        assert_eq!(t.grants, 2);
+        assert_eq!(t.last_task_ms, Some(120));
+        assert_eq!(t.ended_ms, None);
+        log.end();
+        let ended = log.terms().pop().expect("a term").ended_ms;
+        assert!(ended.is_some());
+        log.end();
+        assert_eq!(
+            log.terms().pop().expect("a term").ended_ms,
+            ended,
+            "ends once"
+        );
+        log.begin(10);
+        assert_eq!(log.terms().len(), 2);
+    }
+}
