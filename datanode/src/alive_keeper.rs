@@ -50,6 +50,8 @@ pub struct RegionAliveKeeper {
     checked_until: Mutex<Instant>,
     lapsed: AtomicU64,
     wake: Notify,
+    /// Whether a lease no longer than the margin was already reported (once is enough).
+    margin_warned: std::sync::atomic::AtomicBool,
 }
 
 impl RegionAliveKeeper {
@@ -65,6 +67,7 @@ impl RegionAliveKeeper {
             leases,
             lapsed: AtomicU64::new(0),
             wake: Notify::new(),
+            margin_warned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -117,6 +120,17 @@ impl RegionAliveKeeper {
     /// follower grant revokes a live lease (the metasrv moved leadership away).
     pub fn on_lease(&self, lease: &RegionLease) -> LeaseOutcome {
         let length = Duration::from_secs(lease.lease_seconds);
+        if length <= self.leases.margin()
+            && !lease.regions.is_empty()
+            && !self.margin_warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                lease_seconds = lease.lease_seconds,
+                margin_ms = self.leases.margin().as_millis() as u64,
+                "the metasrv's region lease is no longer than this node's lease margin: no region \
+                 here can ever be writable; lower lease_margin below the region lease"
+            );
+        }
         let mut outcome = LeaseOutcome {
             to_close: lease.closeable_region_ids.clone(),
             ..Default::default()

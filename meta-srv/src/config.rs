@@ -246,6 +246,13 @@ impl MetasrvOptions {
                  should use"
             ));
         }
+        if !self.admin_token.is_empty() && self.admin_token.trim() != self.admin_token {
+            return fail(
+                "admin_token has leading or trailing whitespace, which no client sends back: \
+                 remove it"
+                    .into(),
+            );
+        }
         let open_admin = self
             .http_addr
             .parse::<std::net::SocketAddr>()

@@ -70,6 +70,26 @@ fn print_config_shows_the_effective_config_with_its_precedence() {
         Some("3s"),
         "a default"
     );
+    let out = run(
+        "metasrv",
+        &["start", "--print-config"],
+        &[
+            ("METASRV_STATS_KEEP", "9"),
+            ("METASRV_MAILBOX_TIMEOUT", "3s"),
+            ("METASRV_ADMIN_TOKEN", "s3cret"),
+        ],
+    );
+    let printed: toml::Table = toml::from_str(&text(&out.stdout)).expect("TOML on stdout");
+    assert_eq!(
+        printed["stats_keep"].as_integer(),
+        Some(9),
+        "every key has its variable"
+    );
+    assert_eq!(printed["mailbox_timeout"].as_str(), Some("3s"));
+    assert!(
+        !text(&out.stdout).contains("s3cret"),
+        "the token is not printed"
+    );
 
     let out = run(
         "datanode",
@@ -99,7 +119,27 @@ fn check_config_accepts_the_sample_and_refuses_a_broken_file_with_the_reason() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(": ok"));
 
+    // Checked as `start` would run it: the environment applies.
+    let out = run(
+        "metasrv",
+        &["check-config", &sample("metasrv.example.toml")],
+        &[("METASRV_REGION_LEASE", "4s")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let dir = tempfile::tempdir().expect("tempdir");
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, "http_addr = \"0.0.0.0:4000\"\n").expect("write");
+    let out = run(
+        "metasrv",
+        &["check-config", &open.display().to_string()],
+        &[("METASRV_ADMIN_TOKEN", "t")],
+    );
+    assert!(
+        out.status.success(),
+        "the token from the environment counts: {}",
+        text(&out.stderr)
+    );
+
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "region_lease = \"4s\"\n").expect("write");
     let out = run(

@@ -176,9 +176,17 @@ async fn every_command_answers_with_a_table_or_json_and_a_trustworthy_exit_code(
         stderr(&out)
     );
 
-    // Leader resign (standalone: the one member leads again at once).
+    // Leader resign with no one to take over (standalone): refused, so the cluster is
+    // never left without a leader.
     let out = metactl(&ep, &["leader", "resign"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no other member"), "{}", stderr(&out));
+    let out = metactl(&ep, &["cluster", "--json"]).await;
+    assert!(
+        json_out(&out)["leader"].is_string(),
+        "still led: {}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,9 @@ struct StartArgs {
     /// Taken off every region lease for clock drift and scheduling slack, e.g. 500ms.
     #[arg(long, env = "DATANODE_LEASE_MARGIN", value_parser = humantime::parse_duration)]
     lease_margin: Option<Duration>,
+    /// Timeout of leader discovery and connect calls, e.g. 1s.
+    #[arg(long, env = "DATANODE_RPC_TIMEOUT", value_parser = humantime::parse_duration)]
+    rpc_timeout: Option<Duration>,
     /// Labels sent to the metasrv with every heartbeat, e.g. zone=a,rack=7.
     #[arg(long, env = "DATANODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
     labels: Option<Vec<(String, String)>>,
@@ -88,7 +91,7 @@ struct StartArgs {
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
         _ => Err(format!("a label is key=value, got {s:?}")),
     }
 }
@@ -111,7 +114,8 @@ impl StartArgs {
             data_dir,
             shared_dir,
             heartbeat_interval,
-            lease_margin
+            lease_margin,
+            rpc_timeout
         );
         if let Some(labels) = self.labels {
             o.labels = labels.into_iter().collect();

@@ -457,7 +457,21 @@ async fn leader_history(State(srv): State<AdminState>) -> Json<serde_json::Value
 }
 
 /// Gives up leadership now (for maintenance); this metasrv campaigns again later.
+/// Refused (409) when no other member could take over: a standalone metasrv, or the only
+/// candidate, would leave the cluster with no leader and every region readonly.
 async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = srv.options.advertised_addr().to_string();
+    let members = srv.election.members().await?;
+    if !members.iter().any(|m| m.addr != me) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "no other member could take over from {me} (members: {:?}): resigning would \
+                 leave the cluster with no leader and every region readonly",
+                members.iter().map(|m| &m.addr).collect::<Vec<_>>()
+            ),
+        ));
+    }
     let was_leader = srv.election.leadership().is_leader();
     srv.election.resign().await?;
     Ok(Json(json!({ "resigned": was_leader })))

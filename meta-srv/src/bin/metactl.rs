@@ -145,6 +145,18 @@ async fn call(
             req = req.json(b);
         }
         match req.send().await {
+            // A member that cannot answer for the cluster right now (no leader known, the
+            // leader unreachable): another endpoint may.
+            Ok(resp)
+                if matches!(resp.status().as_u16(), 502..=504)
+                    && endpoint != cli.endpoints.last().unwrap_or(endpoint) =>
+            {
+                let status = resp.status().as_u16();
+                errors.push(format!(
+                    "{endpoint}: {status} {}",
+                    resp.text().await.unwrap_or_default()
+                ));
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let answered_by = resp

@@ -111,6 +111,21 @@ struct StartArgs {
     /// Automatic region failover on (true) or off (false).
     #[arg(long, env = "METASRV_REGION_FAILOVER")]
     region_failover: Option<bool>,
+    /// Default reply timeout of mailbox instructions, e.g. 10s.
+    #[arg(long, env = "METASRV_MAILBOX_TIMEOUT", value_parser = humantime::parse_duration)]
+    mailbox_timeout: Option<Duration>,
+    /// Largest gRPC message, in bytes.
+    #[arg(long, env = "METASRV_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Flush a node's latest stat every this many heartbeats.
+    #[arg(long, env = "METASRV_STATS_FLUSH_EVERY")]
+    stats_flush_every: Option<usize>,
+    /// How often stats are flushed, e.g. 1s.
+    #[arg(long, env = "METASRV_STATS_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    stats_flush_interval: Option<Duration>,
+    /// Recent stats kept per node.
+    #[arg(long, env = "METASRV_STATS_KEEP")]
+    stats_keep: Option<usize>,
     /// The etcd cluster's own raft election timeout (etcd's --election-timeout), e.g. 1s:
     /// the leadership must outlast one etcd election.
     #[arg(long, env = "METASRV_ETCD_ELECTION_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -148,7 +163,12 @@ impl StartArgs {
             meta_lease,
             lease_drift_margin,
             region_failover,
-            etcd_election_timeout
+            etcd_election_timeout,
+            mailbox_timeout,
+            max_message_bytes,
+            stats_flush_every,
+            stats_flush_interval,
+            stats_keep
         );
         Ok(o)
     }
@@ -216,9 +236,25 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig { file } => {
-            match MetasrvOptions::from_file(&file).and_then(|o| o.validate()) {
+            // The file as `start` would run it: with the METASRV_* variables applied.
+            let checked = Cli::command()
+                .try_get_matches_from(["metasrv", "start", "--config", &file.display().to_string()])
+                .and_then(|m| Cli::from_arg_matches(&m))
+                .map_err(|e| e.to_string());
+            let options = match checked {
+                Ok(Cli {
+                    command: Command::Start(args),
+                    ..
+                }) => args.options(),
+                Ok(_) => unreachable!("parsed as start"),
+                Err(e) => return config_error(e),
+            };
+            match options.and_then(|o| o.validate()) {
                 Ok(()) => {
-                    process::announce(&format!("{}: ok", file.display()));
+                    process::announce(&format!(
+                        "{}: ok (with the METASRV_* variables set here applied)",
+                        file.display()
+                    ));
                     ExitCode::SUCCESS
                 }
                 Err(err) => config_error(err),
@@ -231,7 +267,11 @@ fn main() -> ExitCode {
                 Err(err) => return config_error(err),
             };
             if print {
-                return match process::print_config(&options) {
+                let mut shown = options.clone();
+                if !shown.admin_token.is_empty() {
+                    shown.admin_token = "<set, not shown>".into();
+                }
+                return match process::print_config(&shown) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(err) => config_error(err),
                 };

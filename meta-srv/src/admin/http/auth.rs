@@ -32,7 +32,11 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     match presented {
         Some(p) if same(p.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
         other => {
