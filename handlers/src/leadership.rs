@@ -71,7 +71,10 @@ impl LeaderLease {
 
     fn nanos(&self, t: Instant) -> u64 {
         // At least 1, so that a deadline at `base` is not read as "not leading".
-        (t.saturating_duration_since(self.base).as_nanos() as u64).clamp(1, NO_DEADLINE - 1)
+        // Saturating, not truncating: a deadline centuries away must stay a deadline.
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(1, NO_DEADLINE - 1)
     }
 
     /// Leads with no deadline (`true`), or follows (`false`), naming the leader. Used by
