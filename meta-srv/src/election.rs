@@ -91,6 +91,12 @@ pub trait Election: Send + Sync + Debug + 'static {
     /// Every candidate, for `GET /cluster` and for forwarding admin requests.
     async fn members(&self) -> Result<Vec<Member>>;
 
+    /// Whether a resign can hand leadership to someone else. A standalone metasrv cannot:
+    /// resigning would leave it with no leader at all, so the admin API refuses.
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
     /// How this member reaches its store, for `GET /leader` (the etcd endpoints, the one
     /// calls go to first, the one carrying the keep-alive stream); `None` when there is
     /// no remote store.

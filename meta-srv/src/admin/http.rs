@@ -457,18 +457,17 @@ async fn leader_history(State(srv): State<AdminState>) -> Json<serde_json::Value
 }
 
 /// Gives up leadership now (for maintenance); this metasrv campaigns again later.
-/// Refused (409) when no other member could take over: a standalone metasrv, or the only
-/// candidate, would leave the cluster with no leader and every region readonly.
+/// Refused (409) on a standalone metasrv: no other member could ever take over, so
+/// resigning would leave it with no leader and every region readonly. (On etcd, members
+/// that resigned a moment ago campaign again within a meta lease.)
 async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let me = srv.options.advertised_addr().to_string();
-    let members = srv.election.members().await?;
-    if !members.iter().any(|m| m.addr != me) {
+    if !srv.election.can_hand_over() {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(
-                "no other member could take over from {me} (members: {:?}): resigning would \
-                 leave the cluster with no leader and every region readonly",
-                members.iter().map(|m| &m.addr).collect::<Vec<_>>()
+                "no other member could take over from {}: a standalone metasrv always leads; \
+                 resigning would leave it with no leader and every region readonly",
+                srv.options.advertised_addr()
             ),
         ));
     }

@@ -67,6 +67,10 @@ impl Election for StandaloneElection {
         Ok(())
     }
 
+    fn can_hand_over(&self) -> bool {
+        false
+    }
+
     async fn resign(&self) -> Result<()> {
         self.set_leader(false);
         Ok(())
