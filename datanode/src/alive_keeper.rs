@@ -116,10 +116,9 @@ impl RegionAliveKeeper {
         self.lapsed.load(Ordering::Relaxed)
     }
 
-    /// Applies a lease from a heartbeat response. Leader grants extend deadlines; a
-    /// follower grant revokes a live lease (the metasrv moved leadership away).
-    pub fn on_lease(&self, lease: &RegionLease) -> LeaseOutcome {
-        let length = Duration::from_secs(lease.lease_seconds);
+    /// Logs, once, a region lease no longer than this node's margin: no region could
+    /// ever be writable, which is a misconfiguration to shout about. Logging only.
+    fn report_lease_within_margin(&self, lease: &RegionLease, length: Duration) {
         if length <= self.leases.margin()
             && !lease.regions.is_empty()
             && !self.margin_warned.swap(true, Ordering::Relaxed)
@@ -131,6 +130,13 @@ impl RegionAliveKeeper {
                  here can ever be writable; lower lease_margin below the region lease"
             );
         }
+    }
+
+    /// Applies a lease from a heartbeat response. Leader grants extend deadlines; a
+    /// follower grant revokes a live lease (the metasrv moved leadership away).
+    pub fn on_lease(&self, lease: &RegionLease) -> LeaseOutcome {
+        let length = Duration::from_secs(lease.lease_seconds);
+        self.report_lease_within_margin(lease, length);
         let mut outcome = LeaseOutcome {
             to_close: lease.closeable_region_ids.clone(),
             ..Default::default()
@@ -374,5 +380,73 @@ mod tests {
         assert_eq!(live(&engine), 0);
         assert_eq!(keeper.lapsed(), 10_000);
         assert_eq!(keeper.len(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keeper_tracks_what_it_is_told_and_counts_from_its_epoch() {
+        let (_engine, keeper, _t) = keeper_with(&[], false).await;
+        assert!(keeper.is_empty());
+        keeper.register(7);
+        assert!(!keeper.is_empty());
+        assert_eq!(
+            keeper.deadline(7),
+            Some(keeper.epoch()),
+            "tracked, never granted"
+        );
+        keeper.deregister(7);
+        assert!(keeper.is_empty());
+        assert_eq!(keeper.deadline(7), None);
+        tokio::time::advance(Duration::from_millis(5_000)).await;
+        assert_eq!(keeper.duration_since_epoch(), 5_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_counts_renewals_and_names_only_regions_that_just_became_writable() {
+        let (engine, keeper, _t) = keeper_with(&[1, 2, 3], false).await;
+        engine.set_role(3, RegionRole::Follower).expect("follower");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let d = keeper.duration_since_epoch();
+        let leaders = [
+            (1, RegionRole::Leader),
+            (2, RegionRole::Leader),
+            (3, RegionRole::Leader),
+        ];
+        let out = keeper.on_lease(&lease(&leaders, d, 10));
+        assert_eq!(out.renewed, 3);
+        assert_eq!(
+            out.became_writable,
+            vec![1, 2],
+            "3 is a follower in the engine: granted, but not writable"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let out = keeper.on_lease(&lease(&leaders[..1], keeper.duration_since_epoch(), 10));
+        assert_eq!(out.renewed, 1);
+        assert!(out.became_writable.is_empty(), "1 was already writable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_that_ends_now_or_earlier_makes_nothing_writable() {
+        let (engine, keeper, _t) = keeper_with(&[1], false).await;
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // Anchored at the epoch with a 10 s lease: its deadline is exactly now.
+        let out = keeper.on_lease(&lease(&[(1, RegionRole::Leader)], 0, 10));
+        assert_eq!(out.renewed, 1, "the deadline moved");
+        assert!(out.became_writable.is_empty(), "but it is already over");
+        assert!(!writable(&engine, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_wakes_the_timer_so_lapses_are_counted_on_time() {
+        let (_engine, keeper, _t) = keeper_with(&[1, 2], true).await;
+        keeper.on_lease(&lease(&[(1, RegionRole::Leader)], 0, 100));
+        tokio::task::yield_now().await; // the timer now sleeps until 100 s
+        keeper.on_lease(&lease(&[(2, RegionRole::Leader)], 0, 5));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            keeper.lapsed(),
+            1,
+            "region 2's lapse seen at 5 s, not at 100 s"
+        );
     }
 }
