@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{eventually, DatanodeProc, Http, MetasrvProc, Stderr};
+use crate::{eventually, DatanodeProc};
 
 /// Starts the cluster with the metasrv flags `timings`, kills the busiest datanode, and
 /// returns, per region it led, the time until the region was writable elsewhere.
@@ -19,34 +19,7 @@ pub async fn run_once(timings: &[&str]) -> Vec<Duration> {
         "--data-dir".into(),
         dir.path().join("ms").display().to_string(),
     ]);
-    let ms = MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.path().join("ms.log"));
-    let shared = vec![
-        "--shared-dir".to_string(),
-        dir.path().join("shared").display().to_string(),
-    ];
-    let mut nodes: Vec<DatanodeProc> = (1..=3)
-        .map(|id| {
-            DatanodeProc::start_with(
-                id,
-                std::slice::from_ref(&ms.grpc),
-                &dir.path().join(format!("dn{id}")),
-                &dir.path().join(format!("dn{id}.log")),
-                Stderr::Log,
-                &shared,
-            )
-        })
-        .collect();
-    let http = Http::new();
-    eventually("3 datanodes connected", Duration::from_secs(20), || async {
-        let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-        (n.as_array()?
-            .iter()
-            .filter(|n| n["connected"] == true)
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
+    let (ms, mut nodes, http) = crate::standalone_shared(dir.path(), &args, 3).await;
     let url_of = |node: u64, nodes: &[DatanodeProc]| {
         nodes
             .iter()

@@ -533,14 +533,12 @@ where
     }
 }
 
-/// An outer deadline for one awaited gRPC call in [`heartbeat_once`].
-const CALL: Duration = Duration::from_secs(10);
+/// An outer deadline for one awaited gRPC call.
+pub const CALL: Duration = Duration::from_secs(10);
 
-/// The first response to a one-message heartbeat stream from a made-up datanode 99
-/// (cluster 1), as an outside client built from the proto would send it: what a member
-/// answers a node, e.g. NOT_LEADER naming the leader on a follower.
-pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
-    let channel = tokio::time::timeout(
+/// A plaintext gRPC channel to `grpc` (`host:port`), connected within [`CALL`].
+pub async fn grpc_channel(grpc: &str) -> tonic::transport::Channel {
+    tokio::time::timeout(
         CALL,
         tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .expect("uri")
@@ -548,8 +546,14 @@ pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
     )
     .await
     .expect("connect in time")
-    .expect("connect");
-    let mut client = HeartbeatClient::new(channel);
+    .expect("connect")
+}
+
+/// The first response to a one-message heartbeat stream from a made-up datanode 99
+/// (cluster 1), as an outside client built from the proto would send it: what a member
+/// answers a node, e.g. NOT_LEADER naming the leader on a follower.
+pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
+    let mut client = HeartbeatClient::new(grpc_channel(grpc).await);
     let request = HeartbeatRequest {
         header: Some(RequestHeader {
             protocol_version: PROTOCOL_VERSION,
@@ -575,4 +579,47 @@ pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
         .expect("a response in time")
         .expect("a response")
         .expect("one response")
+}
+
+/// A standalone metasrv (flags `metasrv_args`, logs and data under `dir`) and datanodes
+/// `1..=nodes` sharing one region-data directory (so regions can move), waited on until
+/// every datanode is connected.
+pub async fn standalone_shared(
+    dir: &Path,
+    metasrv_args: &[String],
+    nodes: u64,
+) -> (MetasrvProc, Vec<DatanodeProc>, Http) {
+    let ms = MetasrvProc::start("metasrv", "127.0.0.1:0", metasrv_args, &dir.join("ms.log"));
+    let shared = vec![
+        "--shared-dir".to_string(),
+        dir.join("shared").display().to_string(),
+    ];
+    let datanodes: Vec<DatanodeProc> = (1..=nodes)
+        .map(|id| {
+            DatanodeProc::start_with(
+                id,
+                std::slice::from_ref(&ms.grpc),
+                &dir.join(format!("dn{id}")),
+                &dir.join(format!("dn{id}.log")),
+                Stderr::Log,
+                &shared,
+            )
+        })
+        .collect();
+    let http = Http::new();
+    eventually(
+        "every datanode connected",
+        Duration::from_secs(20),
+        || async {
+            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
+            let connected = n
+                .as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count();
+            (connected as u64 == nodes).then_some(())
+        },
+    )
+    .await;
+    (ms, datanodes, http)
 }

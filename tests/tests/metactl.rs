@@ -3,10 +3,9 @@
 //! codes scripts rely on (0 done, 1 refused by the cluster, 2 usage, 3 unreachable).
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{bin_path, eventually, DatanodeProc, Http, MetasrvProc, Stderr};
+use tests::{bin_path, DatanodeProc, Http, MetasrvProc};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -35,43 +34,7 @@ async fn setup_with(extra: &[&str]) -> Setup {
     .map(|s| s.to_string())
     .collect();
     timings.extend(extra.iter().map(|s| s.to_string()));
-    let ms = MetasrvProc::start(
-        "metasrv",
-        "127.0.0.1:0",
-        &timings,
-        &dir.path().join("ms.log"),
-    );
-    let shared = vec![
-        "--shared-dir".to_string(),
-        dir.path().join("shared").display().to_string(),
-    ];
-    let nodes: Vec<DatanodeProc> = (1..=2)
-        .map(|id| {
-            DatanodeProc::start_with(
-                id,
-                std::slice::from_ref(&ms.grpc),
-                &dir.path().join(format!("dn{id}")),
-                &dir.path().join(format!("dn{id}.log")),
-                Stderr::Log,
-                &shared,
-            )
-        })
-        .collect();
-    let http = Http::new();
-    eventually(
-        "both datanodes connected",
-        Duration::from_secs(15),
-        || async {
-            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-            (n.as_array()?
-                .iter()
-                .filter(|n| n["connected"] == true)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    )
-    .await;
+    let (ms, nodes, http) = tests::standalone_shared(dir.path(), &timings, 2).await;
     Setup {
         _dir: dir,
         ms,

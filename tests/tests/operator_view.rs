@@ -12,7 +12,7 @@ use common_proto::v1::ErrorCode;
 use prometheus_parse::{Scrape, Value as PromValue};
 use serde_json::{json, Value};
 use tests::cluster::{ClusterSpec, EtcdCluster};
-use tests::eventually;
+use tests::{eventually, CALL};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -32,9 +32,6 @@ const TIMINGS: &[&str] = &[
     "3s",
 ];
 
-/// An outer deadline for one awaited call, so a hung server fails the test.
-const CALL: Duration = Duration::from_secs(10);
-
 const ANSWERED_BY: &str = "x-metasrv-answered-by";
 
 fn answered_by(headers: &reqwest::header::HeaderMap) -> String {
@@ -44,20 +41,8 @@ fn answered_by(headers: &reqwest::header::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-async fn channel(grpc: &str) -> tonic::transport::Channel {
-    tokio::time::timeout(
-        CALL,
-        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .expect("uri")
-            .connect(),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect")
-}
-
 async fn health(grpc: &str, service: &str) -> i32 {
-    let mut client = HealthClient::new(channel(grpc).await);
+    let mut client = HealthClient::new(tests::grpc_channel(grpc).await);
     tokio::time::timeout(
         CALL,
         client.check(HealthCheckRequest {
@@ -72,7 +57,7 @@ async fn health(grpc: &str, service: &str) -> i32 {
 }
 
 async fn listed_services(grpc: &str) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(grpc).await);
+    let mut client = ServerReflectionClient::new(tests::grpc_channel(grpc).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
