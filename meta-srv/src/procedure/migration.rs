@@ -576,20 +576,23 @@ impl Migrations {
         let state_reason = state.reason;
         state.step = step;
         state.finished_ms = Some(common_proto::unix_millis());
-        if let Err(err) = self.deps.kv.delete(key(state.region_id).as_bytes()).await {
-            warn!(error = %err, "cannot delete the finished migration; the next leader re-runs its idempotent last step");
-        }
+        let region_id = state.region_id;
         let took_ms = state
             .finished_ms
             .unwrap_or(0)
             .saturating_sub(state.started_ms);
         info!(from = ?state.from, ?step, took_ms, released_by = ?state.released_by, "migration finished");
+        // History first, then the persisted record: a waiter that finds the record gone
+        // must find the outcome already in the history, never neither.
         {
             let mut h = self.history.lock();
             if h.len() == HISTORY {
                 h.pop_front();
             }
             h.push_back(state);
+        }
+        if let Err(err) = self.deps.kv.delete(key(region_id).as_bytes()).await {
+            warn!(error = %err, "cannot delete the finished migration; the next leader re-runs its idempotent last step");
         }
         let reason = match state_reason {
             MigrationReason::Failover => "failover",
