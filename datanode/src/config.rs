@@ -42,6 +42,16 @@ pub struct DatanodeOptions {
     /// Labels sent to the metasrv in every heartbeat (as `label.<key>` extensions, beside
     /// `version`), for handlers that place or gate by them.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// CA bundle (PEM) the metasrv's certificate chains to. Set (or `tls_cert`): the
+    /// metasrvs are dialled over TLS.
+    pub tls_ca: String,
+    /// This node's certificate (PEM), for a metasrv that requires mutual TLS: it must name
+    /// the node (`datanode-<node_id>` as a DNS subjectAltName).
+    pub tls_cert: String,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: String,
+    /// Verify the metasrv's certificate against this name instead of the dialled host.
+    pub tls_server_name: String,
 }
 
 impl Default for DatanodeOptions {
@@ -58,6 +68,10 @@ impl Default for DatanodeOptions {
             rpc_timeout: Duration::from_secs(1),
             lease_margin: crate::lease::DEFAULT_LEASE_MARGIN,
             labels: Default::default(),
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_server_name: String::new(),
         }
     }
 }
@@ -71,6 +85,16 @@ impl DatanodeOptions {
             ext.insert(format!("label.{k}"), v.clone());
         }
         ext
+    }
+
+    /// The TLS files, for [`crate::HeartbeatBuilder::tls`].
+    pub fn tls(&self) -> crate::tls::ClientTlsFiles {
+        crate::tls::ClientTlsFiles {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        }
     }
 
     /// Reads a TOML file; missing keys take defaults, unknown keys are refused.
@@ -107,6 +131,10 @@ impl DatanodeOptions {
         }
         if self.heartbeat_interval.is_zero() || self.rpc_timeout.is_zero() {
             return fail("heartbeat_interval and rpc_timeout must be greater than 0");
+        }
+        let tls = self.tls();
+        if tls.enabled() {
+            tls.load()?;
         }
         Ok(())
     }

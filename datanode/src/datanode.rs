@@ -104,6 +104,8 @@ pub struct HeartbeatBuilder {
     heartbeat_interval: std::time::Duration,
     rpc_timeout: std::time::Duration,
     extensions: std::collections::HashMap<String, String>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl HeartbeatBuilder {
@@ -117,7 +119,18 @@ impl HeartbeatBuilder {
             heartbeat_interval: std::time::Duration::from_secs(3),
             rpc_timeout: std::time::Duration::from_secs(1),
             extensions: crate::heartbeat::default_extensions(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Dials the metasrvs over TLS: the CA to trust, and a client certificate naming this
+    /// node (`datanode-<id>`) when the metasrv requires mutual TLS. See
+    /// [`crate::tls::ClientTlsFiles`] to load one from PEM files.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The cluster id (default 1).
@@ -162,6 +175,11 @@ impl HeartbeatBuilder {
             self.node_id,
             self.rpc_timeout,
         );
+        #[cfg(feature = "tls")]
+        let client = match self.tls {
+            Some(tls) => client.with_tls(tls),
+            None => client,
+        };
         let opts = HeartbeatOptions {
             node_id: self.node_id,
             advertise_addr: self.advertise_addr,

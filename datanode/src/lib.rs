@@ -20,6 +20,7 @@
 //!   behind the default `demo` feature, with the binary: without it the library pulls in
 //!   no axum, clap or toml).
 //! - `metrics`: the node's Prometheus series, read at scrape time.
+//! - `tls`: TLS to the metasrv from PEM files (the `tls` feature, on with `demo`).
 
 pub mod alive_keeper;
 #[cfg(feature = "demo")]
@@ -35,6 +36,8 @@ pub mod lease;
 pub mod memory_engine;
 pub mod meta_client;
 pub mod metrics;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use alive_keeper::RegionAliveKeeper;
 #[cfg(feature = "demo")]

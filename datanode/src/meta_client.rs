@@ -32,6 +32,9 @@ pub struct MetaClient {
     cluster_id: u64,
     node_id: u64,
     rpc_timeout: Duration,
+    /// TLS to every metasrv (`None`: plaintext).
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl MetaClient {
@@ -42,7 +45,24 @@ impl MetaClient {
             cluster_id,
             node_id,
             rpc_timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Dials every metasrv over TLS: addresses without a scheme become `https://`.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return "https";
+        }
+        "http"
     }
 
     /// The configured metasrv addresses.
@@ -54,11 +74,20 @@ impl MetaClient {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
-            format!("http://{addr}")
+            format!("{}://{addr}", self.scheme())
         };
-        Ok(Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))
-            .context(RpcSnafu { addr })?
+            .context(RpcSnafu { addr })?;
+        #[cfg(feature = "tls")]
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| tonic::Status::invalid_argument(format!("TLS: {e}")))
+                .context(RpcSnafu { addr })?,
+            None => endpoint,
+        };
+        Ok(endpoint
             .connect_timeout(self.rpc_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))

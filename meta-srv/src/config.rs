@@ -21,6 +21,8 @@
 //!   leader within 1–2 election timeouts (randomized), during which no keep-alive is
 //!   acknowledged. With etcd's default 1 s, a 5 s meta lease leaves 3.5 s ≥ 2 s; a 3 s
 //!   one leaves 1.9 s and is refused.
+//! - TLS files (`tls_*`, `etcd_tls_*`) exist and parse, a certificate comes with its key,
+//!   and an etcd cluster with TLS has `tls_ca`, so members can verify each other.
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,6 +61,21 @@ pub struct MetasrvOptions {
     pub admin_token: String,
     /// Allow a non-loopback admin HTTP without a token (a trusted network only).
     pub insecure: bool,
+    /// TLS certificate chain (PEM) for the gRPC port and the admin HTTP. Empty: plaintext.
+    pub tls_cert: String,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: String,
+    /// CA bundle (PEM). Set: every gRPC client must present a certificate it signed
+    /// (mutual TLS), a heartbeat may speak only for the node its certificate names, and
+    /// members verify each other's admin HTTP with it when forwarding.
+    pub tls_ca: String,
+    /// CA bundle (PEM) that etcd's server certificates chain to. Set (or
+    /// `etcd_tls_cert`): etcd is dialled over TLS.
+    pub etcd_tls_ca: String,
+    /// Client certificate (PEM) presented to etcd (`--client-cert-auth`).
+    pub etcd_tls_cert: String,
+    /// The private key (PEM) of `etcd_tls_cert`.
+    pub etcd_tls_key: String,
     /// KV backend.
     pub backend: BackendKind,
     /// Standalone only: a directory where the memory backend keeps a snapshot, so a
@@ -134,6 +151,12 @@ impl Default for MetasrvOptions {
             max_message_bytes: 4 * 1024 * 1024,
             admin_token: String::new(),
             insecure: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            etcd_tls_ca: String::new(),
+            etcd_tls_cert: String::new(),
+            etcd_tls_key: String::new(),
             stats_flush_every: 10,
             stats_flush_interval: Duration::from_secs(1),
             stats_keep: 3,
@@ -176,6 +199,24 @@ impl MetasrvOptions {
             .rsplit_once(':')
             .map_or(advertised, |(host, _)| host);
         Some(format!("{host}:{}", http.port()))
+    }
+
+    /// The gRPC and admin HTTP TLS files.
+    pub fn tls(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+        }
+    }
+
+    /// The etcd client's TLS files.
+    pub fn etcd_tls(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.etcd_tls_cert.clone(),
+            key: self.etcd_tls_key.clone(),
+            ca: self.etcd_tls_ca.clone(),
+        }
     }
 
     /// How often the sweeper checks node leases: often enough that expiry lags by at most
@@ -268,6 +309,21 @@ impl MetasrvOptions {
         if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {
             return fail("backend etcd needs at least one store_addrs entry".into());
         }
+        let tls = self.tls();
+        tls.validate("tls_cert/tls_key/tls_ca", true)?;
+        self.etcd_tls()
+            .validate("etcd_tls_cert/etcd_tls_key/etcd_tls_ca", false)?;
+        if tls.enabled()
+            && self.backend == BackendKind::Etcd
+            && !self.http_addr.is_empty()
+            && tls.ca.is_empty()
+        {
+            return fail(
+                "with TLS on an etcd cluster, followers forward admin requests to the leader \
+                 over TLS and must verify its certificate: set tls_ca to the members' CA"
+                    .into(),
+            );
+        }
         if self.backend == BackendKind::Etcd && self.store_addrs.len() > 1 {
             let slack = self
                 .meta_lease
@@ -346,6 +402,39 @@ mod tests {
             etcd(3, 1).is_ok(),
             "one endpoint: no etcd cluster to reason about"
         );
+    }
+
+    #[test]
+    fn tls_on_an_etcd_cluster_needs_the_members_ca() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write");
+        let o = MetasrvOptions {
+            backend: BackendKind::Etcd,
+            tls_cert: cert_path.display().to_string(),
+            tls_key: key_path.display().to_string(),
+            ..MetasrvOptions::default()
+        };
+        let err = o.validate().expect_err("no CA").to_string();
+        assert!(err.contains("tls_ca"), "{err}");
+        MetasrvOptions {
+            tls_ca: cert_path.display().to_string(),
+            ..o.clone()
+        }
+        .validate()
+        .expect("with the CA");
+        MetasrvOptions {
+            backend: BackendKind::Memory,
+            ..o
+        }
+        .validate()
+        .expect("standalone: server TLS alone is fine");
     }
 
     #[test]

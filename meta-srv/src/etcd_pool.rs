@@ -53,6 +53,9 @@ pub struct PoolOptions {
     pub keep_alive_timeout: Duration,
     /// How long a member that failed a call is skipped.
     pub avoid_for: Duration,
+    /// TLS for every member (`None`: plaintext). Endpoints given without a scheme are
+    /// dialled as `https://` when set.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl PoolOptions {
@@ -64,6 +67,7 @@ impl PoolOptions {
             keep_alive_interval: meta_lease / 5,
             keep_alive_timeout: meta_lease / 3,
             avoid_for: meta_lease,
+            tls: None,
         }
     }
 }
@@ -91,9 +95,11 @@ impl std::fmt::Debug for EtcdPool {
     }
 }
 
-fn url(endpoint: &str) -> String {
+fn url(endpoint: &str, tls: bool) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.to_string()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -111,8 +117,15 @@ impl EtcdPool {
         }
         let mut members = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let channel = tonic::transport::Endpoint::from_shared(url(endpoint))
-                .map_err(etcd_client::Error::TransportError)?
+            let mut channel =
+                tonic::transport::Endpoint::from_shared(url(endpoint, options.tls.is_some()))
+                    .map_err(etcd_client::Error::TransportError)?;
+            if let Some(tls) = &options.tls {
+                channel = channel
+                    .tls_config(tls.clone())
+                    .map_err(etcd_client::Error::TransportError)?;
+            }
+            let channel = channel
                 .connect_timeout(options.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(options.keep_alive_interval)
@@ -337,6 +350,7 @@ mod tests {
 
     fn opts() -> PoolOptions {
         PoolOptions {
+            tls: None,
             connect_timeout: Duration::from_millis(200),
             keep_alive_interval: Duration::from_secs(1),
             keep_alive_timeout: Duration::from_secs(1),

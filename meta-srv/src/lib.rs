@@ -23,6 +23,8 @@
 //! - `admin/`: the admin HTTP API and region creation and removal.
 //! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd; `etcd_pool`: [`EtcdPool`], one
 //!   client per etcd endpoint with failover between them.
+//! - `tls`: TLS for the gRPC port, the admin HTTP, the forwarder and etcd, and the node
+//!   identity a client certificate carries.
 //! - `error`: typed errors and their gRPC mapping.
 
 pub mod admin;
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod procedure;
 mod registration;
 pub mod service;
+pub mod tls;
 
 /// The admin HTTP API.
 pub use admin::http;

@@ -260,7 +260,9 @@ impl MetasrvBuilder {
                 })?;
             info!(backend = ctx.kv.name(), "leading from the start");
         }
+        let forwarder = crate::admin::http::forward::client(&options.tls())?;
         Ok(Arc::new(Metasrv {
+            forwarder,
             options,
             ctx,
             group: Arc::new(group),
@@ -290,6 +292,8 @@ pub struct Metasrv {
     pub(crate) routes: Arc<KvRegionRouteStore>,
     pub(crate) leader: Arc<LeaderScope>,
     pub(crate) shutdown: CancellationToken,
+    /// Followers' client to the leader's admin HTTP (over TLS when it is on).
+    pub(crate) forwarder: crate::admin::http::forward::ForwardClient,
 }
 
 impl Metasrv {
@@ -371,7 +375,7 @@ impl Metasrv {
             group: self.group.clone(),
             admin: self.region_admin(),
             leader: self.leader.clone(),
-            forwarder: crate::admin::http::forward::client(),
+            forwarder: self.forwarder.clone(),
         }
     }
 
@@ -400,6 +404,7 @@ impl Metasrv {
             gate: self.gate.clone(),
             shutdown: self.shutdown.clone(),
             self_addr: self.options.advertised_addr().to_string(),
+            mtls: !self.options.tls_ca.is_empty(),
         })
     }
 
@@ -520,7 +525,16 @@ impl Metasrv {
             }
             conn
         });
-        let grpc_fut = tonic::transport::Server::builder()
+        let tls = self.options.tls();
+        let mut builder = tonic::transport::Server::builder();
+        if tls.enabled() {
+            builder = builder.tls_config(tls.grpc_server()?).map_err(|e| {
+                crate::Error::InvalidConfig {
+                    reason: format!("gRPC TLS: {e}"),
+                }
+            })?;
+        }
+        let grpc_fut = builder
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.options.heartbeat_interval))
             .http2_keepalive_timeout(Some(self.options.node_lease))
@@ -531,6 +545,14 @@ impl Metasrv {
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let http_fut = async {
             match http {
+                Some(listener) if tls.enabled() => {
+                    let listener = crate::tls::TlsListener::new(listener, tls.http_server()?)
+                        .context(HttpServeSnafu)?;
+                    axum::serve(listener, crate::admin::http::router(self.admin_state()))
+                        .with_graceful_shutdown(token.clone().cancelled_owned())
+                        .await
+                        .context(HttpServeSnafu)
+                }
                 Some(listener) => {
                     use axum::serve::ListenerExt;
                     let listener = listener.tap_io(|tcp| {
@@ -576,11 +598,16 @@ impl Metasrv {
 async fn etcd_backends(options: &MetasrvOptions) -> Result<(handlers::KvBackendRef, ElectionRef)> {
     use crate::etcd_pool::{EtcdPool, PoolOptions};
     let endpoints = options.store_addrs.clone();
-    let pool = EtcdPool::connect(&endpoints, &PoolOptions::for_meta_lease(options.meta_lease))
-        .await
-        .context(crate::error::EtcdConnectSnafu {
+    let mut pool_options = PoolOptions::for_meta_lease(options.meta_lease);
+    let etcd_tls = options.etcd_tls();
+    if etcd_tls.enabled() {
+        pool_options.tls = Some(etcd_tls.grpc_client()?);
+    }
+    let pool = EtcdPool::connect(&endpoints, &pool_options).await.context(
+        crate::error::EtcdConnectSnafu {
             endpoints: endpoints.join(","),
-        })?;
+        },
+    )?;
     if endpoints.len() == 1 {
         warn!(
             endpoint = %endpoints[0],

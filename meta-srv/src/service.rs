@@ -50,6 +50,9 @@ pub struct SessionDeps {
     pub(crate) shutdown: CancellationToken,
     /// This member's advertised address (the election names members by it).
     pub(crate) self_addr: String,
+    /// Mutual TLS is on: a stream may speak only for the node its client certificate
+    /// names ([`crate::tls::NodeIdentity`]).
+    pub(crate) mtls: bool,
 }
 
 /// The gRPC face of a metasrv.
@@ -75,9 +78,15 @@ impl Heartbeat for HeartbeatService {
         &self,
         request: Request<Streaming<HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        // The identity is read once, from the verified handshake: a stream cannot change
+        // certificates, and every later message must keep the first one's node key.
+        let identity = self.srv.mtls.then(|| match request.peer_certs() {
+            Some(certs) => crate::tls::NodeIdentity::from_certs(&certs),
+            None => crate::tls::NodeIdentity::default(),
+        });
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session::run(self.srv.clone(), inbound, tx));
+        tokio::spawn(session::run(self.srv.clone(), identity, inbound, tx));
         Ok(Response::new(Box::pin(
             ReceiverStream::new(rx).map(|r| r.map(|b| *b)),
         )))

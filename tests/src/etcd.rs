@@ -30,6 +30,8 @@ struct Member {
     log: PathBuf,
     /// `--initial-cluster`.
     cluster: String,
+    /// Client TLS: (certificate, key, CA of client certificates); `None`: plaintext.
+    tls: Option<(String, String, String)>,
 }
 
 impl Member {
@@ -42,6 +44,7 @@ impl Member {
             data_dir: dir.join(format!("{name}-data")),
             log: dir.join(format!("{name}.log")),
             cluster: String::new(),
+            tls: None,
         }
     }
 
@@ -60,9 +63,18 @@ impl Member {
             .append(true)
             .open(&self.log)
             .expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = self.peer_url();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some((cert, key, ca)) = &self.tls {
+            cmd.args(["--cert-file", cert, "--key-file", key]).args([
+                "--trusted-ca-file",
+                ca,
+                "--client-cert-auth",
+            ]);
+        }
+        let child = cmd
             .args(["--name", &self.name, "--data-dir"])
             .arg(&self.data_dir)
             .args([
@@ -156,9 +168,23 @@ impl EtcdProc {
     /// Starts etcd with its data under `dir`; fails the test if `etcd` is missing
     /// (`scripts/test` installs it), never skips.
     pub fn start(dir: &Path) -> EtcdProc {
+        Self::start_with(dir, None)
+    }
+
+    /// As [`start`](Self::start), serving clients over TLS with `certs` (server
+    /// certificate for 127.0.0.1), and requiring client certificates signed by `ca`.
+    pub fn start_tls(dir: &Path, certs: &crate::pki::CertFiles, ca: &Path) -> EtcdProc {
+        Self::start_with(
+            dir,
+            Some((certs.cert(), certs.key(), ca.display().to_string())),
+        )
+    }
+
+    fn start_with(dir: &Path, tls: Option<(String, String, String)>) -> EtcdProc {
         let mut last = String::new();
         for attempt in 0..3 {
             let mut member = Member::new(dir, &format!("etcd{attempt}"));
+            member.tls = tls.clone();
             member.cluster = format!("{}={}", member.name, member.peer_url());
             member.spawn();
             match member.wait_ready() {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod datanode_kill;
 pub mod etcd;
 pub mod leader_kill;
+pub mod pki;
 pub mod proxy;
 pub mod quorum_loss;
 pub mod writers;
@@ -380,6 +381,18 @@ impl Http {
     pub fn new() -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Self { client }
+    }
+
+    /// A client that trusts only the CA in `ca` (PEM), for a TLS admin HTTP.
+    pub fn with_ca(ca: &Path) -> Self {
+        let pem = std::fs::read(ca).expect("read CA");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"))
             .build()
             .expect("client");
         Self { client }

@@ -84,6 +84,18 @@ struct StartArgs {
     /// Timeout of leader discovery and connect calls, e.g. 1s.
     #[arg(long, env = "DATANODE_RPC_TIMEOUT", value_parser = humantime::parse_duration)]
     rpc_timeout: Option<Duration>,
+    /// CA bundle (PEM) of the metasrv's certificate: dial the metasrvs over TLS.
+    #[arg(long, env = "DATANODE_TLS_CA")]
+    tls_ca: Option<String>,
+    /// This node's certificate (PEM) for mutual TLS; must name datanode-<node_id>.
+    #[arg(long, env = "DATANODE_TLS_CERT")]
+    tls_cert: Option<String>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "DATANODE_TLS_KEY")]
+    tls_key: Option<String>,
+    /// Verify the metasrv's certificate against this name instead of the dialled host.
+    #[arg(long, env = "DATANODE_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
     /// Labels sent to the metasrv with every heartbeat, e.g. zone=a,rack=7.
     #[arg(long, env = "DATANODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
     labels: Option<Vec<(String, String)>>,
@@ -115,7 +127,11 @@ impl StartArgs {
             shared_dir,
             heartbeat_interval,
             lease_margin,
-            rpc_timeout
+            rpc_timeout,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name
         );
         if let Some(labels) = self.labels {
             o.labels = labels.into_iter().collect();
@@ -164,6 +180,10 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
     for (k, v) in options.extensions() {
         builder = builder.extension(k, v);
     }
+    let tls = options.tls();
+    if tls.enabled() {
+        builder = builder.tls(tls.load()?);
+    }
     let hb = builder.start(engine.clone(), leases)?;
     let state = HttpState {
         node_id: options.node_id,
@@ -171,7 +191,7 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
         keeper: hb.keeper.clone(),
         status: hb.status.clone(),
     };
-    info!(node_id = options.node_id, data = %data_addr, metasrvs = ?options.metasrv_addrs, "datanode started");
+    info!(node_id = options.node_id, data = %data_addr, metasrvs = ?options.metasrv_addrs, tls = tls.enabled(), mutual_tls = !tls.cert.is_empty(), "datanode started");
     // Handlers first: a SIGTERM right after the ready line must stop gracefully.
     let signal = process::shutdown_signal();
     process::announce(&format!(

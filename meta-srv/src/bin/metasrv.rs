@@ -75,6 +75,25 @@ struct StartArgs {
     /// Allow a non-loopback admin HTTP without a token.
     #[arg(long, env = "METASRV_INSECURE")]
     insecure: bool,
+    /// TLS certificate chain (PEM) for gRPC and the admin HTTP.
+    #[arg(long, env = "METASRV_TLS_CERT")]
+    tls_cert: Option<String>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "METASRV_TLS_KEY")]
+    tls_key: Option<String>,
+    /// CA bundle (PEM): requires client certificates on gRPC (mTLS) that name the node;
+    /// members verify each other with it.
+    #[arg(long, env = "METASRV_TLS_CA")]
+    tls_ca: Option<String>,
+    /// CA bundle (PEM) of etcd's server certificates; dials etcd over TLS.
+    #[arg(long, env = "METASRV_ETCD_TLS_CA")]
+    etcd_tls_ca: Option<String>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, env = "METASRV_ETCD_TLS_CERT")]
+    etcd_tls_cert: Option<String>,
+    /// Private key (PEM) of --etcd-tls-cert.
+    #[arg(long, env = "METASRV_ETCD_TLS_KEY")]
+    etcd_tls_key: Option<String>,
     /// KV backend.
     #[arg(long, env = "METASRV_BACKEND", value_enum)]
     backend: Option<BackendKind>,
@@ -156,6 +175,14 @@ impl StartArgs {
             cluster_id
         );
         set!(
+            tls_cert,
+            tls_key,
+            tls_ca,
+            etcd_tls_ca,
+            etcd_tls_cert,
+            etcd_tls_key
+        );
+        set!(
             heartbeat_interval,
             node_lease,
             region_lease,
@@ -215,7 +242,15 @@ async fn start(options: MetasrvOptions) -> meta_srv::Result<()> {
         })?
         .build()
         .await?;
-    info!(grpc = %grpc_addr, http = %http_addr, backend = ?srv.options().backend, "metasrv started");
+    let o = srv.options();
+    info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        backend = ?o.backend,
+        tls = o.tls().mode(),
+        etcd_tls = o.etcd_tls().mode(),
+        "metasrv started"
+    );
     // Handlers first: a SIGTERM right after the ready line must resign, not kill.
     let signal = process::shutdown_signal();
     process::announce(&format!("metasrv ready grpc={grpc_addr} http={http_addr}"));

@@ -1,7 +1,8 @@
 //! One heartbeat stream's session: init, run, cleanup.
 //!
 //! - **init**: the first message must validate; its header binds the stream to one
-//!   `(role, node id)`, and registers a pusher (or is refused with ALREADY_EXISTS).
+//!   `(role, node id)`, which under mutual TLS the client certificate must name (else
+//!   PERMISSION_DENIED), and registers a pusher (or is refused with ALREADY_EXISTS).
 //! - **run**: every message is validated (a stream cannot switch node), its mailbox reply
 //!   is delivered first (so a reply never waits behind a slow handler), then the handler
 //!   group builds the response. The first response carries the handshake config.
@@ -26,9 +27,14 @@ use crate::metrics::{HeartbeatOutcome, StreamGuard, METRICS};
 use crate::registration::Registration;
 use crate::service::pusher::{Pusher, ResponseTx};
 
-/// Runs a session to its end.
-pub(crate) async fn run<S>(srv: SessionDeps, mut inbound: S, tx: ResponseTx)
-where
+/// Runs a session to its end. `identity`: under mutual TLS, who the client certificate
+/// says the peer is (`None`: no mTLS, any node key is accepted).
+pub(crate) async fn run<S>(
+    srv: SessionDeps,
+    identity: Option<crate::tls::NodeIdentity>,
+    mut inbound: S,
+    tx: ResponseTx,
+) where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
 {
     let _stream = StreamGuard::open();
@@ -63,6 +69,23 @@ where
         role: header.role,
         node_id: header.node_id,
     };
+    if let Some(identity) = identity.filter(|id| !id.permits(key)) {
+        METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
+        warn!(node_id = key.node_id, role = key.role.label(), names = ?identity.names(), "refused a heartbeat for a node the client certificate does not name");
+        let _ = tx
+            .send(Err(Status::permission_denied(format!(
+                "this client certificate may not heartbeat as {} {}: its subjectAltNames {:?} name no such node (expected a DNS name {}-{} or a URI ending in /{}/{})",
+                key.role.label(),
+                key.node_id,
+                identity.names(),
+                key.role.label(),
+                key.node_id,
+                key.role.label(),
+                key.node_id
+            ))))
+            .await;
+        return;
+    }
     let span = tracing::info_span!(
         "heartbeat_session",
         node_id = key.node_id,

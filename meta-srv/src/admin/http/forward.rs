@@ -28,6 +28,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -51,24 +52,34 @@ const LOCAL_PATHS: &[&str] = &[
 /// How long a forwarded request may take (migrations wait up to their `wait_ms`).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What followers forward with: an HTTP client (connections reused) and the admin
-/// address of each leader seen.
+/// What followers forward with: an HTTP client (connections reused, HTTPS when TLS is
+/// on) and the admin address of each leader seen.
 #[derive(Clone, Debug)]
 pub(crate) struct ForwardClient {
-    http: Client<HttpConnector, Body>,
+    http: Client<HttpsConnector<HttpConnector>, Body>,
+    /// `http` or `https`: every member of a cluster serves its admin HTTP the same way.
+    scheme: &'static str,
     /// Member gRPC address → its admin HTTP address.
     admin_addrs: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, String>>>,
 }
 
-/// A client for forwarding, with `TCP_NODELAY` like every other socket here.
-pub(crate) fn client() -> ForwardClient {
+/// A client for forwarding, with `TCP_NODELAY` like every other socket here. Under TLS it
+/// verifies the leader against `tls_ca` and presents this member's certificate.
+pub(crate) fn client(tls: &crate::tls::TlsFiles) -> crate::Result<ForwardClient> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    ForwardClient {
-        http: Client::builder(TokioExecutor::new()).build(connector),
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.http_client()?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(ForwardClient {
+        http: Client::builder(TokioExecutor::new()).build(https),
+        scheme: if tls.enabled() { "https" } else { "http" },
         admin_addrs: Default::default(),
-    }
+    })
 }
 
 fn wants_local(uri: &Uri) -> bool {
@@ -181,7 +192,8 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let uri = match format!("http://{http}{path}").parse::<Uri>() {
+    let scheme = srv.forwarder.scheme;
+    let uri = match format!("{scheme}://{http}{path}").parse::<Uri>() {
         Ok(u) => u,
         Err(e) => {
             return ApiError(
