@@ -235,19 +235,294 @@ impl LeaderSignal {
         if s.is_leader != is_leader || s.leader_addr != leader_addr || s.term != term {
             s.seq += 1;
         }
-        if s.term != term {
-            let m = &crate::metrics::METRICS;
-            m.leader_changes.inc();
-            m.term.set(term as i64);
-        }
+        Self::count_term(s.term, term);
         s.is_leader = is_leader;
         s.leader_addr = leader_addr;
         s.term = term;
     }
 }
 
+impl LeaderSignal {
+    /// The term and leader-change series (metrics only).
+    fn count_term(old: u64, new: u64) {
+        if old != new {
+            let m = &crate::metrics::METRICS;
+            m.leader_changes.inc();
+            m.term.set(new as i64);
+        }
+    }
+}
+
 impl Default for LeaderSignal {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The parts every election shares, on tokio's paused clock: the long poll's
+    //! deadline and its "leads itself" rule, and how [`LeaderSignal`] publishes changes.
+
+    use std::time::Duration;
+
+    use handlers::LeadershipView as _;
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// An election whose backend answer is set by the test, over a real signal.
+    #[derive(Debug, Default)]
+    struct Fake {
+        signal: LeaderSignal,
+        backend: Mutex<Option<LeaderInfo>>,
+    }
+
+    #[async_trait]
+    impl Election for Fake {
+        fn leadership(&self) -> LeadershipRef {
+            self.signal.view()
+        }
+        fn subscribe(&self) -> watch::Receiver<LeaderState> {
+            self.signal.subscribe()
+        }
+        async fn run(&self, _shutdown: CancellationToken) -> Result<()> {
+            Ok(())
+        }
+        async fn resign(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn leader(&self) -> Result<Option<LeaderInfo>> {
+            Ok(self.backend.lock().clone())
+        }
+        async fn members(&self) -> Result<Vec<Member>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn info(addr: &str, term: u64) -> LeaderInfo {
+        LeaderInfo {
+            addr: addr.into(),
+            term,
+        }
+    }
+
+    fn with_backend(leader: Option<LeaderInfo>) -> Arc<Fake> {
+        let fake = Arc::new(Fake::default());
+        *fake.backend.lock() = leader;
+        fake
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_trait_defaults_name_the_leader_hand_over_and_show_no_store() {
+        let fake = with_backend(Some(info("a:1", 3)));
+        assert_eq!(fake.leader_addr().await.expect("addr"), Some("a:1".into()));
+        *fake.backend.lock() = None;
+        assert_eq!(fake.leader_addr().await.expect("addr"), None);
+        assert!(fake.can_hand_over());
+        assert_eq!(fake.store_view(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_other_than_the_lost_one_is_answered_at_once() {
+        let fake = with_backend(Some(info("b:1", 4)));
+        let start = Instant::now();
+        let got = await_leader(fake.as_ref(), Some("a:1"), WAIT)
+            .await
+            .expect("ok");
+        assert_eq!(got, Some(info("b:1", 4)));
+        assert_eq!(start.elapsed(), Duration::ZERO, "no wait");
+        let got = await_leader(fake.as_ref(), None, WAIT).await.expect("ok");
+        assert_eq!(got, Some(info("b:1", 4)), "nothing lost: answered at once");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asking_about_the_lost_leader_waits_for_a_successor_and_answers_it_at_once() {
+        let fake = with_backend(Some(info("a:1", 4)));
+        let start = Instant::now();
+        let poll = {
+            let fake = fake.clone();
+            tokio::spawn(async move { await_leader(fake.as_ref(), Some("a:1"), WAIT).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!poll.is_finished(), "the lost leader is not an answer");
+        fake.signal.observed(&info("b:1", 5));
+        let got = poll.await.expect("join").expect("ok");
+        assert_eq!(got, Some(info("b:1", 5)));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "answered on the change"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_successor_the_poll_answers_what_it_knows_at_the_deadline() {
+        let fake = with_backend(Some(info("a:1", 4)));
+        let start = Instant::now();
+        let got = await_leader(fake.as_ref(), Some("a:1"), WAIT)
+            .await
+            .expect("ok");
+        assert_eq!(got, Some(info("a:1", 4)), "whatever is known then");
+        assert_eq!(start.elapsed(), WAIT, "held for the whole wait, not less");
+        let start = Instant::now();
+        let got = await_leader(fake.as_ref(), Some("a:1"), Duration::from_secs(3600))
+            .await
+            .expect("ok");
+        assert_eq!(got, Some(info("a:1", 4)));
+        assert_eq!(start.elapsed(), MAX_LEADER_WAIT, "capped");
+        let none = with_backend(None);
+        let start = Instant::now();
+        assert_eq!(
+            await_leader(none.as_ref(), None, WAIT).await.expect("ok"),
+            None
+        );
+        assert_eq!(start.elapsed(), WAIT, "no leader known: waits for one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_that_names_no_leader_keeps_the_poll_waiting() {
+        let fake = with_backend(Some(info("a:1", 4)));
+        let start = Instant::now();
+        let poll = {
+            let fake = fake.clone();
+            tokio::spawn(async move { await_leader(fake.as_ref(), Some("a:1"), WAIT).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fake.signal.follow(None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!poll.is_finished(), "\"no leader\" is not an answer");
+        let got = poll.await.expect("join").expect("ok");
+        assert_eq!(got, Some(info("a:1", 4)));
+        assert_eq!(start.elapsed(), WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lost_leader_is_answered_at_once_only_by_itself_while_it_leads() {
+        // This process is a:1 and leads: a node that lost it (a broken stream) may
+        // come straight back.
+        let fake = with_backend(Some(info("a:1", 4)));
+        fake.signal.lead("a:1".into(), 4, None);
+        let start = Instant::now();
+        let got = await_leader(fake.as_ref(), Some("a:1"), WAIT)
+            .await
+            .expect("ok");
+        assert_eq!(got, Some(info("a:1", 4)));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // This process knows a:1 as leader but does not lead: it waits.
+        let follower = with_backend(Some(info("a:1", 4)));
+        follower.signal.observed(&info("a:1", 4));
+        let start = Instant::now();
+        await_leader(follower.as_ref(), Some("a:1"), WAIT)
+            .await
+            .expect("ok");
+        assert_eq!(start.elapsed(), WAIT, "a follower does not vouch for a:1");
+
+        // This process leads as c:1 while the backend still names the lost a:1: not
+        // itself, so it waits too.
+        let other = with_backend(Some(info("a:1", 4)));
+        other.signal.lead("c:1".into(), 5, None);
+        let start = Instant::now();
+        await_leader(other.as_ref(), Some("a:1"), WAIT)
+            .await
+            .expect("ok");
+        assert_eq!(
+            start.elapsed(),
+            WAIT,
+            "leading under another name is not a:1 leading"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observed_teaches_a_follower_its_leader_once_and_never_touches_a_leader() {
+        let signal = LeaderSignal::new();
+        let mut rx = signal.subscribe();
+        signal.observed(&info("a:1", 4));
+        assert!(rx.has_changed().expect("open"), "subscribers are told");
+        let seen = rx.borrow_and_update().clone();
+        assert_eq!(
+            (
+                seen.is_leader,
+                seen.leader_addr.as_deref(),
+                seen.term,
+                seen.seq
+            ),
+            (false, Some("a:1"), 4, 1)
+        );
+        assert_eq!(signal.view().leader_addr().as_deref(), Some("a:1"));
+        assert!(!signal.view().is_leader(), "observing grants nothing");
+
+        signal.observed(&info("a:1", 4));
+        assert!(
+            !rx.has_changed().expect("open"),
+            "the same leader again is no change"
+        );
+        signal.observed(&info("a:1", 5));
+        assert!(
+            rx.has_changed().expect("open"),
+            "a new term of the same address is"
+        );
+        assert_eq!(rx.borrow_and_update().term, 5);
+        signal.observed(&info("b:1", 5));
+        assert!(
+            rx.has_changed().expect("open"),
+            "a new address in the same term is"
+        );
+        assert_eq!(rx.borrow_and_update().leader_addr.as_deref(), Some("b:1"));
+
+        // Leading: what a watch reports cannot change the leader's own view.
+        signal.lead("me:1".into(), 6, None);
+        rx.borrow_and_update();
+        signal.observed(&info("b:1", 7));
+        assert!(!rx.has_changed().expect("open"));
+        assert_eq!(signal.current().leader_addr.as_deref(), Some("me:1"));
+        assert_eq!(signal.view().leader_addr().as_deref(), Some("me:1"));
+
+        // The lease leads before the state says so (mid-`lead`): still untouched.
+        let racing = LeaderSignal::new();
+        racing.lease().set(true, Some("me:1".into()));
+        let mut rx = racing.subscribe();
+        racing.observed(&info("b:1", 7));
+        assert!(!rx.has_changed().expect("open"));
+        assert_eq!(racing.view().leader_addr().as_deref(), Some("me:1"));
+        // And the published state alone leading (the lease lapsed) also keeps it.
+        let lapsed = LeaderSignal::new();
+        lapsed.lead("me:1".into(), 8, Some(Instant::now()));
+        assert!(!lapsed.view().is_leader(), "a deadline of now has passed");
+        let mut rx = lapsed.subscribe();
+        lapsed.observed(&info("b:1", 9));
+        assert!(
+            !rx.has_changed().expect("open"),
+            "follow() steps down, not a watch"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_kind_of_change_bumps_seq_and_nothing_else_does() {
+        let signal = LeaderSignal::new();
+        let seq = || signal.current().seq;
+        signal.lead("a:1".into(), 1, None);
+        assert_eq!(seq(), 1);
+        assert!(
+            signal.lease().is_leader(),
+            "the lease is the one that leads"
+        );
+        assert_eq!(signal.lease().deadline(), None, "standalone: no deadline");
+        signal.lead("a:1".into(), 1, None);
+        assert_eq!(seq(), 1, "the same state is no change");
+        signal.follow(Some("a:1".into()));
+        assert_eq!(seq(), 2, "is_leader alone changed");
+        assert_eq!(signal.current().term, 1, "following keeps the term");
+        signal.follow(Some("b:1".into()));
+        assert_eq!(seq(), 3, "the address alone changed");
+        signal.observed(&info("b:1", 2));
+        assert_eq!(seq(), 4, "the term alone changed");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        signal.lead("a:1".into(), 3, Some(deadline));
+        assert_eq!(signal.lease().deadline(), Some(deadline));
     }
 }
