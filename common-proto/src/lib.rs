@@ -15,11 +15,15 @@
 //! - `process` (feature `process`): the bootstrap both binaries share: logging that cannot
 //!   kill the process, a panic policy that always does, signals. It lives here because
 //!   this is the one crate both binaries depend on.
+//! - `tls` (feature `tls`): how a client certificate names a node, and PEM loading with
+//!   the checks both sides make at start.
 
 pub mod error;
 pub mod instruction;
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use instruction::{

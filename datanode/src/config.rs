@@ -134,7 +134,7 @@ impl DatanodeOptions {
         }
         let tls = self.tls();
         if tls.enabled() {
-            tls.load()?;
+            tls.load(self.node_id)?;
         }
         Ok(())
     }

@@ -56,7 +56,10 @@ pub enum Error {
         last_error: String,
     },
     /// Connecting to a metasrv failed.
-    #[snafu(display("cannot connect to metasrv {addr}: {source}"))]
+    #[snafu(display(
+        "cannot connect to metasrv {addr}: {}",
+        common_proto::error::explain(source)
+    ))]
     Connect {
         /// The address.
         addr: String,
@@ -64,7 +67,7 @@ pub enum Error {
         source: tonic::transport::Error,
     },
     /// A metasrv call failed.
-    #[snafu(display("metasrv {addr} call failed: {source}"))]
+    #[snafu(display("metasrv {addr} call failed: {}", common_proto::error::explain(source)))]
     Rpc {
         /// The address.
         addr: String,

@@ -341,7 +341,7 @@ impl HeartbeatTask {
                         }
                     }
                     Ok(None) => return SessionEnd::Lost("stream closed by the metasrv".into()),
-                    Err(status) => return SessionEnd::Lost(format!("stream error: {status}")),
+                    Err(status) => return SessionEnd::Lost(format!("stream error: {}", common_proto::error::explain(&status))),
                 },
             }
         }

@@ -32,6 +32,10 @@ use snafu::ResultExt;
 
 use crate::error::{InvalidConfigSnafu, ParseConfigSnafu, ReadConfigSnafu, Result};
 
+/// What `--print-config` shows instead of the admin token; refused as a token, so a
+/// printed config saved and reused cannot run with a guessable one.
+pub const PRINTED_TOKEN: &str = "<set, not shown>";
+
 /// Which KV backend holds routes and registrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -309,8 +313,21 @@ impl MetasrvOptions {
         if self.backend == BackendKind::Etcd && self.store_addrs.is_empty() {
             return fail("backend etcd needs at least one store_addrs entry".into());
         }
+        if self.admin_token == PRINTED_TOKEN {
+            return fail(format!(
+                "admin_token is {PRINTED_TOKEN:?}, the placeholder --print-config prints in its \
+                 place: set the real token (METASRV_ADMIN_TOKEN), or remove the line"
+            ));
+        }
         let tls = self.tls();
         tls.validate("tls_cert/tls_key/tls_ca", true)?;
+        if self.backend != BackendKind::Etcd && self.etcd_tls().enabled() {
+            return fail(
+                "etcd_tls_* are set but backend is not etcd: nothing would use them (a config \
+                 meant for another member?); remove them or set backend = \"etcd\""
+                    .into(),
+            );
+        }
         self.etcd_tls()
             .validate("etcd_tls_cert/etcd_tls_key/etcd_tls_ca", false)?;
         if tls.enabled()
@@ -402,6 +419,22 @@ mod tests {
             etcd(3, 1).is_ok(),
             "one endpoint: no etcd cluster to reason about"
         );
+    }
+
+    #[test]
+    fn the_printed_token_placeholder_and_unused_etcd_tls_are_refused() {
+        let printed = MetasrvOptions {
+            admin_token: PRINTED_TOKEN.into(),
+            ..MetasrvOptions::default()
+        };
+        let err = printed.validate().expect_err("placeholder").to_string();
+        assert!(err.contains("placeholder"), "{err}");
+        let unused = MetasrvOptions {
+            etcd_tls_ca: "/some/ca.pem".into(),
+            ..MetasrvOptions::default()
+        };
+        let err = unused.validate().expect_err("memory backend").to_string();
+        assert!(err.contains("backend is not etcd"), "{err}");
     }
 
     #[test]

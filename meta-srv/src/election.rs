@@ -485,7 +485,7 @@ mod tests {
         // The lease leads before the state says so (mid-`lead`): still untouched.
         let racing = LeaderSignal::new();
         racing.lease().set(true, Some("me:1".into()));
-        let mut rx = racing.subscribe();
+        let rx = racing.subscribe();
         racing.observed(&info("b:1", 7));
         assert!(!rx.has_changed().expect("open"));
         assert_eq!(racing.view().leader_addr().as_deref(), Some("me:1"));
@@ -493,7 +493,7 @@ mod tests {
         let lapsed = LeaderSignal::new();
         lapsed.lead("me:1".into(), 8, Some(Instant::now()));
         assert!(!lapsed.view().is_leader(), "a deadline of now has passed");
-        let mut rx = lapsed.subscribe();
+        let rx = lapsed.subscribe();
         lapsed.observed(&info("b:1", 9));
         assert!(
             !rx.has_changed().expect("open"),

@@ -425,6 +425,34 @@ impl Metasrv {
                 );
             }
         }
+        // TLS first: a listener that cannot serve fails the start before anything runs.
+        // Handshakes happen in `TlsIncoming`, not in tonic or axum, so each failure is
+        // logged and counted; tonic still reads the client certificate from the stream.
+        let tls = self.options.tls();
+        let grpc = if tls.enabled() {
+            let addr = self.options.bind_addr.clone();
+            Accepting::Tls(
+                crate::tls::TlsIncoming::new(grpc, tls.grpc_server()?, "grpc")
+                    .context(crate::error::BindSnafu { what: "gRPC", addr })?,
+            )
+        } else {
+            Accepting::Plain(grpc)
+        };
+        let http = match http {
+            Some(listener) if tls.enabled() => {
+                let addr = self.options.http_addr.clone();
+                Some(Accepting::Tls(
+                    crate::tls::TlsIncoming::new(listener, tls.http_server()?, "admin").context(
+                        crate::error::BindSnafu {
+                            what: "admin HTTP",
+                            addr,
+                        },
+                    )?,
+                ))
+            }
+            Some(listener) => Some(Accepting::Plain(listener)),
+            None => None,
+        };
         let token = self.shutdown.clone();
         let mut tasks = tokio::task::JoinSet::new();
         {
@@ -514,52 +542,58 @@ impl Metasrv {
         let service = HeartbeatServer::new(self.heartbeat_service())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes);
-        // `tcp_nodelay` on the builder applies only to listeners tonic opens itself; on
-        // our own listener every accepted socket is set here. Without it, Nagle held
-        // the first data frame of every new stream and every mailbox push ~40 ms.
-        let incoming = TcpListenerStream::new(grpc).map(|conn| {
-            if let Ok(stream) = &conn {
-                if let Err(err) = stream.set_nodelay(true) {
-                    warn!(error = %err, "cannot set TCP_NODELAY on an accepted stream");
-                }
-            }
-            conn
-        });
-        let tls = self.options.tls();
-        let mut builder = tonic::transport::Server::builder();
-        if tls.enabled() {
-            builder = builder.tls_config(tls.grpc_server()?).map_err(|e| {
-                crate::Error::InvalidConfig {
-                    reason: format!("gRPC TLS: {e}"),
-                }
-            })?;
-        }
-        let grpc_fut = builder
+        let grpc_router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.options.heartbeat_interval))
             .http2_keepalive_timeout(Some(self.options.node_lease))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-        let http_fut = async {
-            match http {
-                Some(listener) if tls.enabled() => {
-                    let listener = crate::tls::TlsListener::new(listener, tls.http_server()?)
-                        .context(HttpServeSnafu)?;
-                    axum::serve(listener, crate::admin::http::router(self.admin_state()))
-                        .with_graceful_shutdown(token.clone().cancelled_owned())
+            .add_service(service);
+        let grpc_fut = async {
+            match grpc {
+                Accepting::Tls(incoming) => {
+                    grpc_router
+                        .serve_with_incoming_shutdown(
+                            incoming.into_stream(),
+                            token.clone().cancelled_owned(),
+                        )
                         .await
-                        .context(HttpServeSnafu)
                 }
-                Some(listener) => {
+                Accepting::Plain(listener) => {
+                    // `tcp_nodelay` on the builder applies only to listeners tonic opens
+                    // itself; on our own listener every accepted socket is set here.
+                    // Without it, Nagle held the first data frame of every new stream and
+                    // every mailbox push ~40 ms.
+                    let incoming = TcpListenerStream::new(listener).map(|conn| {
+                        if let Ok(stream) = &conn {
+                            if let Err(err) = stream.set_nodelay(true) {
+                                warn!(error = %err, "cannot set TCP_NODELAY on an accepted stream");
+                            }
+                        }
+                        conn
+                    });
+                    grpc_router
+                        .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned())
+                        .await
+                }
+            }
+        };
+        let http_fut = async {
+            let router = crate::admin::http::router(self.admin_state());
+            let stop = token.clone().cancelled_owned();
+            match http {
+                Some(Accepting::Tls(incoming)) => axum::serve(incoming, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .context(HttpServeSnafu),
+                Some(Accepting::Plain(listener)) => {
                     use axum::serve::ListenerExt;
                     let listener = listener.tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    axum::serve(listener, crate::admin::http::router(self.admin_state()))
-                        .with_graceful_shutdown(token.clone().cancelled_owned())
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
                         .await
                         .context(HttpServeSnafu)
                 }
@@ -588,6 +622,12 @@ impl Metasrv {
             Err(err) => warn!(error = %err, "failed to flush cached stats on shutdown"),
         }
     }
+}
+
+/// A listener, plain or behind TLS handshakes.
+enum Accepting {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsIncoming),
 }
 
 /// The etcd KV backend and election, over one pool: one lazily connected client per

@@ -30,6 +30,9 @@
 //! Backend: `metasrv_etcd_request_duration_seconds{op}`, `metasrv_etcd_errors_total{op}`;
 //! `metasrv_stats_flushes_total{outcome}` and `metasrv_stats_flushed_nodes_total`.
 //!
+//! TLS: `metasrv_tls_handshake_failures_total{listener}` (`grpc`, `admin`): clients
+//! refused at the handshake (no or an untrusted certificate, plaintext).
+//!
 //! Failover: `metasrv_failed_datanodes`, `metasrv_unavailable_regions`,
 //! `metasrv_migrations_total{reason, outcome}`, `metasrv_migrations_in_flight`.
 
@@ -133,6 +136,8 @@ pub struct Metrics {
     pub migrations: IntCounterVec,
     /// Migrations running in this process.
     pub migrations_in_flight: IntGauge,
+    /// TLS handshakes that failed, by listener.
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 /// Registers `metric` (a valid, once-registered family; a failure here is a bug in this
@@ -276,6 +281,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "metasrv_migrations_in_flight",
             "Region migrations running in this process.",
         ),
+        tls_handshake_failures: counter_vec(
+            &r,
+            "metasrv_tls_handshake_failures_total",
+            "TLS handshakes that failed (no or an untrusted client certificate, plaintext, timeouts), by listener.",
+            &["listener"],
+        ),
         registry: r,
     };
     for op in ETCD_OPS {
@@ -283,6 +294,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     for outcome in ["ok", "failed"] {
         m.stats_flushes.with_label_values(&[outcome]);
+    }
+    for listener in ["grpc", "admin"] {
+        m.tls_handshake_failures.with_label_values(&[listener]);
     }
     m
 });

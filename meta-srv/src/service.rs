@@ -51,7 +51,7 @@ pub struct SessionDeps {
     /// This member's advertised address (the election names members by it).
     pub(crate) self_addr: String,
     /// Mutual TLS is on: a stream may speak only for the node its client certificate
-    /// names ([`crate::tls::NodeIdentity`]).
+    /// names ([`common_proto::tls::NodeIdentity`]).
     pub(crate) mtls: bool,
 }
 
@@ -81,8 +81,8 @@ impl Heartbeat for HeartbeatService {
         // The identity is read once, from the verified handshake: a stream cannot change
         // certificates, and every later message must keep the first one's node key.
         let identity = self.srv.mtls.then(|| match request.peer_certs() {
-            Some(certs) => crate::tls::NodeIdentity::from_certs(&certs),
-            None => crate::tls::NodeIdentity::default(),
+            Some(certs) => common_proto::tls::NodeIdentity::from_certs(&certs),
+            None => common_proto::tls::NodeIdentity::default(),
         });
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);

@@ -1,29 +1,35 @@
-//! TLS for every socket the metasrv owns, and the node identity a client certificate
-//! carries.
+//! TLS for every socket the metasrv owns.
 //!
 //! One certificate and key (`tls_cert`, `tls_key`) serve both the gRPC port and the admin
 //! HTTP. A CA bundle (`tls_ca`) turns on mutual TLS for gRPC: every client must present a
 //! certificate that CA signed, and a heartbeat stream may speak only for the node its
-//! certificate names (see [`NodeIdentity`]). Members also verify each other with that CA
-//! when a follower forwards an admin request to the leader. etcd has its own files
-//! (`etcd_tls_*`), since an etcd cluster usually has its own CA.
+//! certificate names ([`common_proto::tls::NodeIdentity`]). Members also verify each
+//! other with that CA when a follower forwards an admin request to the leader, and present
+//! their own certificate as the client one. etcd has its own files (`etcd_tls_*`), since
+//! an etcd cluster usually has its own CA.
 //!
-//! Everything is rustls with the ring provider, through the crates that already speak it:
-//! tonic's TLS for gRPC (server and etcd client), tokio-rustls for the admin HTTP listener,
-//! hyper-rustls for the forwarder.
+//! Both listeners accept through one [`TlsIncoming`]: each handshake runs in its own task
+//! under [`HANDSHAKE_TIMEOUT`], a failure is logged with its reason and counted
+//! (`metasrv_tls_handshake_failures_total`), and the server sees only finished TLS
+//! streams, so a slow or broken client holds up nobody. tonic reads the client
+//! certificate from those streams for [`tonic::Request::peer_certs`].
+//!
+//! Everything is rustls with the ring provider. Every file is read and checked (PEM,
+//! a key that belongs to its certificate) by [`TlsFiles::validate`] before anything
+//! starts, so `check-config` catches what the start would trip on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use handlers::NodeKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use common_proto::error::tls_hint as hint;
+use common_proto::tls::{certified_key, provider, roots};
+use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::error::{InvalidConfigSnafu, Result};
 
@@ -31,7 +37,8 @@ use crate::error::{InvalidConfigSnafu, Result};
 /// silent client cannot hold a handshake slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// PEM files for one TLS role. Empty paths mean "not set".
+/// PEM files for one TLS role. Empty paths mean "not set"; relative paths are relative
+/// to the working directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate chain (PEM), leaf first.
@@ -66,8 +73,9 @@ impl TlsFiles {
         }
     }
 
-    /// Checks that the files exist and parse, so a typo fails at start, not at the first
-    /// connection. `server`: this side presents a certificate, so cert and key are needed.
+    /// Checks that the files exist, parse, and fit together, so a typo or a wrong key
+    /// fails the start (and `check-config`), not the first connection. `server`: this
+    /// side serves, so it needs a certificate and key; otherwise it dials and needs a CA.
     pub fn validate(&self, what: &str, server: bool) -> Result<()> {
         if self.cert.is_empty() != self.key.is_empty() {
             return Err(config_error(format!(
@@ -80,9 +88,14 @@ impl TlsFiles {
                 "{what}: a CA without a certificate and key cannot serve TLS"
             )));
         }
+        if !server && !self.cert.is_empty() && self.ca.is_empty() {
+            return Err(config_error(format!(
+                "{what}: a client certificate without the CA to verify the server: set the CA \
+                 (there are no built-in roots)"
+            )));
+        }
         if !self.cert.is_empty() {
-            self.certs()?;
-            self.private_key()?;
+            self.certified()?;
         }
         if !self.ca.is_empty() {
             self.roots()?;
@@ -90,62 +103,61 @@ impl TlsFiles {
         Ok(())
     }
 
-    fn certs(&self) -> Result<Vec<CertificateDer<'static>>> {
-        let pem = read("certificate", &self.cert)?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| config_error(format!("certificate {}: {e}", self.cert)))?;
-        if certs.is_empty() {
-            return Err(config_error(format!(
-                "certificate {}: no PEM certificate in the file",
-                self.cert
-            )));
-        }
-        Ok(certs)
-    }
-
-    fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
-        let pem = read("private key", &self.key)?;
-        PrivateKeyDer::from_pem_slice(&pem)
-            .map_err(|e| config_error(format!("private key {}: {e}", self.key)))
+    fn certified(
+        &self,
+    ) -> Result<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )> {
+        certified_key(
+            &read("certificate", &self.cert)?,
+            &read("private key", &self.key)?,
+        )
+        .map_err(|e| {
+            config_error(format!(
+                "certificate {} and key {}: {e}",
+                self.cert, self.key
+            ))
+        })
     }
 
     fn roots(&self) -> Result<rustls::RootCertStore> {
-        let pem = read("CA bundle", &self.ca)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| config_error(format!("CA bundle {}: {e}", self.ca)))?;
-            roots
-                .add(cert)
-                .map_err(|e| config_error(format!("CA bundle {}: {e}", self.ca)))?;
-        }
-        if roots.is_empty() {
-            return Err(config_error(format!(
-                "CA bundle {}: no PEM certificate in the file",
-                self.ca
-            )));
-        }
-        Ok(roots)
+        roots(&read("CA bundle", &self.ca)?)
+            .map_err(|e| config_error(format!("CA bundle {}: {e}", self.ca)))
     }
 
-    /// tonic's server config: our identity, and with a CA, client certificates required.
-    pub fn grpc_server(&self) -> Result<tonic::transport::ServerTlsConfig> {
-        let identity = tonic::transport::Identity::from_pem(
-            read("certificate", &self.cert)?,
-            read("private key", &self.key)?,
-        );
-        let mut config = tonic::transport::ServerTlsConfig::new()
-            .identity(identity)
-            .timeout(HANDSHAKE_TIMEOUT);
-        if !self.ca.is_empty() {
-            config = config
-                .client_ca_root(tonic::transport::Certificate::from_pem(read(
-                    "CA bundle",
-                    &self.ca,
-                )?))
-                .client_auth_optional(false);
-        }
-        Ok(config)
+    fn server(&self, alpn: &[&[u8]], client_auth: bool) -> Result<Arc<rustls::ServerConfig>> {
+        let (certs, key) = self.certified()?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_error(format!("TLS: {e}")))?;
+        let builder = if client_auth && !self.ca.is_empty() {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(self.roots()?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| config_error(format!("CA bundle {}: {e}", self.ca)))?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| config_error(format!("certificate {}: {e}", self.cert)))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// The gRPC server's config: HTTP/2, and with a CA, client certificates required.
+    pub fn grpc_server(&self) -> Result<Arc<rustls::ServerConfig>> {
+        self.server(&[b"h2"], true)
+    }
+
+    /// The admin HTTP's server config (server authentication only: the admin API
+    /// authenticates callers by bearer token).
+    pub fn http_server(&self) -> Result<Arc<rustls::ServerConfig>> {
+        self.server(&[b"h2", b"http/1.1"], false)
     }
 
     /// tonic's client config, for dialling etcd: the CA to trust, and our certificate if
@@ -167,24 +179,6 @@ impl TlsFiles {
         Ok(config)
     }
 
-    /// The admin HTTP's server config (server authentication only: the admin API
-    /// authenticates callers by bearer token).
-    pub fn http_server(&self) -> Result<Arc<rustls::ServerConfig>> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| config_error(format!("TLS: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(self.certs()?, self.private_key()?)
-            .map_err(|e| {
-                config_error(format!(
-                    "certificate {} and key {}: {e}",
-                    self.cert, self.key
-                ))
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-
     /// The forwarder's client config: trusts the CA, presents our certificate.
     pub fn http_client(&self) -> Result<rustls::ClientConfig> {
         let roots = if self.ca.is_empty() {
@@ -199,133 +193,96 @@ impl TlsFiles {
         if self.cert.is_empty() {
             Ok(builder.with_no_client_auth())
         } else {
+            let (certs, key) = self.certified()?;
             builder
-                .with_client_auth_cert(self.certs()?, self.private_key()?)
+                .with_client_auth_cert(certs, key)
                 .map_err(|e| config_error(format!("certificate {}: {e}", self.cert)))
         }
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Who a client certificate says its holder is: the `(role, node id)` pairs it may
-/// heartbeat as.
-///
-/// A certificate names a node in its subjectAltName, either way:
-/// - a DNS name whose first label is `<role>-<node_id>`: `datanode-7`,
-///   `datanode-7.dn.example.internal`;
-/// - a URI whose path ends in `/<role>/<node_id>`: `spiffe://example/datanode/7`.
-///
-/// The chain was verified against `tls_ca` by the handshake; this only maps the verified
-/// names to node keys. A certificate naming no node (an operator's, a member's) may call
-/// `AskLeader` but cannot heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeIdentity {
-    names: Vec<String>,
-}
-
-impl NodeIdentity {
-    /// Reads the names from the leaf certificate; an unparsable one names nothing.
-    pub fn from_certs(certs: &[CertificateDer<'_>]) -> Self {
-        let Some(leaf) = certs.first() else {
-            return Self::default();
-        };
-        match webpki::EndEntityCert::try_from(leaf) {
-            Ok(cert) => Self {
-                names: cert
-                    .valid_dns_names()
-                    .chain(cert.valid_uri_names())
-                    .map(str::to_owned)
-                    .collect(),
-            },
-            Err(err) => {
-                warn!(error = %err, "cannot parse a verified client certificate");
-                Self::default()
-            }
-        }
-    }
-
-    /// Whether the certificate names this node.
-    pub fn permits(&self, key: NodeKey) -> bool {
-        let label = format!("{}-{}", key.role.label(), key.node_id);
-        let suffix = format!("/{}/{}", key.role.label(), key.node_id);
-        self.names.iter().any(|name| {
-            name.split('.')
-                .next()
-                .is_some_and(|first| first.eq_ignore_ascii_case(&label))
-                || (name.contains("://") && name.trim_end_matches('/').ends_with(&suffix))
-        })
-    }
-
-    /// The names, for the refusal message.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-}
-
-/// The admin HTTP's listener under TLS: accepts TCP, runs each handshake in its own task
-/// (under [`HANDSHAKE_TIMEOUT`]), and hands axum only finished TLS streams, so one slow
-/// or broken client holds up nobody.
+/// A TLS listener: accepts TCP, runs each handshake in its own task, and yields only
+/// finished TLS streams. Failed handshakes are logged (with a hint when the reason is a
+/// common misconfiguration) and counted under `listener`.
 #[derive(Debug)]
-pub struct TlsListener {
+pub struct TlsIncoming {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    _accept: tokio::task::JoinHandle<()>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
-impl TlsListener {
-    /// Wraps a bound listener.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+impl TlsIncoming {
+    /// Wraps a bound listener; `listener` names it in logs and metrics (`grpc`, `admin`).
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        listener: &'static str,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
+        let failures = crate::metrics::METRICS
+            .tls_handshake_failures
+            .with_label_values(&[listener]);
         let accept = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                let (stream, peer) = match tcp.accept().await {
                     Ok(conn) => conn,
                     Err(err) => {
                         // EMFILE and friends: back off instead of spinning.
-                        warn!(error = %err, "admin HTTP accept failed");
+                        warn!(listener, error = %err, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
-                let _ = tcp.set_nodelay(true);
                 if tx.is_closed() {
                     return;
                 }
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let ready = tx.clone();
+                let failures = failures.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => {
                             let _ = ready.send((tls, peer)).await;
+                            return;
                         }
-                        Ok(Err(err)) => {
-                            debug!(%peer, error = %err, "admin HTTP TLS handshake failed")
-                        }
-                        Err(_) => debug!(%peer, "admin HTTP TLS handshake timed out"),
-                    }
+                        Ok(Err(err)) => common_proto::error::error_chain(&err),
+                        Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    };
+                    failures.inc();
+                    warn!(listener, %peer, error = %why, hint = hint(&why).unwrap_or(""), "TLS handshake failed; connection dropped");
                 });
             }
         });
         Ok(Self {
             local,
             ready,
-            _accept: accept,
+            accept,
+        })
+    }
+
+    /// The finished streams, as tonic's `serve_with_incoming` takes them.
+    pub fn into_stream(
+        self,
+    ) -> impl Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static {
+        futures::stream::unfold(self, |mut me| async move {
+            let (tls, _) = me.ready.recv().await?;
+            Some((Ok(tls), me))
         })
     }
 }
 
-impl Drop for TlsListener {
+impl Drop for TlsIncoming {
     fn drop(&mut self) {
-        self._accept.abort();
+        self.accept.abort();
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl axum::serve::Listener for TlsIncoming {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;
 
@@ -346,46 +303,20 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common_proto::v1::Role;
 
-    fn cert_with(names: Vec<rcgen::SanType>) -> CertificateDer<'static> {
+    fn write_pair(dir: &std::path::Path, name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::default();
-        params.subject_alt_names = names;
-        params.self_signed(&key).expect("cert").der().clone()
-    }
-
-    fn dns(name: &str) -> rcgen::SanType {
-        rcgen::SanType::DnsName(name.try_into().expect("dns name"))
-    }
-
-    #[test]
-    fn a_dns_name_names_the_node_by_its_first_label() {
-        let id = NodeIdentity::from_certs(&[cert_with(vec![dns("datanode-7.dn.example")])]);
-        assert!(id.permits(NodeKey::datanode(7)));
-        assert!(!id.permits(NodeKey::datanode(70)), "no prefix match");
-        assert!(!id.permits(NodeKey::datanode(8)));
-        assert!(!id.permits(NodeKey {
-            role: Role::Frontend,
-            node_id: 7
-        }));
-    }
-
-    #[test]
-    fn a_uri_names_the_node_by_its_path() {
-        let uri = rcgen::SanType::URI("spiffe://example/datanode/7".try_into().expect("uri"));
-        let id = NodeIdentity::from_certs(&[cert_with(vec![uri])]);
-        assert!(id.permits(NodeKey::datanode(7)));
-        assert!(!id.permits(NodeKey::datanode(17)));
-    }
-
-    #[test]
-    fn a_certificate_naming_no_node_permits_nothing() {
-        let id = NodeIdentity::from_certs(&[cert_with(vec![dns("metactl.example")])]);
-        assert!(!id.permits(NodeKey::datanode(1)));
-        assert!(!NodeIdentity::from_certs(&[]).permits(NodeKey::datanode(1)));
-        let garbage = CertificateDer::from(vec![1, 2, 3]);
-        assert!(!NodeIdentity::from_certs(&[garbage]).permits(NodeKey::datanode(1)));
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c.display().to_string(), k.display().to_string())
     }
 
     #[test]
@@ -425,5 +356,37 @@ mod tests {
             .expect_err("missing")
             .to_string()
             .contains("/nonexistent/cert.pem"));
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_and_a_client_without_a_ca_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a_cert, a_key) = write_pair(dir.path(), "a");
+        let (_, b_key) = write_pair(dir.path(), "b");
+        let good = TlsFiles {
+            cert: a_cert.clone(),
+            key: a_key,
+            ca: a_cert.clone(),
+        };
+        good.validate("tls", true).expect("a matching pair");
+        good.validate("etcd", false).expect("a client with its CA");
+        let crossed = TlsFiles {
+            key: b_key,
+            ..good.clone()
+        };
+        let err = crossed
+            .validate("tls", true)
+            .expect_err("crossed")
+            .to_string();
+        assert!(err.contains("does not belong"), "{err}");
+        let blind = TlsFiles {
+            ca: String::new(),
+            ..good
+        };
+        let err = blind
+            .validate("etcd", false)
+            .expect_err("no CA")
+            .to_string();
+        assert!(err.contains("CA"), "{err}");
     }
 }

@@ -298,40 +298,69 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
         "the standalone member names itself"
     );
 
-    // A datanode whose certificate names another node never registers, and says why.
+    // A datanode whose certificate names another node is refused at start (exit 2),
+    // before it could try a heartbeat the metasrv would refuse.
     let wrong = ca.issue("dn4-wrong", &["datanode-1"]);
-    let dn4_log = dir.path().join("dn4.log");
-    let _dn4 = DatanodeProc::start_with(
-        4,
+    let out = std::process::Command::new(tests::bin_path("datanode"))
+        .args(["start", "--node-id", "4", "--metasrv-addrs", &ms.grpc])
+        .args(["--data-addr", "127.0.0.1:0", "--tls-ca", &ca.ca()])
+        .args(["--tls-cert", &wrong.cert(), "--tls-key", &wrong.key()])
+        .output()
+        .expect("run datanode");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not datanode 4") && stderr.contains("datanode-1"),
+        "the refusal names the node and the certificate's names: {stderr}"
+    );
+
+    // A datanode trusting another CA starts, cannot connect, and its log says why.
+    let five = ca.issue("dn5", &["datanode-5"]);
+    let dn5_log = dir.path().join("dn5.log");
+    let _dn5 = DatanodeProc::start_with(
+        5,
         std::slice::from_ref(&ms.grpc),
-        &dir.path().join("dn4"),
-        &dn4_log,
+        &dir.path().join("dn5"),
+        &dn5_log,
         Stderr::Log,
         &[
             "--tls-ca".into(),
-            ca.ca(),
+            rogue.ca(),
             "--tls-cert".into(),
-            wrong.cert(),
+            five.cert(),
             "--tls-key".into(),
-            wrong.key(),
+            five.key(),
         ],
     );
     eventually(
-        "datanode 4 logs the refusal",
+        "datanode 5 logs why it cannot connect",
         Duration::from_secs(15),
         || async {
-            let log = std::fs::read_to_string(&dn4_log).unwrap_or_default();
-            log.contains("may not heartbeat as datanode 4")
+            let log = std::fs::read_to_string(&dn5_log).unwrap_or_default();
+            log.contains("not signed by the CA given (tls_ca)")
                 .then_some(())
         },
     )
     .await;
 
+    // The metasrv counted the refused handshakes.
+    let (_, metrics) = http.get_text(&format!("{url}/metrics")).await;
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("metasrv_tls_handshake_failures_total{listener=\"grpc\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the handshake failure series");
+    assert!(
+        failures >= 2.0,
+        "no certificate, another CA: {failures} failures counted"
+    );
+
     // Everyone else is still served.
     let nodes = connected_nodes(&http, &url).await.expect("nodes");
     assert!(
-        nodes.contains(&1) && nodes.contains(&2) && !nodes.contains(&4),
-        "the TLS datanodes stay connected and node 4 never registered: {nodes:?}"
+        nodes.contains(&1) && nodes.contains(&2) && !nodes.contains(&4) && !nodes.contains(&5),
+        "the TLS datanodes stay connected, nodes 4 and 5 never registered: {nodes:?}"
     );
     assert_eq!(http.write_row(&node1, 1, "k2", "v").await.0, 200);
 
@@ -444,10 +473,28 @@ async fn tls_members_on_an_etcd_that_requires_client_certificates_lead_and_forwa
         )
         .await;
     assert_eq!(code, 200, "routes over TLS etcd: {body}");
-    // The follower forwards to the leader over TLS, verifying it with tls_ca.
-    let (code, regions, headers) = http
-        .get_with_headers(&format!("{}/regions", https(follower)))
-        .await;
+    // The follower forwards to the leader over TLS, verifying it with tls_ca; the
+    // client speaks HTTP/2 (negotiated by ALPN, as curl and load balancers do), the hop
+    // to the leader HTTP/1.1.
+    let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca.ca).expect("ca")).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let resp = h2
+        .get(format!("{}/regions", https(follower)))
+        .send()
+        .await
+        .expect("GET the follower");
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN chose HTTP/2"
+    );
+    let (code, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let regions: Value = resp.json().await.expect("json");
     assert_eq!(code, 200, "forwarded over TLS: {regions}");
     assert!(
         headers.contains_key("x-metasrv-forwarded-by"),

@@ -182,7 +182,7 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
     }
     let tls = options.tls();
     if tls.enabled() {
-        builder = builder.tls(tls.load()?);
+        builder = builder.tls(tls.load(options.node_id)?);
     }
     let hb = builder.start(engine.clone(), leases)?;
     let state = HttpState {

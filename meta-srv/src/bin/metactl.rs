@@ -204,7 +204,15 @@ async fn call(
                     answered_by,
                 });
             }
-            Err(e) => errors.push(format!("{endpoint}: {e}")),
+            Err(e) => {
+                let mut why = common_proto::error::explain(&e);
+                // Plain HTTP to a TLS port fails oddly (the connection closes, or rustls's
+                // alert reads as HTTP/0.9): say what to try.
+                if cli.cacert.is_none() && (e.is_request() || why.contains("HTTP/0.9")) {
+                    why.push_str(" (if the admin HTTP serves TLS, pass --cacert CA.pem)");
+                }
+                errors.push(format!("{endpoint}: {why}"));
+            }
         }
     }
     Err(Failure::Unreachable(errors.join("; ")))

@@ -304,7 +304,7 @@ fn main() -> ExitCode {
             if print {
                 let mut shown = options.clone();
                 if !shown.admin_token.is_empty() {
-                    shown.admin_token = "<set, not shown>".into();
+                    shown.admin_token = meta_srv::config::PRINTED_TOKEN.into();
                 }
                 return match process::print_config(&shown) {
                     Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,7 @@ use crate::service::pusher::{Pusher, ResponseTx};
 /// says the peer is (`None`: no mTLS, any node key is accepted).
 pub(crate) async fn run<S>(
     srv: SessionDeps,
-    identity: Option<crate::tls::NodeIdentity>,
+    identity: Option<common_proto::tls::NodeIdentity>,
     mut inbound: S,
     tx: ResponseTx,
 ) where
@@ -69,19 +69,16 @@ pub(crate) async fn run<S>(
         role: header.role,
         node_id: header.node_id,
     };
-    if let Some(identity) = identity.filter(|id| !id.permits(key)) {
-        METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
+    if let Some(identity) = identity.filter(|id| !id.permits(key.role, key.node_id)) {
+        METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Refused);
         warn!(node_id = key.node_id, role = key.role.label(), names = ?identity.names(), "refused a heartbeat for a node the client certificate does not name");
         let _ = tx
             .send(Err(Status::permission_denied(format!(
-                "this client certificate may not heartbeat as {} {}: its subjectAltNames {:?} name no such node (expected a DNS name {}-{} or a URI ending in /{}/{})",
+                "this client certificate may not heartbeat as {} {}: its subjectAltNames {:?} name no such node (expected {})",
                 key.role.label(),
                 key.node_id,
                 identity.names(),
-                key.role.label(),
-                key.node_id,
-                key.role.label(),
-                key.node_id
+                common_proto::tls::expected_names(key.role, key.node_id),
             ))))
             .await;
         return;

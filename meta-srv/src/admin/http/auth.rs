@@ -43,7 +43,7 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
             let reason = if other.is_some() {
                 "the admin token does not match"
             } else {
-                "this request changes the cluster and needs the admin token: Authorization: Bearer <token>"
+                "this request changes the cluster and needs the admin token: Authorization: Bearer <token> (metactl --token, or METACTL_TOKEN)"
             };
             let mut resp = ApiError(StatusCode::UNAUTHORIZED, reason.into()).into_response();
             resp.headers_mut()

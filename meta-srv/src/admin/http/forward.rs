@@ -204,6 +204,9 @@ async fn forward(
         }
     };
     parts.uri = uri;
+    // The client may have spoken HTTP/2 (ALPN over TLS, h2c); the hop to the leader is
+    // HTTP/1.1, so the request must say so or the client refuses to send it.
+    parts.version = axum::http::Version::HTTP_11;
     parts.headers.remove(axum::http::header::HOST);
     if let Ok(v) = HeaderValue::from_str(me) {
         parts.headers.insert(FORWARDED_BY, v);
