@@ -128,7 +128,9 @@ impl PhiAccrualDetector {
 }
 
 /// `-log10(1 - CDF(elapsed))` for a normal distribution, with the logistic approximation
-/// of the CDF that Akka uses (accurate to about 1e-4, and never `inf` for large inputs).
+/// of the CDF that Akka uses (accurate to about 1e-4). Each side of the mean uses the form
+/// that stays finite longest; a silence of dozens of standard deviations underflows to
+/// `inf`, which compares as failed like any large phi.
 fn phi(elapsed: f64, mean: f64, std: f64) -> f64 {
     let y = (elapsed - mean) / std;
     let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
@@ -236,5 +238,94 @@ mod tests {
         d.heartbeat(10_000);
         d.heartbeat(9_000);
         assert_eq!(d.last_heartbeat_ms(), Some(10_000));
+    }
+
+    /// Options that make phi sensitive to the history: no pause, a small floor.
+    fn sharp(window: usize) -> PhiOptions {
+        PhiOptions {
+            threshold: 8.0,
+            min_std_dev_ms: 1.0,
+            acceptable_pause_ms: 0.0,
+            first_estimate_ms: 1_000.0,
+            window,
+        }
+    }
+
+    #[test]
+    fn an_evicted_interval_no_longer_counts() {
+        // A: a history of 5 s intervals, then four of about 100 ms. B: only the recent
+        // ones. With a window of 4 both hold the same four intervals (the seeds and the
+        // 5 s ones evicted), so both judge the same silence the same way.
+        let recent = [25_000u64, 25_090, 25_200, 25_295, 25_400];
+        let mut a = PhiAccrualDetector::new(sharp(4));
+        for t in [0u64, 5_000, 10_000, 15_000, 20_000].iter().chain(&recent) {
+            a.heartbeat(*t);
+        }
+        let mut b = PhiAccrualDetector::new(sharp(4));
+        for t in recent {
+            b.heartbeat(t);
+        }
+        let last = 25_400;
+        for after in [90, 100, 105, 110, 120] {
+            let (pa, pb) = (a.phi(last + after), b.phi(last + after));
+            assert!(pa.is_finite() && pa > 0.0, "+{after} ms: {pa}");
+            assert!(
+                (pa - pb).abs() < 1e-9,
+                "+{after} ms: phi {pa} with an evicted history, {pb} without"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_arrival_carries_no_interval() {
+        let mut once = PhiAccrualDetector::new(sharp(10));
+        feed(&mut once, 0, 5, 1_000, 0);
+        let last = once.last_heartbeat_ms().expect("heard");
+        let mut twice = once.clone();
+        twice.heartbeat(last);
+        for after in [500, 1_000, 1_200] {
+            assert_eq!(
+                once.phi(last + after),
+                twice.phi(last + after),
+                "+{after} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_phi_exactly_at_the_threshold_is_not_yet_failed() {
+        let mut d = PhiAccrualDetector::new(defaults());
+        feed(&mut d, 0, 20, 3_000, 100);
+        let at = d.last_heartbeat_ms().expect("heard") + 7_000;
+        let phi = d.phi(at);
+        assert!(phi > 0.0 && phi.is_finite(), "{phi}");
+        let mut exact = d.clone();
+        exact.options.threshold = phi;
+        assert!(
+            !exact.is_failed(at),
+            "phi {phi} is not above a threshold of {phi}"
+        );
+        exact.options.threshold = phi - 1e-9;
+        assert!(exact.is_failed(at));
+    }
+
+    #[test]
+    fn phi_follows_the_normal_tail_and_stays_finite_for_long_silences() {
+        // -log10(P(X > mean + k·std)) for a normal X: k=0 → 0.301, 1 → 0.800,
+        // 2 → 1.643, 3 → 2.869 (the logistic approximation is within about 1e-4 of the
+        // CDF, so within a few hundredths here).
+        for (k, want) in [(0.0, 0.301), (1.0, 0.800), (2.0, 1.643), (3.0, 2.869)] {
+            let got = phi(1_000.0 + k * 100.0, 1_000.0, 100.0);
+            assert!((got - want).abs() < 0.05, "k={k}: phi {got}, want {want}");
+        }
+        // Early: phi falls towards 0 as the heartbeat is less and less overdue.
+        let early = phi(500.0, 1_000.0, 100.0);
+        assert!(early >= 0.0 && early < 0.01, "{early}");
+        // A silence of 10 standard deviations: huge but finite (the stable branch; the
+        // other form would take the log of 0). Far beyond, both underflow to infinity,
+        // which still reads as failed.
+        let far = phi(2_000.0, 1_000.0, 100.0);
+        assert!(far.is_finite() && far > 30.0, "{far}");
+        assert!(phi(1e9, 1_000.0, 100.0) > 8.0);
     }
 }
