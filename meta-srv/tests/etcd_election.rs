@@ -1,0 +1,345 @@
+#![cfg(feature = "etcd")]
+//! [`EtcdElection`] against a real etcd process (started here on a free port with its own
+//! data directory), in-process, so the election's own code is tested in seconds: who
+//! leads and who follows, terms every member agrees on, keep-alives that hold the lease
+//! for many TTLs, resign and shutdown handing over with the lease revoked, and leadership
+//! that ends at its deadline when etcd stops answering (fail closed).
+//!
+//! Fails (never skips) without `etcd` on the PATH: `scripts/test` installs Debian's
+//! `etcd-server`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meta_srv::election::EtcdElection;
+use meta_srv::etcd_pool::{EtcdPool, PoolOptions};
+use meta_srv::{CancellationToken, Election};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(2);
+const MARGIN: Duration = Duration::from_millis(200);
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// One etcd process on loopback ports; killed on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd, retrying on new ports if one was taken in between.
+    async fn start() -> Etcd {
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = |_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("port")
+            };
+            let (client, peer) = (port(0), port(1));
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+            let mut child = Command::new("etcd")
+                .args(["--name", "e", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("e={peer_url}")])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("etcd is not installed: run scripts/test, which installs etcd-server");
+            let endpoint = format!("127.0.0.1:{client}");
+            let deadline = Instant::now() + WITHIN;
+            let ready = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false; // the port was taken: start over
+                }
+                let probe = async {
+                    let mut c = etcd_client::Client::connect([endpoint.as_str()], None).await?;
+                    c.get("probe", None).await
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                    break true;
+                }
+                assert!(Instant::now() < deadline, "etcd did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            if ready {
+                return Etcd {
+                    child,
+                    endpoint,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("etcd did not start on fresh ports three times")
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running candidate.
+struct Candidate {
+    election: Arc<EtcdElection>,
+    stop: CancellationToken,
+    task: JoinHandle<meta_srv::Result<()>>,
+}
+
+impl Candidate {
+    async fn start(etcd: &Etcd, addr: &str) -> Candidate {
+        let pool = EtcdPool::connect(
+            std::slice::from_ref(&etcd.endpoint),
+            &PoolOptions::for_meta_lease(TTL),
+        )
+        .await
+        .expect("pool");
+        let election = Arc::new(
+            EtcdElection::new(Arc::new(pool), "/test", addr, TTL, MARGIN)
+                .with_http_addr(Some(format!("{addr}-http"))),
+        );
+        let stop = CancellationToken::new();
+        let task = {
+            let (e, s) = (election.clone(), stop.clone());
+            tokio::spawn(async move { e.run(s).await })
+        };
+        Candidate {
+            election,
+            stop,
+            task,
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.election.leadership().is_leader()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WITHIN, self.task)
+            .await
+            .expect("run returns on shutdown")
+            .expect("join")
+            .expect("run ends without error");
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Which of `cs` leads, once exactly one does.
+async fn the_leader(cs: &[&Candidate]) -> usize {
+    eventually("exactly one leader", || async {
+        let leading: Vec<usize> = (0..cs.len()).filter(|i| cs[*i].leads()).collect();
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leads_the_other_follows_and_both_name_the_same_leader_and_term() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    let b = Candidate::start(&etcd, "b:1").await;
+    let cs = [&a, &b];
+    let l = the_leader(&cs).await;
+    let (leader, follower) = (cs[l], cs[1 - l]);
+    let addr = if l == 0 { "a:1" } else { "b:1" };
+    let info = eventually("the follower names the leader", || async {
+        let seen = follower.election.leader().await.ok()??;
+        let state = follower.election.subscribe().borrow().clone();
+        (state.leader_addr.as_deref() == Some(addr) && !state.is_leader).then_some(seen)
+    })
+    .await;
+    assert_eq!(info.addr, addr);
+    assert!(info.term > 0, "the term is the key's creation revision");
+    let own = leader
+        .election
+        .leader()
+        .await
+        .expect("leader")
+        .expect("some");
+    assert_eq!(own, info, "both members agree on leader and term");
+    assert_eq!(leader.election.subscribe().borrow().term, info.term);
+    assert_eq!(
+        follower.election.leadership().leader_addr().as_deref(),
+        Some(addr)
+    );
+
+    let mut members = follower.election.members().await.expect("members");
+    members.sort_by(|x, y| x.addr.cmp(&y.addr));
+    let listed: Vec<(String, Option<String>)> =
+        members.into_iter().map(|m| (m.addr, m.http_addr)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a:1".to_string(), Some("a:1-http".to_string())),
+            ("b:1".to_string(), Some("b:1-http".to_string()))
+        ]
+    );
+    let view = leader.election.store_view().expect("a store view");
+    assert_eq!(view["etcd_endpoints"][0], etcd.endpoint.as_str());
+    assert_eq!(view["keep_alive_endpoint"], etcd.endpoint.as_str());
+    assert!(leader.election.can_hand_over());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_hold_leadership_for_many_ttls_moving_the_deadline_ahead() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    let b = Candidate::start(&etcd, "b:1").await;
+    let cs = [&a, &b];
+    let l = the_leader(&cs).await;
+    let term = cs[l].election.subscribe().borrow().term;
+    let first = cs[l].election.leadership().deadline().expect("a deadline");
+    // Three TTLs, checked on every poll: the same member leads, in the same term, and its
+    // deadline stays ahead of now but never beyond now + TTL − margin.
+    let until = Instant::now() + TTL * 3;
+    let mut last = first;
+    while Instant::now() < until {
+        assert!(cs[l].leads(), "leadership lapsed");
+        assert!(!cs[1 - l].leads(), "two leaders");
+        let d = cs[l].election.leadership().deadline().expect("a deadline");
+        let now = Instant::now();
+        assert!(d > now, "the deadline passed while leading");
+        assert!(d <= now + TTL - MARGIN, "a deadline beyond TTL − margin");
+        assert!(d >= last, "the deadline moved back");
+        last = d;
+        assert_eq!(cs[l].election.subscribe().borrow().term, term);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last > first + TTL, "keep-alives moved the deadline on");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_hands_over_to_a_new_term_and_the_resigned_member_follows() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    let b = Candidate::start(&etcd, "b:1").await;
+    let cs = [&a, &b];
+    let l = the_leader(&cs).await;
+    let old_term = cs[l].election.subscribe().borrow().term;
+    cs[l].election.resign().await.expect("resign");
+    assert!(!cs[l].leads(), "authority ends with the resign call");
+    let new_addr = if l == 0 { "b:1" } else { "a:1" };
+    eventually("the other member leads", || async {
+        cs[1 - l].leads().then_some(())
+    })
+    .await;
+    let new_term = cs[1 - l].election.subscribe().borrow().term;
+    assert!(
+        new_term > old_term,
+        "a new term: {new_term} after {old_term}"
+    );
+    eventually("the resigned member names its successor", || async {
+        let s = cs[l].election.subscribe().borrow().clone();
+        (s.leader_addr.as_deref() == Some(new_addr) && s.term == new_term).then_some(())
+    })
+    .await;
+    // The resigned member campaigns again after a pause, and waits behind the leader.
+    let until = Instant::now() + TTL * 2;
+    while Instant::now() < until {
+        assert!(
+            cs[1 - l].leads() && !cs[l].leads(),
+            "leadership moved again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A resign on a follower changes nothing.
+    cs[l].election.resign().await.expect("follower resign");
+    assert!(cs[1 - l].leads());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_revokes_the_lease_so_a_successor_need_not_wait_for_it() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    the_leader(&[&a]).await;
+    let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .expect("client");
+    let key = client
+        .leader("/test/__election")
+        .await
+        .expect("leader")
+        .kv()
+        .map(|kv| kv.lease())
+        .expect("a leader key on a lease");
+    a.stop().await;
+    let ttl = client
+        .lease_time_to_live(key, None)
+        .await
+        .expect("time to live")
+        .ttl();
+    assert_eq!(ttl, -1, "the term's lease was revoked, not left to expire");
+    // So a newcomer wins at once, in a later term.
+    let b = Candidate::start(&etcd, "b:1").await;
+    the_leader(&[&b]).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_ends_at_its_deadline_when_etcd_stops_answering_and_returns_after() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    the_leader(&[&a]).await;
+    // Let a keep-alive or two pass, then freeze etcd: no acknowledgement comes again.
+    tokio::time::sleep(TTL / 2).await;
+    etcd.signal("-STOP");
+    let frozen_at = Instant::now();
+    let deadline = a.election.leadership().deadline().expect("a deadline");
+    assert!(deadline <= frozen_at + TTL - MARGIN);
+    // Leading right up to the deadline (retrying), and not a moment after it.
+    while Instant::now() + Duration::from_millis(100) < deadline {
+        assert!(a.leads(), "stepped down before the deadline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep_until(deadline).await;
+    assert!(!a.leads(), "still leading past the deadline");
+    etcd.signal("-CONT");
+    eventually("leading again once etcd answers", || async {
+        a.leads().then_some(())
+    })
+    .await;
+    a.stop().await;
+}
