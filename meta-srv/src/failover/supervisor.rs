@@ -29,9 +29,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::detector::{PhiAccrualDetector, PhiOptions};
+use super::detector::PhiOptions;
+use super::judgement::{stalled, Judgement};
 use crate::maintenance::Maintenance;
-use crate::procedure::migration::{movable_in, MigrationError, MigrationReason, Migrations};
+use crate::procedure::migration::{
+    movable_in, MigrationError, MigrationReason, MigrationState, Migrations,
+};
 use handlers::RegionRouteStore as _;
 
 /// The supervisor's settings, derived from the metasrv's timings.
@@ -59,20 +62,62 @@ pub struct RegionSupervisor {
     failed: Mutex<Vec<u64>>,
 }
 
-struct Watched {
-    detector: PhiAccrualDetector,
-    fed: Option<Instant>,
-    since: Instant,
-    epoch: u64,
+/// Whether automatic failover is paused: maintenance mode is on, or failover is off.
+fn failover_paused(maintenance: bool, enabled: bool) -> bool {
+    maintenance || !enabled
 }
 
-/// Whether a node's detector must start over: the node restarted (a new epoch), or it is
-/// back from a silence longer than the node lease (it was considered gone; that gap is
-/// not an interval of its heartbeat rhythm and would blunt the detector for long).
-fn needs_fresh_history(w: &Watched, epoch: u64, last_seen: Instant, node_lease: Duration) -> bool {
-    w.epoch != epoch
-        || w.fed
-            .is_some_and(|f| last_seen.saturating_duration_since(f) > node_lease)
+/// Whether `last` is a failover that finished less than `window_ms` before `now_ms`: the
+/// region just moved, and moving it again would make a flapping node's regions ping-pong.
+fn failed_over_within(last: &MigrationState, window_ms: u64, now_ms: u64) -> bool {
+    last.reason == MigrationReason::Failover
+        && last
+            .finished_ms
+            .is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
+}
+
+/// Which failover candidates may start on a tick: not while one is in flight, nor before
+/// a refused region's backoff is over, nor right after the region failed over.
+#[derive(Debug)]
+struct Schedule {
+    backoff: Duration,
+    retry_at: HashMap<u64, Instant>,
+}
+
+impl Schedule {
+    fn new(backoff: Duration) -> Self {
+        Self {
+            backoff,
+            retry_at: HashMap::new(),
+        }
+    }
+
+    /// The candidates to start now, in order.
+    fn due(
+        &self,
+        candidates: &[u64],
+        now: Instant,
+        in_flight: &HashSet<u64>,
+        recently_moved: impl Fn(u64) -> bool,
+    ) -> Vec<u64> {
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| self.retry_at.get(r).is_none_or(|t| now >= *t))
+            .filter(|r| !in_flight.contains(r))
+            .filter(|r| !recently_moved(*r))
+            .collect()
+    }
+
+    /// The region's failover was refused at `now`: it waits out the backoff.
+    fn refused(&mut self, region_id: u64, now: Instant) {
+        self.retry_at.insert(region_id, now + self.backoff);
+    }
+
+    /// The region's failover started: no backoff left.
+    fn started(&mut self, region_id: u64) {
+        self.retry_at.remove(&region_id);
+    }
 }
 
 impl RegionSupervisor {
@@ -107,10 +152,9 @@ impl RegionSupervisor {
         let tick = self.options.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let epoch = Instant::now();
-        let mut last_tick = epoch;
-        let mut watched: HashMap<u64, Watched> = HashMap::new();
-        let mut retry_at: HashMap<u64, Instant> = HashMap::new();
+        let mut last_tick = Instant::now();
+        let mut judgement = Judgement::new(self.options.phi, self.options.node_lease, last_tick);
+        let mut schedule = Schedule::new(self.options.node_lease / 2);
         let mut paused_logged = false;
         info!(
             enabled = self.options.enabled,
@@ -129,94 +173,35 @@ impl RegionSupervisor {
             if !deps.leadership.is_leader() {
                 continue;
             }
-            if gap > tick * 3 {
+            if stalled(gap, tick) {
                 warn!(
                     gap_ms = gap.as_millis() as u64,
                     "the supervisor itself was stalled; resetting every detector and granting every node a fresh grace"
                 );
                 deps.node_leases.grace(now);
-                watched.clear();
+                judgement.reset();
                 continue;
             }
-            // Feed the detectors with each datanode's last heartbeat.
-            let ms = |t: Instant| t.saturating_duration_since(epoch).as_millis() as u64;
-            let mut seen = HashSet::new();
-            for lease in deps.node_leases.list() {
-                if lease.key.role != common_proto::v1::Role::Datanode {
-                    continue;
-                }
-                let id = lease.key.node_id;
-                seen.insert(id);
-                let fresh = || Watched {
-                    detector: PhiAccrualDetector::new(self.options.phi),
-                    fed: None,
-                    since: now,
-                    epoch: lease.node_epoch,
-                };
-                let w = watched.entry(id).or_insert_with(fresh);
-                // A restarted node, or one back from a long silence: a fresh history.
-                if needs_fresh_history(
-                    w,
-                    lease.node_epoch,
-                    lease.last_seen,
-                    self.options.node_lease,
-                ) {
-                    *w = fresh();
-                }
-                if w.fed != Some(lease.last_seen) {
-                    w.detector.heartbeat(ms(lease.last_seen.max(w.since)));
-                    w.fed = Some(lease.last_seen);
-                }
-            }
-            watched.retain(|id, _| seen.contains(id));
-            let in_grace =
-                |since: Instant| now.saturating_duration_since(since) < self.options.node_lease;
-            let term_young = in_grace(epoch);
-            let mut failed: Vec<u64> = watched
-                .iter()
-                .filter(|(_, w)| !in_grace(w.since) && w.detector.is_failed(ms(now)))
-                .map(|(id, _)| *id)
-                .collect();
-            // A route leader this leader has never heard of, past the grace, is failed too.
-            // (From the route index: no scan of every route on each tick.)
-            if !term_young {
-                let leaders = deps.routes.leaders().await.unwrap_or_default();
-                failed.extend(leaders.into_iter().filter(|l| !seen.contains(l)));
-            }
-            failed.sort_unstable();
-            failed.dedup();
-            let newly: Vec<u64> = {
-                let mut prev = self.failed.lock();
-                let newly = failed
-                    .iter()
-                    .copied()
-                    .filter(|f| !prev.contains(f))
-                    .collect();
-                *prev = failed.clone();
-                newly
-            };
-            for node_id in &newly {
-                warn!(
-                    node_id,
-                    "datanode judged failed by the phi-accrual detector"
-                );
-            }
-            let mut unavailable = BTreeMap::new();
-            let paused = self.maintenance.is_enabled() || !self.options.enabled;
-            if paused && !failed.is_empty() {
-                if !paused_logged {
-                    warn!(
-                        ?failed,
-                        maintenance = self.maintenance.is_enabled(),
-                        "failed datanodes, but automatic failover is paused"
-                    );
-                    paused_logged = true;
-                }
+            let datanodes = deps
+                .node_leases
+                .list()
+                .into_iter()
+                .filter(|l| l.key.role == common_proto::v1::Role::Datanode)
+                .map(|l| (l.key.node_id, l.node_epoch, l.last_seen));
+            judgement.observe(now, datanodes);
+            // Route leaders never heard from, from the route index (no scan of every
+            // route on each tick), once the term is past its grace.
+            let leaders = if judgement.judges_unheard(now) {
+                deps.routes.leaders().await.unwrap_or_default()
             } else {
-                paused_logged = false;
-            }
-            // Per failed node: its regions and its stats, each looked up once; the
-            // migrations in flight, read once.
+                Vec::new()
+            };
+            let failed = judgement.failed(now, &leaders);
+            self.note_failed(&failed);
+            let paused = failover_paused(self.maintenance.is_enabled(), self.options.enabled);
+            self.log_paused(paused, &failed, &mut paused_logged);
+            // Per failed node: its regions and its stats, each looked up once.
+            let mut unavailable = BTreeMap::new();
             let mut candidates = Vec::new();
             for node_id in &failed {
                 let led = deps.routes.led_by(*node_id).await.unwrap_or_default();
@@ -233,41 +218,33 @@ impl RegionSupervisor {
                     }
                 }
             }
-            let in_flight: HashSet<u64> = if candidates.is_empty() || paused {
-                HashSet::new()
-            } else {
-                self.migrations
+            if !paused && !candidates.is_empty() {
+                // The migrations in flight, read once per tick.
+                let in_flight: HashSet<u64> = self
+                    .migrations
                     .persisted()
                     .await
                     .iter()
                     .map(|m| m.region_id)
-                    .collect()
-            };
-            for region_id in candidates {
-                if paused || retry_at.get(&region_id).is_some_and(|t| now < *t) {
-                    continue;
-                }
-                if in_flight.contains(&region_id) {
-                    continue;
-                }
-                if self.recently_failed_over(region_id) {
-                    continue;
-                }
-                match self
-                    .migrations
-                    .start(region_id, None, MigrationReason::Failover)
-                    .await
-                {
-                    Ok(state) => {
-                        info!(region_id, from = ?state.from, to = state.to, "failover scheduled");
-                        retry_at.remove(&region_id);
-                    }
-                    Err(MigrationError::LocalOnly { reason, .. }) => {
-                        unavailable.insert(region_id, reason);
-                    }
-                    Err(err) => {
-                        warn!(region_id, error = %err, "cannot schedule the failover yet");
-                        retry_at.insert(region_id, now + self.options.node_lease / 2);
+                    .collect();
+                let recently = |r| self.recently_failed_over(r);
+                for region_id in schedule.due(&candidates, now, &in_flight, recently) {
+                    match self
+                        .migrations
+                        .start(region_id, None, MigrationReason::Failover)
+                        .await
+                    {
+                        Ok(state) => {
+                            info!(region_id, from = ?state.from, to = state.to, "failover scheduled");
+                            schedule.started(region_id);
+                        }
+                        Err(MigrationError::LocalOnly { reason, .. }) => {
+                            unavailable.insert(region_id, reason);
+                        }
+                        Err(err) => {
+                            warn!(region_id, error = %err, "cannot schedule the failover yet");
+                            schedule.refused(region_id, now);
+                        }
                     }
                 }
             }
@@ -277,74 +254,129 @@ impl RegionSupervisor {
             crate::metrics::METRICS
                 .unavailable_regions
                 .set(unavailable.len() as i64);
-            {
-                let mut u = self.unavailable.lock();
-                for (region_id, reason) in &unavailable {
-                    if u.get(region_id) != Some(reason) {
-                        warn!(
-                            region_id,
-                            reason, "region unavailable: its node failed and it cannot move"
-                        );
-                    }
-                }
-                *u = unavailable;
+            self.note_unavailable(unavailable);
+        }
+    }
+
+    /// Publishes the failed nodes, logging each newly failed one once.
+    fn note_failed(&self, failed: &[u64]) {
+        let mut prev = self.failed.lock();
+        for node_id in failed.iter().filter(|f| !prev.contains(f)) {
+            warn!(
+                node_id,
+                "datanode judged failed by the phi-accrual detector"
+            );
+        }
+        *prev = failed.to_vec();
+    }
+
+    /// Logs once per pause that failed nodes are left alone.
+    fn log_paused(&self, paused: bool, failed: &[u64], logged: &mut bool) {
+        if paused && !failed.is_empty() {
+            if !*logged {
+                warn!(
+                    ?failed,
+                    maintenance = self.maintenance.is_enabled(),
+                    "failed datanodes, but automatic failover is paused"
+                );
+                *logged = true;
+            }
+        } else {
+            *logged = false;
+        }
+    }
+
+    /// Publishes the unavailable regions, logging each new or changed reason once.
+    fn note_unavailable(&self, unavailable: BTreeMap<u64, String>) {
+        let mut u = self.unavailable.lock();
+        for (region_id, reason) in &unavailable {
+            if u.get(region_id) != Some(reason) {
+                warn!(
+                    region_id,
+                    reason, "region unavailable: its node failed and it cannot move"
+                );
             }
         }
+        *u = unavailable;
     }
 
     /// Whether the region finished a failover within the last node lease.
     fn recently_failed_over(&self, region_id: u64) -> bool {
-        let Some(last) = self.migrations.last_finished(region_id) else {
-            return false;
-        };
         let window = self.options.node_lease.as_millis() as u64;
-        last.reason == MigrationReason::Failover
-            && last
-                .finished_ms
-                .is_some_and(|f| common_proto::unix_millis().saturating_sub(f) < window)
+        self.migrations
+            .last_finished(region_id)
+            .is_some_and(|last| failed_over_within(&last, window, common_proto::unix_millis()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procedure::migration::Step;
 
-    fn watched(epoch: u64, fed: Option<Instant>) -> Watched {
-        Watched {
-            detector: PhiAccrualDetector::new(PhiOptions::from_timings(
-                Duration::from_secs(1),
-                Duration::from_secs(3),
-            )),
-            fed,
-            since: Instant::now(),
-            epoch,
+    #[test]
+    fn failover_pauses_under_maintenance_or_when_turned_off() {
+        assert!(!failover_paused(false, true));
+        assert!(failover_paused(true, true), "maintenance");
+        assert!(failover_paused(false, false), "region_failover = false");
+        assert!(failover_paused(true, false));
+    }
+
+    fn finished(reason: MigrationReason, finished_ms: Option<u64>) -> MigrationState {
+        MigrationState {
+            region_id: 1,
+            from: Some(1),
+            to: 2,
+            reason,
+            step: Step::Done,
+            started_ms: 0,
+            finished_ms,
+            last_error: None,
+            released_by: None,
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_restart_or_a_return_from_a_long_silence_starts_a_fresh_history() {
+    #[test]
+    fn only_a_failover_finished_within_the_window_holds_a_region_back() {
+        let window = 10_000;
+        let now = 100_000;
+        let recent = finished(MigrationReason::Failover, Some(now - window + 1));
+        assert!(failed_over_within(&recent, window, now));
+        let edge = finished(MigrationReason::Failover, Some(now - window));
+        assert!(
+            !failed_over_within(&edge, window, now),
+            "a whole window ago"
+        );
+        let manual = finished(MigrationReason::Manual, Some(now - 1));
+        assert!(
+            !failed_over_within(&manual, window, now),
+            "an operator's move"
+        );
+        let unfinished = finished(MigrationReason::Failover, None);
+        assert!(!failed_over_within(&unfinished, window, now));
+    }
+
+    #[test]
+    fn a_refused_region_waits_out_its_backoff_and_in_flight_or_just_moved_ones_wait() {
         let t0 = Instant::now();
-        let lease = Duration::from_secs(3);
-        let w = watched(7, Some(t0));
-        assert!(
-            !needs_fresh_history(&w, 7, t0 + Duration::from_secs(1), lease),
-            "a normal beat"
+        let backoff = Duration::from_secs(5);
+        let mut s = Schedule::new(backoff);
+        let none = HashSet::new();
+        let never = |_| false;
+        assert_eq!(s.due(&[1, 2, 3], t0, &none, never), vec![1, 2, 3]);
+        s.refused(2, t0);
+        let almost = t0 + backoff - Duration::from_millis(1);
+        assert_eq!(s.due(&[1, 2, 3], almost, &none, never), vec![1, 3]);
+        assert_eq!(s.due(&[1, 2, 3], t0 + backoff, &none, never), vec![1, 2, 3]);
+        s.refused(3, t0);
+        s.started(3);
+        assert_eq!(
+            s.due(&[3], t0, &none, never),
+            vec![3],
+            "started: no backoff"
         );
-        assert!(
-            !needs_fresh_history(&w, 7, t0 + lease, lease),
-            "a long but live gap"
-        );
-        assert!(
-            needs_fresh_history(&w, 7, t0 + Duration::from_secs(25), lease),
-            "back from the dead"
-        );
-        assert!(
-            needs_fresh_history(&w, 8, t0 + Duration::from_secs(1), lease),
-            "restarted"
-        );
-        assert!(
-            !needs_fresh_history(&watched(7, None), 7, t0, lease),
-            "nothing fed yet"
-        );
+        let in_flight = HashSet::from([1]);
+        assert_eq!(s.due(&[1, 3], t0 + backoff, &in_flight, never), vec![3]);
+        assert_eq!(s.due(&[1, 3], t0 + backoff, &none, |r| r == 3), vec![1]);
     }
 }

@@ -1,0 +1,289 @@
+//! [`Judgement`]: which datanodes the supervisor judges failed on a tick, and the rules
+//! that keep it from judging unfairly. Pure code over instants, so every rule is tested
+//! without a runtime or a clock.
+//!
+//! One [`PhiAccrualDetector`] per datanode, fed with the node's last heartbeat time. A node
+//! is failed when its detector says so **and** it is past its grace (a node lease from
+//! when this term first watched it: a new leader knows nothing of the nodes' history). A
+//! route leader this term has never heard from is failed too, once the term itself is
+//! past its grace. A restarted node (new epoch), or one back from a silence longer than
+//! the node lease, starts a fresh history: that gap is not an interval of its rhythm and
+//! would blunt the detector for long.
+//!
+//! The supervisor's own stalls are judged here too ([`stalled`]): after one, nobody may
+//! be judged on the gap, so it resets every history.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::detector::{PhiAccrualDetector, PhiOptions};
+
+/// Whether the gap between two ticks means this process itself did not run (SIGSTOP, a
+/// starved runtime): more than three ticks. Its detectors then heard nothing through no
+/// fault of the nodes, so nobody may be judged on that gap.
+pub(crate) fn stalled(gap: Duration, tick: Duration) -> bool {
+    gap > tick * 3
+}
+
+struct Watched {
+    detector: PhiAccrualDetector,
+    fed: Option<Instant>,
+    since: Instant,
+    epoch: u64,
+}
+
+/// Whether a node's detector must start over: the node restarted (a new epoch), or it is
+/// back from a silence longer than the node lease.
+fn needs_fresh_history(w: &Watched, epoch: u64, last_seen: Instant, node_lease: Duration) -> bool {
+    w.epoch != epoch
+        || w.fed
+            .is_some_and(|f| last_seen.saturating_duration_since(f) > node_lease)
+}
+
+/// The supervisor's detectors for one term.
+pub(crate) struct Judgement {
+    phi: PhiOptions,
+    node_lease: Duration,
+    term_start: Instant,
+    watched: HashMap<u64, Watched>,
+}
+
+impl Judgement {
+    /// Detectors for a term that started at `term_start`, each node graced `node_lease`.
+    pub(crate) fn new(phi: PhiOptions, node_lease: Duration, term_start: Instant) -> Self {
+        Self {
+            phi,
+            node_lease,
+            term_start,
+            watched: HashMap::new(),
+        }
+    }
+
+    /// Forgets every history (after a stall of the supervisor's own): each node listed
+    /// next is watched afresh, with a full grace.
+    pub(crate) fn reset(&mut self) {
+        self.watched.clear();
+    }
+
+    fn in_grace(&self, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) < self.node_lease
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.term_start).as_millis() as u64
+    }
+
+    /// Whether route leaders never heard from can be judged yet (the term is past its
+    /// grace); the supervisor reads them from the route index only then.
+    pub(crate) fn judges_unheard(&self, now: Instant) -> bool {
+        !self.in_grace(self.term_start, now)
+    }
+
+    /// Feeds every listed datanode's last heartbeat (node id, epoch, last seen) and
+    /// forgets the nodes no longer listed.
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        datanodes: impl IntoIterator<Item = (u64, u64, Instant)>,
+    ) {
+        let mut listed = Vec::new();
+        for (id, epoch, last_seen) in datanodes {
+            listed.push(id);
+            let fresh = || Watched {
+                detector: PhiAccrualDetector::new(self.phi),
+                fed: None,
+                since: now,
+                epoch,
+            };
+            let w = self.watched.entry(id).or_insert_with(fresh);
+            if needs_fresh_history(w, epoch, last_seen, self.node_lease) {
+                *w = fresh();
+            }
+            if w.fed != Some(last_seen) {
+                let at = last_seen.max(w.since);
+                let at = at.saturating_duration_since(self.term_start).as_millis() as u64;
+                w.detector.heartbeat(at);
+                w.fed = Some(last_seen);
+            }
+        }
+        self.watched.retain(|id, _| listed.contains(id));
+    }
+
+    /// The nodes failed at `now`, sorted: watched nodes past their grace whose detector
+    /// crossed the threshold, and (once the term is past its grace) the `route_leaders`
+    /// never heard from.
+    pub(crate) fn failed(&self, now: Instant, route_leaders: &[u64]) -> Vec<u64> {
+        let mut failed: Vec<u64> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| !self.in_grace(w.since, now) && w.detector.is_failed(self.ms(now)))
+            .map(|(id, _)| *id)
+            .collect();
+        if self.judges_unheard(now) {
+            let unheard = route_leaders
+                .iter()
+                .filter(|l| !self.watched.contains_key(l));
+            failed.extend(unheard);
+        }
+        failed.sort_unstable();
+        failed.dedup();
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn judgement(t0: Instant) -> Judgement {
+        Judgement::new(PhiOptions::from_timings(SEC, 3 * SEC), LEASE, t0)
+    }
+
+    fn watched(epoch: u64, fed: Option<Instant>) -> Watched {
+        Watched {
+            detector: PhiAccrualDetector::new(PhiOptions::from_timings(SEC, 3 * SEC)),
+            fed,
+            since: Instant::now(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn only_a_gap_of_more_than_three_ticks_is_a_stall_of_its_own() {
+        let tick = Duration::from_millis(250);
+        assert!(!stalled(tick, tick), "an on-time tick");
+        assert!(!stalled(tick * 3, tick), "three ticks: late, not stalled");
+        assert!(stalled(tick * 3 + Duration::from_millis(1), tick));
+        assert!(stalled(6 * SEC, tick), "a SIGSTOP");
+    }
+
+    #[test]
+    fn a_restart_or_a_return_from_a_long_silence_starts_a_fresh_history() {
+        let t0 = Instant::now();
+        let lease = 3 * SEC;
+        let w = watched(7, Some(t0));
+        assert!(
+            !needs_fresh_history(&w, 7, t0 + SEC, lease),
+            "a normal beat"
+        );
+        assert!(
+            !needs_fresh_history(&w, 7, t0 + lease, lease),
+            "a long but live gap"
+        );
+        assert!(
+            needs_fresh_history(&w, 7, t0 + 25 * SEC, lease),
+            "back from the dead"
+        );
+        assert!(needs_fresh_history(&w, 8, t0 + SEC, lease), "restarted");
+        assert!(
+            !needs_fresh_history(&watched(7, None), 7, t0, lease),
+            "nothing fed yet"
+        );
+    }
+
+    /// Observes every whole second `from..=to` after `t0`: node 1 beats each time; node 2
+    /// beat until `t0 + 5 s` and is silent since.
+    fn beat(j: &mut Judgement, t0: Instant, from: u32, to: u32) {
+        for s in from..=to {
+            let now = t0 + s * SEC;
+            j.observe(now, [(1, 1, now), (2, 1, t0 + s.min(5) * SEC)]);
+        }
+    }
+
+    #[test]
+    fn a_silent_node_is_failed_once_past_its_grace_and_a_beating_one_never() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        beat(&mut j, t0, 0, 9);
+        // Node 2 has been silent for 4 s (phi far past the threshold), but both are
+        // within the node lease of being first watched: nobody is judged yet.
+        assert_eq!(j.failed(t0 + 9 * SEC, &[]), Vec::<u64>::new());
+        // At exactly one node lease the grace is over.
+        beat(&mut j, t0, 10, 10);
+        assert_eq!(j.failed(t0 + LEASE, &[]), vec![2]);
+        beat(&mut j, t0, 11, 20);
+        assert_eq!(j.failed(t0 + 20 * SEC, &[]), vec![2]);
+    }
+
+    #[test]
+    fn a_node_first_watched_late_gets_its_own_full_grace() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        let first = t0 + 30 * SEC; // the term is long past its grace
+        j.observe(first, [(3, 1, first)]);
+        let almost = first + LEASE - Duration::from_millis(1);
+        j.observe(almost, [(3, 1, first)]);
+        assert!(j.failed(almost, &[]).is_empty(), "still in its grace");
+        j.observe(first + LEASE, [(3, 1, first)]);
+        assert_eq!(
+            j.failed(first + LEASE, &[]),
+            vec![3],
+            "silent since first seen"
+        );
+    }
+
+    #[test]
+    fn an_unheard_route_leader_is_failed_only_after_the_terms_grace() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        j.observe(t0, [(1, 1, t0)]);
+        assert!(!j.judges_unheard(t0 + LEASE - Duration::from_millis(1)));
+        assert!(j.judges_unheard(t0 + LEASE));
+        let young = t0 + SEC;
+        j.observe(young, [(1, 1, young)]);
+        assert!(j.failed(young, &[1, 9]).is_empty(), "the term is young");
+        let old = t0 + LEASE;
+        j.observe(old, [(1, 1, old)]);
+        assert_eq!(
+            j.failed(old, &[1, 9, 9]),
+            vec![9],
+            "1 beats; 9 never heard of"
+        );
+    }
+
+    #[test]
+    fn unlisted_nodes_are_forgotten() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        beat(&mut j, t0, 0, 12);
+        assert_eq!(j.failed(t0 + 12 * SEC, &[]), vec![2]);
+        // Node 2's lease expired: no longer listed, no longer watched; as a route leader
+        // it is now one never heard from.
+        let now = t0 + 13 * SEC;
+        j.observe(now, [(1, 1, now)]);
+        assert!(j.failed(now, &[]).is_empty());
+        assert_eq!(j.failed(now, &[2]), vec![2], "an unheard route leader");
+    }
+
+    #[test]
+    fn after_a_reset_every_node_gets_a_fresh_grace() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        beat(&mut j, t0, 0, 12);
+        assert_eq!(j.failed(t0 + 12 * SEC, &[]), vec![2]);
+        j.reset();
+        let now = t0 + 13 * SEC;
+        j.observe(now, [(1, 1, now), (2, 1, t0 + 5 * SEC)]);
+        assert!(j.failed(now, &[]).is_empty(), "graced after the reset");
+        let later = now + LEASE - Duration::from_millis(1);
+        j.observe(later, [(1, 1, later), (2, 1, t0 + 5 * SEC)]);
+        assert!(j.failed(later, &[]).is_empty(), "for a whole node lease");
+    }
+
+    #[test]
+    fn a_restarted_node_is_judged_on_its_new_rhythm_only() {
+        let t0 = Instant::now();
+        let mut j = judgement(t0);
+        beat(&mut j, t0, 0, 12);
+        assert_eq!(j.failed(t0 + 12 * SEC, &[]), vec![2]);
+        // Node 2 comes back with a new epoch and beats again: fresh history, fresh grace.
+        let back = t0 + 13 * SEC;
+        j.observe(back, [(1, 1, back), (2, 2, back)]);
+        assert!(j.failed(back, &[]).is_empty());
+    }
+}
