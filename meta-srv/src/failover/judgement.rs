@@ -13,7 +13,7 @@
 //! The supervisor's own stalls are judged here too ([`stalled`]): after one, nobody may
 //! be judged on the gap, so it resets every history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -88,9 +88,9 @@ impl Judgement {
         now: Instant,
         datanodes: impl IntoIterator<Item = (u64, u64, Instant)>,
     ) {
-        let mut listed = Vec::new();
+        let mut listed = HashSet::new();
         for (id, epoch, last_seen) in datanodes {
-            listed.push(id);
+            listed.insert(id);
             let fresh = || Watched {
                 detector: PhiAccrualDetector::new(self.phi),
                 fed: None,
