@@ -85,9 +85,11 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(backoff: Duration) -> Self {
+    /// A refused region waits half a node lease: long enough not to hammer a cluster
+    /// that cannot place it, short enough to retry well within a failover.
+    fn new(node_lease: Duration) -> Self {
         Self {
-            backoff,
+            backoff: node_lease / 2,
             retry_at: HashMap::new(),
         }
     }
@@ -154,7 +156,7 @@ impl RegionSupervisor {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
         let mut judgement = Judgement::new(self.options.phi, self.options.node_lease, last_tick);
-        let mut schedule = Schedule::new(self.options.node_lease / 2);
+        let mut schedule = Schedule::new(self.options.node_lease);
         let mut paused_logged = false;
         info!(
             enabled = self.options.enabled,
@@ -360,7 +362,7 @@ mod tests {
     fn a_refused_region_waits_out_its_backoff_and_in_flight_or_just_moved_ones_wait() {
         let t0 = Instant::now();
         let backoff = Duration::from_secs(5);
-        let mut s = Schedule::new(backoff);
+        let mut s = Schedule::new(2 * backoff); // half a node lease
         let none = HashSet::new();
         let never = |_| false;
         assert_eq!(s.due(&[1, 2, 3], t0, &none, never), vec![1, 2, 3]);
