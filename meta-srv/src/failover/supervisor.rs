@@ -76,11 +76,13 @@ fn failed_over_within(last: &MigrationState, window_ms: u64, now_ms: u64) -> boo
             .is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
 }
 
-/// Which failover candidates may start on a tick: not while one is in flight, nor before
-/// a refused region's backoff is over, nor right after the region failed over.
+/// Which failover candidates may start on a tick: none while failover is paused; not
+/// while one is in flight, nor before a refused region's backoff is over, nor within a
+/// node lease of the region's last failover.
 #[derive(Debug)]
 struct Schedule {
     backoff: Duration,
+    window_ms: u64,
     retry_at: HashMap<u64, Instant>,
 }
 
@@ -90,18 +92,28 @@ impl Schedule {
     fn new(node_lease: Duration) -> Self {
         Self {
             backoff: node_lease / 2,
+            window_ms: node_lease.as_millis() as u64,
             retry_at: HashMap::new(),
         }
     }
 
-    /// The candidates to start now, in order.
+    /// The candidates to start now, in order. `now_ms` is wall-clock time (finished
+    /// migrations carry their end as Unix milliseconds); `last_finished` looks up a
+    /// region's last finished migration.
     fn due(
         &self,
         candidates: &[u64],
-        now: Instant,
+        paused: bool,
+        (now, now_ms): (Instant, u64),
         in_flight: &HashSet<u64>,
-        recently_moved: impl Fn(u64) -> bool,
+        last_finished: impl Fn(u64) -> Option<MigrationState>,
     ) -> Vec<u64> {
+        if paused {
+            return Vec::new();
+        }
+        let recently_moved = |r: u64| {
+            last_finished(r).is_some_and(|last| failed_over_within(&last, self.window_ms, now_ms))
+        };
         candidates
             .iter()
             .copied()
@@ -220,33 +232,35 @@ impl RegionSupervisor {
                     }
                 }
             }
-            if !paused && !candidates.is_empty() {
-                // The migrations in flight, read once per tick.
-                let in_flight: HashSet<u64> = self
-                    .migrations
+            // The migrations in flight, read once per tick, and only when needed.
+            let in_flight: HashSet<u64> = if paused || candidates.is_empty() {
+                HashSet::new()
+            } else {
+                self.migrations
                     .persisted()
                     .await
                     .iter()
                     .map(|m| m.region_id)
-                    .collect();
-                let recently = |r| self.recently_failed_over(r);
-                for region_id in schedule.due(&candidates, now, &in_flight, recently) {
-                    match self
-                        .migrations
-                        .start(region_id, None, MigrationReason::Failover)
-                        .await
-                    {
-                        Ok(state) => {
-                            info!(region_id, from = ?state.from, to = state.to, "failover scheduled");
-                            schedule.started(region_id);
-                        }
-                        Err(MigrationError::LocalOnly { reason, .. }) => {
-                            unavailable.insert(region_id, reason);
-                        }
-                        Err(err) => {
-                            warn!(region_id, error = %err, "cannot schedule the failover yet");
-                            schedule.refused(region_id, now);
-                        }
+                    .collect()
+            };
+            let clock = (now, common_proto::unix_millis());
+            let last_finished = |r| self.migrations.last_finished(r);
+            for region_id in schedule.due(&candidates, paused, clock, &in_flight, last_finished) {
+                match self
+                    .migrations
+                    .start(region_id, None, MigrationReason::Failover)
+                    .await
+                {
+                    Ok(state) => {
+                        info!(region_id, from = ?state.from, to = state.to, "failover scheduled");
+                        schedule.started(region_id);
+                    }
+                    Err(MigrationError::LocalOnly { reason, .. }) => {
+                        unavailable.insert(region_id, reason);
+                    }
+                    Err(err) => {
+                        warn!(region_id, error = %err, "cannot schedule the failover yet");
+                        schedule.refused(region_id, now);
                     }
                 }
             }
@@ -301,14 +315,6 @@ impl RegionSupervisor {
         }
         *u = unavailable;
     }
-
-    /// Whether the region finished a failover within the last node lease.
-    fn recently_failed_over(&self, region_id: u64) -> bool {
-        let window = self.options.node_lease.as_millis() as u64;
-        self.migrations
-            .last_finished(region_id)
-            .is_some_and(|last| failed_over_within(&last, window, common_proto::unix_millis()))
-    }
 }
 
 #[cfg(test)]
@@ -359,26 +365,64 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_region_waits_out_its_backoff_and_in_flight_or_just_moved_ones_wait() {
+    fn a_refused_region_waits_out_half_a_node_lease_and_in_flight_ones_wait() {
         let t0 = Instant::now();
-        let backoff = Duration::from_secs(5);
-        let mut s = Schedule::new(2 * backoff); // half a node lease
+        let lease = Duration::from_secs(10);
+        let backoff = lease / 2;
+        let mut s = Schedule::new(lease);
         let none = HashSet::new();
-        let never = |_| false;
-        assert_eq!(s.due(&[1, 2, 3], t0, &none, never), vec![1, 2, 3]);
+        let never = |_| None;
+        let at = |t: Instant| (t, 1_000_000);
+        assert_eq!(
+            s.due(&[1, 2, 3], false, at(t0), &none, never),
+            vec![1, 2, 3]
+        );
         s.refused(2, t0);
         let almost = t0 + backoff - Duration::from_millis(1);
-        assert_eq!(s.due(&[1, 2, 3], almost, &none, never), vec![1, 3]);
-        assert_eq!(s.due(&[1, 2, 3], t0 + backoff, &none, never), vec![1, 2, 3]);
+        assert_eq!(
+            s.due(&[1, 2, 3], false, at(almost), &none, never),
+            vec![1, 3]
+        );
+        let over = t0 + backoff;
+        assert_eq!(
+            s.due(&[1, 2, 3], false, at(over), &none, never),
+            vec![1, 2, 3]
+        );
         s.refused(3, t0);
         s.started(3);
         assert_eq!(
-            s.due(&[3], t0, &none, never),
+            s.due(&[3], false, at(t0), &none, never),
             vec![3],
-            "started: no backoff"
+            "no backoff left"
         );
         let in_flight = HashSet::from([1]);
-        assert_eq!(s.due(&[1, 3], t0 + backoff, &in_flight, never), vec![3]);
-        assert_eq!(s.due(&[1, 3], t0 + backoff, &none, |r| r == 3), vec![1]);
+        assert_eq!(s.due(&[1, 3], false, at(over), &in_flight, never), vec![3]);
+    }
+
+    #[test]
+    fn nothing_is_due_while_paused() {
+        let s = Schedule::new(Duration::from_secs(10));
+        let clock = (Instant::now(), 1_000_000);
+        let due = s.due(&[1, 2], true, clock, &HashSet::new(), |_| None);
+        assert!(due.is_empty());
+    }
+
+    #[test]
+    fn a_region_that_failed_over_within_a_node_lease_is_not_moved_again() {
+        let s = Schedule::new(Duration::from_secs(10));
+        let now_ms = 1_000_000;
+        let clock = (Instant::now(), now_ms);
+        let last = |r: u64| match r {
+            1 => Some(finished(MigrationReason::Failover, Some(now_ms - 9_999))),
+            2 => Some(finished(MigrationReason::Failover, Some(now_ms - 10_000))),
+            3 => Some(finished(MigrationReason::Manual, Some(now_ms - 1))),
+            _ => None,
+        };
+        let due = s.due(&[1, 2, 3, 4], false, clock, &HashSet::new(), last);
+        assert_eq!(
+            due,
+            vec![2, 3, 4],
+            "only 1 moved by a failover a moment ago"
+        );
     }
 }
