@@ -315,6 +315,12 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    /// A long poll, in its own task, by a caller that lost leader `a:1`.
+    fn poll_past_a1(fake: &Arc<Fake>) -> tokio::task::JoinHandle<Result<Option<LeaderInfo>>> {
+        let fake = fake.clone();
+        tokio::spawn(async move { await_leader(fake.as_ref(), Some("a:1"), WAIT).await })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_trait_defaults_name_the_leader_hand_over_and_show_no_store() {
         let fake = with_backend(Some(info("a:1", 3)));
@@ -343,10 +349,7 @@ mod tests {
     async fn asking_about_the_lost_leader_waits_for_a_successor_and_answers_it_at_once() {
         let fake = with_backend(Some(info("a:1", 4)));
         let start = Instant::now();
-        let poll = {
-            let fake = fake.clone();
-            tokio::spawn(async move { await_leader(fake.as_ref(), Some("a:1"), WAIT).await })
-        };
+        let poll = poll_past_a1(&fake);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!poll.is_finished(), "the lost leader is not an answer");
         fake.signal.observed(&info("b:1", 5));
@@ -387,10 +390,7 @@ mod tests {
     async fn a_change_that_names_no_leader_keeps_the_poll_waiting() {
         let fake = with_backend(Some(info("a:1", 4)));
         let start = Instant::now();
-        let poll = {
-            let fake = fake.clone();
-            tokio::spawn(async move { await_leader(fake.as_ref(), Some("a:1"), WAIT).await })
-        };
+        let poll = poll_past_a1(&fake);
         tokio::time::sleep(Duration::from_secs(1)).await;
         fake.signal.follow(None);
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -84,18 +84,24 @@ impl Etcd {
         panic!("etcd did not start on fresh ports three times")
     }
 
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig}");
+    /// Sends `signo` (through libc: a fresh machine may have no `kill` binary).
+    fn signal(&self, signo: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid; no memory is shared.
+        let rc = unsafe { libc::kill(pid, signo) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signo}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        self.signal("-CONT");
+        // SAFETY: as in `signal`; errors (a reaped child) are of no interest here.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -110,14 +116,19 @@ struct Candidate {
 
 impl Candidate {
     async fn start(etcd: &Etcd, addr: &str) -> Candidate {
+        Self::start_with(etcd, addr, TTL).await
+    }
+
+    /// A candidate on a meta lease of `ttl`.
+    async fn start_with(etcd: &Etcd, addr: &str, ttl: Duration) -> Candidate {
         let pool = EtcdPool::connect(
             std::slice::from_ref(&etcd.endpoint),
-            &PoolOptions::for_meta_lease(TTL),
+            &PoolOptions::for_meta_lease(ttl),
         )
         .await
         .expect("pool");
         let election = Arc::new(
-            EtcdElection::new(Arc::new(pool), "/test", addr, TTL, MARGIN)
+            EtcdElection::new(Arc::new(pool), "/test", addr, ttl, MARGIN)
                 .with_http_addr(Some(format!("{addr}-http"))),
         );
         let stop = CancellationToken::new();
@@ -228,6 +239,13 @@ async fn keep_alives_hold_leadership_for_many_ttls_moving_the_deadline_ahead() {
     let l = the_leader(&cs).await;
     let term = cs[l].election.subscribe().borrow().term;
     let first = cs[l].election.leadership().deadline().expect("a deadline");
+    let keep_alives = || {
+        meta_srv::metrics::METRICS
+            .etcd_duration
+            .with_label_values(&["keep_alive"])
+            .get_sample_count()
+    };
+    let sent_before = keep_alives();
     // Three TTLs, checked on every poll: the same member leads, in the same term, and its
     // deadline stays ahead of now but never beyond now + TTL − margin.
     let until = Instant::now() + TTL * 3;
@@ -245,6 +263,10 @@ async fn keep_alives_hold_leadership_for_many_ttls_moving_the_deadline_ahead() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(last > first + TTL, "keep-alives moved the deadline on");
+    // Every TTL/5 = 400 ms: about 15 in 3 TTLs, plus the other tests' in this binary;
+    // keep-alives without a pause would be thousands.
+    let sent = keep_alives() - sent_before;
+    assert!(sent <= 500, "{sent} keep-alives in 3 TTLs: a storm");
     a.stop().await;
     b.stop().await;
 }
@@ -293,7 +315,9 @@ async fn resign_hands_over_to_a_new_term_and_the_resigned_member_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_revokes_the_lease_so_a_successor_need_not_wait_for_it() {
     let etcd = Etcd::start().await;
-    let a = Candidate::start(&etcd, "a:1").await;
+    // 3 s, not 2: etcd rounds a shorter lease up to its minimum (about 2 s here), so a
+    // lease granted for 2 s could not tell the meta lease from a wrong TTL.
+    let a = Candidate::start_with(&etcd, "a:1", Duration::from_secs(3)).await;
     the_leader(&[&a]).await;
     let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
         .await
@@ -305,6 +329,12 @@ async fn shutdown_revokes_the_lease_so_a_successor_need_not_wait_for_it() {
         .kv()
         .map(|kv| kv.lease())
         .expect("a leader key on a lease");
+    let granted = client
+        .lease_time_to_live(key, None)
+        .await
+        .expect("time to live")
+        .granted_ttl();
+    assert_eq!(granted, 3, "the term's lease is granted for the meta lease");
     a.stop().await;
     let ttl = client
         .lease_time_to_live(key, None)
@@ -325,7 +355,7 @@ async fn leadership_ends_at_its_deadline_when_etcd_stops_answering_and_returns_a
     the_leader(&[&a]).await;
     // Let a keep-alive or two pass, then freeze etcd: no acknowledgement comes again.
     tokio::time::sleep(TTL / 2).await;
-    etcd.signal("-STOP");
+    etcd.signal(libc::SIGSTOP);
     let frozen_at = Instant::now();
     let deadline = a.election.leadership().deadline().expect("a deadline");
     assert!(deadline <= frozen_at + TTL - MARGIN);
@@ -336,10 +366,79 @@ async fn leadership_ends_at_its_deadline_when_etcd_stops_answering_and_returns_a
     }
     tokio::time::sleep_until(deadline).await;
     assert!(!a.leads(), "still leading past the deadline");
-    etcd.signal("-CONT");
+    etcd.signal(libc::SIGCONT);
     eventually("leading again once etcd answers", || async {
         a.leads().then_some(())
     })
     .await;
+    a.stop().await;
+}
+
+/// Waits until `c`'s deadline moves (a keep-alive was just acknowledged), and returns it.
+async fn next_ack(c: &Candidate) -> Instant {
+    let before = c.election.leadership().deadline().expect("a deadline");
+    eventually("a keep-alive acknowledged", || async {
+        let d = c.election.leadership().deadline()?;
+        (d > before).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_stall_shorter_than_the_deadline_costs_nothing_as_keep_alives_are_retried() {
+    // With a 4 s lease: keep-alives every 800 ms, each given 1.33 s, retried every 200 ms
+    // once one failed; the deadline is 3.8 s after the last acknowledged one.
+    let ttl = Duration::from_secs(4);
+    let etcd = Etcd::start().await;
+    let a = Candidate::start_with(&etcd, "a:1", ttl).await;
+    the_leader(&[&a]).await;
+    let term = a.election.subscribe().borrow().term;
+    let deadline = next_ack(&a).await;
+    etcd.signal(libc::SIGSTOP);
+    // The next keep-alive times out (about 2.1 s after the last acknowledgement); etcd
+    // comes back at 2.7 s, before the 3.8 s deadline: only a retry can hold the term.
+    let acked = deadline - (ttl - MARGIN);
+    tokio::time::sleep_until(acked + Duration::from_millis(2700)).await;
+    assert!(a.leads(), "stepped down before the deadline");
+    etcd.signal(libc::SIGCONT);
+    let until = Instant::now() + ttl * 2;
+    while Instant::now() < until {
+        assert!(
+            a.leads(),
+            "the term ended over a stall shorter than the deadline"
+        );
+        assert_eq!(a.election.subscribe().borrow().term, term, "a new term");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        a.election.leadership().deadline().expect("a deadline") > deadline,
+        "a retried keep-alive moved the deadline on"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_gone_keep_alives_are_retried_at_a_pace_not_in_a_storm() {
+    let etcd = Etcd::start().await;
+    let a = Candidate::start(&etcd, "a:1").await;
+    the_leader(&[&a]).await;
+    let failures = || {
+        meta_srv::metrics::METRICS
+            .etcd_errors
+            .with_label_values(&["keep_alive"])
+            .get()
+    };
+    next_ack(&a).await;
+    let before = failures();
+    drop(etcd); // SIGKILL: every call now fails at once (connection refused)
+    eventually("the term ends at its deadline", || async {
+        (!a.leads()).then_some(())
+    })
+    .await;
+    // TTL − margin = 1.8 s of retries every TTL/20 = 100 ms: about 18 (other tests in
+    // this binary add a few). A retry without a pause would fail thousands of times.
+    let failed = failures() - before;
+    assert!(failed >= 1, "no keep-alive failed while etcd was gone");
+    assert!(failed <= 200, "{failed} keep-alive failures: a retry storm");
     a.stop().await;
 }

@@ -566,16 +566,27 @@ pub async fn grpc_channel(grpc: &str) -> tonic::transport::Channel {
 /// (cluster 1), as an outside client built from the proto would send it: what a member
 /// answers a node, e.g. NOT_LEADER naming the leader on a follower.
 pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
-    let mut client = HeartbeatClient::new(grpc_channel(grpc).await);
+    heartbeat_on(grpc_channel(grpc).await, 99)
+        .await
+        .expect("a response")
+}
+
+/// The first response to a one-message heartbeat stream from datanode `node_id` over
+/// `channel` (plaintext or TLS), or the status that refused it.
+pub async fn heartbeat_on(
+    channel: tonic::transport::Channel,
+    node_id: u64,
+) -> Result<HeartbeatResponse, tonic::Status> {
+    let mut client = HeartbeatClient::new(channel);
     let request = HeartbeatRequest {
         header: Some(RequestHeader {
             protocol_version: PROTOCOL_VERSION,
             cluster_id: 1,
-            node_id: 99,
+            node_id,
             role: Role::Datanode as i32,
         }),
         peer: Some(Peer {
-            id: 99,
+            id: node_id,
             addr: "127.0.0.1:9".into(),
         }),
         node_epoch: 1,
@@ -584,14 +595,18 @@ pub async fn heartbeat_once(grpc: &str) -> HeartbeatResponse {
     let mut stream =
         tokio::time::timeout(CALL, client.heartbeat(tokio_stream::iter(vec![request])))
             .await
-            .expect("the stream opens in time")
-            .expect("heartbeat stream")
+            .expect("the call returns in time")?
             .into_inner();
-    tokio::time::timeout(CALL, stream.message())
+    match tokio::time::timeout(CALL, stream.message())
         .await
         .expect("a response in time")
-        .expect("a response")
-        .expect("one response")
+    {
+        Ok(Some(resp)) => Ok(resp),
+        Ok(None) => Err(tonic::Status::unknown(
+            "the stream ended without a response",
+        )),
+        Err(status) => Err(status),
+    }
 }
 
 /// A standalone metasrv (flags `metasrv_args`, logs and data under `dir`) and datanodes

@@ -12,12 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common_proto::v1::heartbeat_client::HeartbeatClient;
-use common_proto::v1::{AskLeaderRequest, HeartbeatRequest, Peer, RequestHeader, Role};
-use common_proto::PROTOCOL_VERSION;
+use common_proto::v1::AskLeaderRequest;
 use serde_json::{json, Value};
 use tests::etcd::EtcdProc;
 use tests::pki::{CertFiles, TestCa};
-use tests::{eventually, DatanodeProc, Http, MetasrvProc, Stderr, CALL, FAST};
+use tests::{eventually, heartbeat_on, DatanodeProc, Http, MetasrvProc, Stderr, CALL, FAST};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const TOKEN: &str = "tls-test-token";
@@ -60,43 +59,6 @@ async fn tls_channel(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("{e:?}"))
-}
-
-/// One heartbeat as datanode `node_id` on `channel`: the first response, or the status.
-async fn heartbeat_as(
-    channel: tonic::transport::Channel,
-    node_id: u64,
-) -> Result<common_proto::v1::HeartbeatResponse, tonic::Status> {
-    let mut client = HeartbeatClient::new(channel);
-    let request = HeartbeatRequest {
-        header: Some(RequestHeader {
-            protocol_version: PROTOCOL_VERSION,
-            cluster_id: 1,
-            node_id,
-            role: Role::Datanode as i32,
-        }),
-        peer: Some(Peer {
-            id: node_id,
-            addr: "127.0.0.1:9".into(),
-        }),
-        node_epoch: 1,
-        ..Default::default()
-    };
-    let mut stream =
-        tokio::time::timeout(CALL, client.heartbeat(tokio_stream::iter(vec![request])))
-            .await
-            .expect("the call returns in time")?
-            .into_inner();
-    match tokio::time::timeout(CALL, stream.message())
-        .await
-        .expect("a response in time")
-    {
-        Ok(Some(resp)) => Ok(resp),
-        Ok(None) => Err(tonic::Status::unknown(
-            "the stream ended without a response",
-        )),
-        Err(status) => Err(status),
-    }
 }
 
 async fn connected_nodes(http: &Http, url: &str) -> Option<Vec<u64>> {
@@ -230,7 +192,7 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
     .await
     .expect("in time");
     if let Ok(channel) = plaintext {
-        let refused = heartbeat_as(channel, 5).await;
+        let refused = heartbeat_on(channel, 5).await;
         assert!(
             refused.is_err(),
             "a plaintext heartbeat was answered: {refused:?}"
@@ -238,7 +200,7 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
     }
     let bare = tls_channel(&ms.grpc, &ca.ca, None).await;
     if let Ok(channel) = bare {
-        let refused = heartbeat_as(channel, 5).await;
+        let refused = heartbeat_on(channel, 5).await;
         assert!(
             refused.is_err(),
             "a heartbeat without a client certificate was answered: {refused:?}"
@@ -246,7 +208,7 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
     }
     let stranger = rogue.issue("dn5", &["datanode-5"]);
     if let Ok(channel) = tls_channel(&ms.grpc, &ca.ca, Some(&stranger)).await {
-        let refused = heartbeat_as(channel, 5).await;
+        let refused = heartbeat_on(channel, 5).await;
         assert!(
             refused.is_err(),
             "another CA's certificate was answered: {refused:?}"
@@ -258,7 +220,7 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
     let channel = tls_channel(&ms.grpc, &ca.ca, Some(&three))
         .await
         .expect("a good certificate connects");
-    let denied = heartbeat_as(channel.clone(), 1)
+    let denied = heartbeat_on(channel.clone(), 1)
         .await
         .expect_err("node 3's certificate speaking for node 1");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
@@ -267,7 +229,7 @@ async fn a_tls_cluster_serves_its_nodes_and_refuses_every_wrong_client() {
         "the refusal names the node asked for and the certificate's names: {}",
         denied.message()
     );
-    let granted = heartbeat_as(channel, 3)
+    let granted = heartbeat_on(channel, 3)
         .await
         .expect("node 3's certificate speaking for node 3");
     assert!(
