@@ -366,6 +366,17 @@ async fn leadership_ends_at_its_deadline_when_etcd_stops_answering_and_returns_a
     }
     tokio::time::sleep_until(deadline).await;
     assert!(!a.leads(), "still leading past the deadline");
+    // Its term over (etcd still frozen, so nothing else can have been observed), it
+    // names no leader rather than itself: NOT_LEADER answers must not point back here.
+    let state = eventually("the term's end recorded", || async {
+        let state = a.election.subscribe().borrow().clone();
+        (!state.is_leader).then_some(state)
+    })
+    .await;
+    assert_eq!(
+        state.leader_addr, None,
+        "a member that stepped down names itself"
+    );
     etcd.signal(libc::SIGCONT);
     eventually("leading again once etcd answers", || async {
         a.leads().then_some(())
