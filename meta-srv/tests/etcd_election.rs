@@ -453,3 +453,29 @@ async fn with_etcd_gone_keep_alives_are_retried_at_a_pace_not_in_a_storm() {
     assert!(failed <= 200, "{failed} keep-alive failures: a retry storm");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_the_leader_tells_no_leader_from_an_etcd_that_cannot_answer() {
+    let etcd = Etcd::start().await;
+    // A member that does not campaign: it only asks.
+    let pool = EtcdPool::connect(
+        std::slice::from_ref(&etcd.endpoint),
+        &PoolOptions::for_meta_lease(TTL),
+    )
+    .await
+    .expect("pool");
+    let asker = EtcdElection::new(Arc::new(pool), "/test", "x:1", TTL, MARGIN);
+    let none = tokio::time::timeout(WITHIN, asker.leader()).await;
+    assert_eq!(
+        none.expect("in time").expect("an answer"),
+        None,
+        "nobody leads"
+    );
+    drop(etcd);
+    let unreachable = tokio::time::timeout(WITHIN, asker.leader()).await;
+    let err = unreachable.expect("in time").expect_err("etcd is gone");
+    assert!(
+        err.to_string().contains("reading the leader"),
+        "the error names the call: {err}"
+    );
+}
