@@ -42,6 +42,11 @@ fn needs_fresh_history(w: &Watched, epoch: u64, last_seen: Instant, node_lease: 
             .is_some_and(|f| last_seen.saturating_duration_since(f) > node_lease)
 }
 
+/// Milliseconds from `start` to `t` (zero before it): the detectors' time axis.
+fn millis_since(start: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(start).as_millis() as u64
+}
+
 /// The supervisor's detectors for one term.
 pub(crate) struct Judgement {
     phi: PhiOptions,
@@ -72,7 +77,7 @@ impl Judgement {
     }
 
     fn ms(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.term_start).as_millis() as u64
+        millis_since(self.term_start, t)
     }
 
     /// Whether route leaders never heard from can be judged yet (the term is past its
@@ -102,9 +107,8 @@ impl Judgement {
                 *w = fresh();
             }
             if w.fed != Some(last_seen) {
-                let at = last_seen.max(w.since);
-                let at = at.saturating_duration_since(self.term_start).as_millis() as u64;
-                w.detector.heartbeat(at);
+                w.detector
+                    .heartbeat(millis_since(self.term_start, last_seen.max(w.since)));
                 w.fed = Some(last_seen);
             }
         }
