@@ -52,6 +52,10 @@ use crate::service::pusher::Pushers;
 
 const PREFIX: &str = "__meta/procedure/migrate/";
 const HISTORY: usize = 256;
+/// The first pause after a failed step; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between retries of a step.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a region moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +228,7 @@ pub struct MigrationDeps {
 
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
+pub(crate) enum Reach {
     /// Alive and connected: instructions can go.
     Connected,
     /// Known and not expired, but not connected (yet): for example a new leader's nodes
@@ -232,6 +236,45 @@ enum Reach {
     Waiting,
     /// Unknown or expired: gone.
     Gone,
+}
+
+/// Where a node stands, from its lease (if the leader knows it) and whether it has a
+/// stream open. An expired lease means gone even while a stale stream lingers.
+pub(crate) fn reach_of(lease: Option<&handlers::NodeLease>, connected: bool) -> Reach {
+    match lease {
+        None => Reach::Gone,
+        Some(l) if l.expired => Reach::Gone,
+        Some(_) if connected => Reach::Connected,
+        Some(_) => Reach::Waiting,
+    }
+}
+
+/// The pause after a step failed `backoff` ago: doubled, at most [`MAX_BACKOFF`].
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
+}
+
+/// Records a finished procedure, keeping the newest [`HISTORY`].
+fn remember(history: &mut VecDeque<MigrationState>, state: MigrationState) {
+    if history.len() >= HISTORY {
+        history.pop_front();
+    }
+    history.push_back(state);
+}
+
+/// The `migrations` counter's labels for a finished procedure: its reason, and whether
+/// it finished (`done`) or rolled back.
+fn outcome_labels(state: &MigrationState) -> [&'static str; 2] {
+    let reason = match state.reason {
+        MigrationReason::Failover => "failover",
+        MigrationReason::Manual => "manual",
+        MigrationReason::Drain => "drain",
+    };
+    let outcome = match state.step {
+        Step::Done => "done",
+        _ => "rolled_back",
+    };
+    [reason, outcome]
 }
 
 impl MigrationDeps {
@@ -247,17 +290,15 @@ impl MigrationDeps {
 
     fn reach(&self, node_id: u64) -> Reach {
         let key = NodeKey::datanode(node_id);
-        match self.node_leases.get(key) {
-            Some(l) if !l.expired && self.pushers.get(key).is_some() => Reach::Connected,
-            Some(l) if !l.expired => Reach::Waiting,
-            _ => Reach::Gone,
-        }
+        reach_of(
+            self.node_leases.get(key).as_ref(),
+            self.pushers.get(key).is_some(),
+        )
     }
 
     /// Whether datanode `node_id` is alive (lease not expired) and connected.
     pub fn is_available(&self, node_id: u64) -> bool {
-        let key = NodeKey::datanode(node_id);
-        self.node_leases.get(key).is_some_and(|l| !l.expired) && self.pushers.get(key).is_some()
+        self.reach(node_id) == Reach::Connected
     }
 
     /// Whether region `region_id`, led by `node_id`, is on shared storage, from the
@@ -339,8 +380,8 @@ pub struct Migrations {
     term: Mutex<Option<CancellationToken>>,
     /// Finished procedures, newest last, for operators and for the supervisor's backoff.
     history: Mutex<VecDeque<MigrationState>>,
-    /// Completion signals, for callers that wait.
-    done: tokio::sync::watch::Sender<u64>,
+    /// Told each time a procedure finishes, for callers that wait.
+    done: tokio::sync::watch::Sender<()>,
 }
 
 fn key(region_id: u64) -> String {
@@ -355,7 +396,7 @@ impl Migrations {
             running: Mutex::default(),
             term: Mutex::default(),
             history: Mutex::default(),
-            done: tokio::sync::watch::channel(0).0,
+            done: tokio::sync::watch::channel(()).0,
         }
     }
 
@@ -573,7 +614,6 @@ impl Migrations {
     }
 
     async fn finish(&self, mut state: MigrationState, step: Step) {
-        let state_reason = state.reason;
         state.step = step;
         state.finished_ms = Some(common_proto::unix_millis());
         let region_id = state.region_id;
@@ -582,49 +622,34 @@ impl Migrations {
             .unwrap_or(0)
             .saturating_sub(state.started_ms);
         info!(from = ?state.from, ?step, took_ms, released_by = ?state.released_by, "migration finished");
+        let labels = outcome_labels(&state);
         // History first, then the persisted record: a waiter that finds the record gone
         // must find the outcome already in the history, never neither.
-        {
-            let mut h = self.history.lock();
-            if h.len() == HISTORY {
-                h.pop_front();
-            }
-            h.push_back(state);
-        }
+        remember(&mut self.history.lock(), state);
         if let Err(err) = self.deps.kv.delete(key(region_id).as_bytes()).await {
             warn!(error = %err, "cannot delete the finished migration; the next leader re-runs its idempotent last step");
         }
-        let reason = match state_reason {
-            MigrationReason::Failover => "failover",
-            MigrationReason::Manual => "manual",
-            MigrationReason::Drain => "drain",
-        };
-        let outcome = if step == Step::Done {
-            "done"
-        } else {
-            "rolled_back"
-        };
         crate::metrics::METRICS
             .migrations
-            .with_label_values(&[reason, outcome])
+            .with_label_values(&labels)
             .inc();
-        self.done.send_modify(|n| *n += 1);
+        self.done.send_replace(());
     }
 
     /// Runs the procedure from its recorded step until it finishes or the term ends.
     async fn run(&self, mut state: MigrationState) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             if !self.deps.leadership.is_leader() {
                 return;
             }
+            // A step that reports its own outcome (an upgrade whose target died) sets
+            // `last_error` itself; an error from an earlier, retried attempt is stale.
+            state.last_error = None;
             match self.step(&mut state).await {
-                Ok(Some(next)) => {
+                Ok(next) => {
                     state.step = next;
-                    if next != Step::Done {
-                        state.last_error = None;
-                    }
-                    backoff = Duration::from_millis(200);
+                    backoff = FIRST_BACKOFF;
                     if matches!(next, Step::Done | Step::RolledBack) {
                         self.finish(state, next).await;
                         return;
@@ -635,13 +660,12 @@ impl Migrations {
                         tokio::time::sleep(backoff).await;
                     }
                 }
-                Ok(None) => {}
                 Err(err) => {
                     warn!(step = ?state.step, error = err, "migration step failed; retrying");
                     state.last_error = Some(err);
                     let _ = self.save(&state).await;
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = next_backoff(backoff);
                 }
             }
         }
@@ -673,20 +697,23 @@ impl Migrations {
     }
 
     /// Before the fence: undo, so the route is as it was.
-    async fn roll_back(
-        &self,
-        state: &MigrationState,
-        reason: String,
-    ) -> Result<Option<Step>, String> {
+    async fn roll_back(&self, state: &mut MigrationState, reason: String) -> Result<Step, String> {
         warn!(reason, "rolling the migration back");
         let route = self.route(state.region_id).await?;
-        if route.followers.contains(&state.to) && route.leader != Some(state.to) {
+        if route.leader == Some(state.to) {
+            // The target leads by other means (an operator's route edit): nothing of
+            // this procedure's to undo, and closing the region would stop its leader.
+            state.last_error = Some(reason);
+            return Ok(Step::RolledBack);
+        }
+        if route.followers.contains(&state.to) {
             let mut undone = route.clone();
             undone.followers.retain(|f| *f != state.to);
             if !self.cas(&route, undone).await? {
                 return Err("the route changed during the rollback".into());
             }
         }
+        state.last_error = Some(reason);
         let _ = self
             .instruct(
                 state.to,
@@ -695,21 +722,21 @@ impl Migrations {
                 }),
             )
             .await;
-        Ok(Some(Step::RolledBack))
+        Ok(Step::RolledBack)
     }
 
     /// Someone else moved the region's leadership before the fence: step aside.
     async fn leader_changed(
         &self,
-        state: &MigrationState,
+        state: &mut MigrationState,
         route: &RegionRoute,
-    ) -> Result<Option<Step>, String> {
+    ) -> Result<Step, String> {
         let reason = format!("the route's leader changed to {:?}", route.leader);
         self.roll_back(state, reason).await
     }
 
-    /// Runs one step; `Ok(Some(next))` moves on, `Err` retries.
-    async fn step(&self, state: &mut MigrationState) -> Result<Option<Step>, String> {
+    /// Runs one step; `Ok(next))` moves on, `Err` retries.
+    async fn step(&self, state: &mut MigrationState) -> Result<Step, String> {
         let region_id = state.region_id;
         match state.step {
             Step::AddFollower => {
@@ -724,7 +751,7 @@ impl Migrations {
                         return Err("the route changed; retrying".into());
                     }
                 }
-                Ok(Some(Step::OpenCandidate))
+                Ok(Step::OpenCandidate)
             }
             Step::OpenCandidate => {
                 if !self.deps.target_present(state.to)? {
@@ -737,7 +764,7 @@ impl Migrations {
                     role: OpenRole::Follower,
                 };
                 match self.instruct(state.to, open).await {
-                    Ok(()) => Ok(Some(Step::Fence)),
+                    Ok(()) => Ok(Step::Fence),
                     Err(err) => {
                         self.roll_back(state, format!("the target could not open it: {err}"))
                             .await
@@ -747,10 +774,10 @@ impl Migrations {
             Step::Fence => {
                 let route = self.route(region_id).await?;
                 if route.leader.is_none() {
-                    return Ok(Some(Step::Release)); // already fenced (a resumed procedure)
+                    return Ok(Step::Release); // already fenced (a resumed procedure)
                 }
                 if route.leader == Some(state.to) {
-                    return Ok(Some(Step::Upgrade));
+                    return Ok(Step::Upgrade);
                 }
                 if route.leader != state.from {
                     return self.leader_changed(state, &route).await;
@@ -766,11 +793,11 @@ impl Migrations {
                     return Err("the route changed; retrying".into());
                 }
                 info!("route fenced: no node holds a leader grant for the region from now on");
-                Ok(Some(Step::Release))
+                Ok(Step::Release)
             }
             Step::Release => {
                 let Some(from) = state.from else {
-                    return Ok(Some(Step::Switch));
+                    return Ok(Step::Switch);
                 };
                 // A failed-over owner was judged dead: asking it would only wait for a
                 // timeout. A live one (migrate, drain) is asked, for at most a lease: past
@@ -787,7 +814,7 @@ impl Migrations {
                     match asked {
                         Ok(()) => {
                             state.released_by = Some("downgraded".into());
-                            return Ok(Some(Step::Switch));
+                            return Ok(Step::Switch);
                         }
                         Err(err) => warn!(
                             from,
@@ -815,12 +842,12 @@ impl Migrations {
                 );
                 tokio::time::sleep_until(safe_at).await;
                 state.released_by = Some("lease waited out".into());
-                Ok(Some(Step::Switch))
+                Ok(Step::Switch)
             }
             Step::Switch => {
                 let route = self.route(region_id).await?;
                 if route.leader == Some(state.to) {
-                    return Ok(Some(Step::Upgrade));
+                    return Ok(Step::Upgrade);
                 }
                 if route.leader.is_some() {
                     return Err(format!(
@@ -871,23 +898,23 @@ impl Migrations {
                     return Err("the route changed; retrying".into());
                 }
                 info!("route switched to the target");
-                Ok(Some(Step::Upgrade))
+                Ok(Step::Upgrade)
             }
             Step::Upgrade => {
                 if !self.deps.target_present(state.to)? {
                     // The route names it; its own failure now starts a new failover (from
                     // it, waiting out whatever lease it may hold).
                     state.last_error = Some(format!("target {} died before its upgrade", state.to));
-                    return Ok(Some(Step::Done));
+                    return Ok(Step::Done);
                 }
                 self.instruct(
                     state.to,
                     Instruction::UpgradeRegion(RegionIdent { region_id }),
                 )
                 .await?;
-                Ok(Some(Step::Done))
+                Ok(Step::Done)
             }
-            Step::Done | Step::RolledBack => Ok(Some(state.step)),
+            Step::Done | Step::RolledBack => Ok(state.step),
         }
     }
 }
@@ -897,3 +924,6 @@ impl Migrations {
 pub fn targets(states: &[MigrationState]) -> HashMap<u64, u64> {
     states.iter().map(|s| (s.region_id, s.to)).collect()
 }
+
+#[cfg(test)]
+mod tests;

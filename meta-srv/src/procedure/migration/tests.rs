@@ -1,0 +1,742 @@
+//! The migration procedure in-process, step by step: a memory KV, real pushers and a real
+//! mailbox, and fake datanodes (a task per node reading its pusher's channel and
+//! answering the mailbox) whose answers each test chooses. tokio's paused clock runs the
+//! lease waits and instruction timeouts at once.
+//!
+//! The process suites (`meta-srv/tests/migration.rs`, `tests/tests/failover.rs`) show the
+//! procedure end to end; these pin down its decisions: who counts as reachable, where a
+//! resumed procedure picks up, what the persisted record says at each step, and what a
+//! rollback leaves behind.
+
+use std::collections::HashMap;
+
+use common_proto::{InstructionReply, JsonPayload, RegionReply};
+use handlers::builtin::PersistedStats;
+use handlers::{
+    LeaderLease, MemoryKvBackend, MemoryNodeLeaseStore, NodeLease, RegionRouteStore, Stat,
+};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::election::LeaderState;
+use crate::failover::selector::LeastRegionsSelector;
+use crate::service::pusher::ResponseTx;
+
+const LEASE: Duration = Duration::from_secs(10);
+const REGION: u64 = 7;
+/// A bound on every wait, far beyond what any step takes on the paused clock.
+const WITHIN: Duration = Duration::from_secs(600);
+
+/// How a fake node answers one kind of instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    Fail,
+    Silent,
+}
+
+/// A metasrv's migration side, with fake nodes.
+struct Harness {
+    migrations: Arc<Migrations>,
+    deps: MigrationDeps,
+    term: CancellationToken,
+    /// Every instruction the fake nodes received, in order.
+    log: Arc<Mutex<Vec<(u64, Instruction)>>>,
+    /// Per node and instruction subject, how the node answers (default: ok).
+    answers: Arc<Mutex<HashMap<(u64, &'static str), Answer>>>,
+}
+
+impl Harness {
+    /// A leader whose term began, with no nodes.
+    async fn new() -> Self {
+        let kv: KvBackendRef = Arc::new(MemoryKvBackend::new());
+        let pushers = Arc::new(Pushers::new());
+        let leadership: LeadershipRef = Arc::new(LeaderLease::new(true, None));
+        let gate = Arc::new(LeaderGate::new(
+            leadership.clone(),
+            tokio::sync::watch::channel(LeaderState::default()).1,
+        ));
+        gate.open(1, 1);
+        let deps = MigrationDeps {
+            kv: kv.clone(),
+            routes: Arc::new(KvRegionRouteStore::new(kv)),
+            node_leases: Arc::new(MemoryNodeLeaseStore::new()),
+            mailbox: Arc::new(Mailbox::new(pushers.clone(), 1, "ms")),
+            pushers,
+            leadership,
+            gate,
+            stats: Arc::new(StatsCache::default()),
+            selector: Arc::new(LeastRegionsSelector),
+            region_lease: LEASE,
+            drift_margin: Duration::from_secs(1),
+            instruction_timeout: Duration::from_secs(2),
+        };
+        let migrations = Arc::new(Migrations::new(deps.clone()));
+        let term = CancellationToken::new();
+        migrations.begin_term(term.clone()).await;
+        Self {
+            migrations,
+            deps,
+            term,
+            log: Arc::default(),
+            answers: Arc::default(),
+        }
+    }
+
+    /// Node `id` heartbeats (its lease is live) and reports its storage: every region in
+    /// `regions` on shared storage, and the node able to open shared regions, if `shared`.
+    async fn alive(&self, id: u64, regions: &[u64], shared: bool) {
+        let key = NodeKey::datanode(id);
+        self.deps
+            .node_leases
+            .keep_alive(key, "a", 1, regions.len(), Instant::now());
+        let stat = Stat {
+            cluster_id: 1,
+            node_id: id,
+            role: common_proto::v1::Role::Datanode as i32,
+            addr: "a".into(),
+            node_epoch: 1,
+            duration_since_epoch: 0,
+            received_at_millis: 0,
+            region_stats: regions
+                .iter()
+                .map(|&region_id| handlers::stat::RegionStatSummary {
+                    region_id,
+                    role: 1,
+                    rcus: 0,
+                    wcus: 0,
+                    approximate_bytes: 0,
+                    row_count: 0,
+                    shared_storage: shared,
+                })
+                .collect(),
+            shared_storage: shared,
+        };
+        // Only in the KV, as a new leader finds it before the node's first heartbeat.
+        let persisted = serde_json::to_vec(&PersistedStats {
+            node_epoch: 1,
+            stat,
+        })
+        .expect("encode");
+        self.deps
+            .kv
+            .put(StatsCache::kv_key(key).as_bytes(), &persisted)
+            .await
+            .expect("put stats");
+    }
+
+    /// Node `id` opens its stream: a task answers its instructions as `answers` says.
+    fn connect(&self, id: u64) {
+        let (tx, mut rx): (ResponseTx, _) = mpsc::channel(16);
+        self.deps
+            .pushers
+            .register(NodeKey::datanode(id), 1, "a", tx, Instant::now(), LEASE)
+            .expect("register");
+        let (mailbox, log, answers) = (
+            self.deps.mailbox.clone(),
+            self.log.clone(),
+            self.answers.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(Ok(resp)) = rx.recv().await {
+                let Some(msg) = resp.mailbox_message else {
+                    continue;
+                };
+                let ins = Instruction::from_mailbox_message(&msg).expect("an instruction");
+                log.lock().push((id, ins.clone()));
+                let answer = answers
+                    .lock()
+                    .get(&(id, ins.subject()))
+                    .copied()
+                    .unwrap_or(Answer::Ok);
+                let r = RegionReply {
+                    region_id: ins.region_id(),
+                    ok: answer == Answer::Ok,
+                    error: (answer == Answer::Fail).then(|| "refused by the test".into()),
+                };
+                let reply = match ins {
+                    Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(r),
+                    Instruction::CloseRegion(_) => InstructionReply::CloseRegion(r),
+                    Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(r),
+                    Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(r),
+                };
+                if answer != Answer::Silent {
+                    let msg = reply
+                        .to_mailbox_message(msg.id, "dn", "ms")
+                        .expect("encode");
+                    mailbox.on_recv(NodeKey::datanode(id), msg);
+                }
+            }
+        });
+    }
+
+    /// Node `id`'s stream closes (its lease stays as it was).
+    fn disconnect(&self, id: u64) {
+        let key = NodeKey::datanode(id);
+        let pusher = self.deps.pushers.get(key).expect("connected");
+        self.deps.pushers.deregister(key, pusher.generation());
+    }
+
+    fn answer(&self, id: u64, subject: &'static str, answer: Answer) {
+        self.answers.lock().insert((id, subject), answer);
+    }
+
+    async fn put_route(&self, leader: Option<u64>, followers: Vec<u64>) {
+        self.deps
+            .routes
+            .put(RegionRoute {
+                region_id: REGION,
+                leader,
+                followers,
+            })
+            .await
+            .expect("put route");
+    }
+
+    async fn route(&self) -> RegionRoute {
+        self.deps
+            .routes
+            .get(REGION)
+            .await
+            .expect("read")
+            .expect("routed")
+    }
+
+    /// A procedure as an earlier term left it, at `step`.
+    async fn persist(&self, from: Option<u64>, to: u64, step: Step, reason: MigrationReason) {
+        let state = MigrationState {
+            region_id: REGION,
+            from,
+            to,
+            reason,
+            step,
+            started_ms: 1,
+            finished_ms: None,
+            last_error: None,
+            released_by: None,
+        };
+        let value = serde_json::to_vec(&state).expect("encode");
+        self.deps
+            .kv
+            .put(key(REGION).as_bytes(), &value)
+            .await
+            .expect("persist");
+    }
+
+    /// The persisted record, polled until `ready` holds for it.
+    async fn record_until(&self, ready: impl Fn(&MigrationState) -> bool) -> MigrationState {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            if let Some(s) = self.migrations.in_flight(REGION).await {
+                if ready(&s) {
+                    return s;
+                }
+            }
+            assert!(Instant::now() < deadline, "the record never got there");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finished(&self) -> MigrationState {
+        self.migrations
+            .wait(REGION, WITHIN)
+            .await
+            .expect("the procedure finished")
+    }
+
+    /// What each node was told, as `(node, subject)`.
+    fn told(&self) -> Vec<(u64, &'static str)> {
+        self.log
+            .lock()
+            .iter()
+            .map(|(n, i)| (*n, i.subject()))
+            .collect()
+    }
+}
+
+fn lease(expired: bool) -> NodeLease {
+    let now = Instant::now();
+    NodeLease {
+        key: NodeKey::datanode(1),
+        addr: "a".into(),
+        node_epoch: 1,
+        first_seen: now,
+        last_seen: now,
+        last_granted: None,
+        region_count: 0,
+        expired,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_is_reachable_only_while_its_lease_is_live_and_its_stream_open() {
+    let live = lease(false);
+    let expired = lease(true);
+    assert_eq!(reach_of(Some(&live), true), Reach::Connected);
+    assert_eq!(
+        reach_of(Some(&live), false),
+        Reach::Waiting,
+        "known and live but not connected yet: wait, do not give up on it"
+    );
+    assert_eq!(
+        reach_of(Some(&expired), true),
+        Reach::Gone,
+        "a stale stream"
+    );
+    assert_eq!(reach_of(Some(&expired), false), Reach::Gone);
+    assert_eq!(reach_of(None, true), Reach::Gone, "unknown to this leader");
+    assert_eq!(reach_of(None, false), Reach::Gone);
+}
+
+#[test]
+fn retries_back_off_doubling_up_to_five_seconds() {
+    assert_eq!(next_backoff(FIRST_BACKOFF), Duration::from_millis(400));
+    assert_eq!(next_backoff(Duration::from_secs(2)), Duration::from_secs(4));
+    assert_eq!(next_backoff(Duration::from_secs(4)), MAX_BACKOFF);
+    assert_eq!(next_backoff(MAX_BACKOFF), MAX_BACKOFF);
+}
+
+fn finished_state(region_id: u64, reason: MigrationReason, step: Step) -> MigrationState {
+    MigrationState {
+        region_id,
+        from: Some(1),
+        to: 2,
+        reason,
+        step,
+        started_ms: 1,
+        finished_ms: Some(2),
+        last_error: None,
+        released_by: None,
+    }
+}
+
+#[test]
+fn the_history_keeps_the_newest_procedures_in_order() {
+    let mut history = VecDeque::new();
+    for region in 0..HISTORY as u64 + 3 {
+        remember(
+            &mut history,
+            finished_state(region, MigrationReason::Manual, Step::Done),
+        );
+        assert_eq!(history.len(), (region as usize + 1).min(HISTORY));
+    }
+    let regions: Vec<u64> = history.iter().map(|s| s.region_id).collect();
+    let newest: Vec<u64> = (3..HISTORY as u64 + 3).collect();
+    assert_eq!(
+        regions, newest,
+        "the oldest three dropped, the rest in order"
+    );
+}
+
+#[test]
+fn finished_procedures_are_counted_by_reason_and_outcome() {
+    let labels = |reason, step| outcome_labels(&finished_state(1, reason, step));
+    assert_eq!(
+        labels(MigrationReason::Failover, Step::Done),
+        ["failover", "done"]
+    );
+    assert_eq!(
+        labels(MigrationReason::Manual, Step::RolledBack),
+        ["manual", "rolled_back"]
+    );
+    assert_eq!(
+        labels(MigrationReason::Drain, Step::Done),
+        ["drain", "done"]
+    );
+}
+
+#[test]
+fn each_region_has_its_own_record_under_the_procedure_prefix() {
+    // Operators and the next leader find procedures by this prefix.
+    assert_eq!(key(7), "__meta/procedure/migrate/7");
+    assert_ne!(key(7), key(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_move_opens_downgrades_switches_and_upgrades_and_leaves_only_history() {
+    let h = Harness::new().await;
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.put_route(Some(1), vec![]).await;
+    let started = h
+        .migrations
+        .start(REGION, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+    assert_eq!((started.from, started.to), (Some(1), 2));
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.released_by.as_deref(), Some("downgraded"));
+    assert_eq!(done.last_error, None);
+    assert_eq!(
+        h.told(),
+        [
+            (2, "open_region"),
+            (1, "downgrade_region"),
+            (2, "upgrade_region")
+        ]
+    );
+    let route = h.route().await;
+    assert_eq!((route.leader, route.followers), (Some(2), vec![]));
+    assert!(h.migrations.in_flight(REGION).await.is_none());
+    assert!(h.migrations.persisted().await.is_empty());
+    assert_eq!(h.migrations.history(), [done]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_term_resumes_a_persisted_procedure_from_its_recorded_step() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(None, vec![2, 1]).await; // fenced by the earlier leader
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
+        .await;
+    assert_eq!(h.migrations.persisted().await.len(), 1);
+
+    h.migrations.end_term();
+    assert!(
+        h.term.is_cancelled(),
+        "ending the term stops its procedures"
+    );
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(
+        h.told(),
+        [(2, "upgrade_region")],
+        "no step before the recorded one runs again"
+    );
+    assert_eq!(h.route().await.leader, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_record_follows_each_step_and_a_retried_steps_error_does_not_outlive_it() {
+    let h = Harness::new().await;
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.answer(2, "upgrade_region", Answer::Silent);
+    h.put_route(Some(1), vec![]).await;
+    h.migrations
+        .start(REGION, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+
+    let stuck = h
+        .record_until(|s| s.step == Step::Upgrade && s.last_error.is_some())
+        .await;
+    assert_eq!(
+        stuck.released_by.as_deref(),
+        Some("downgraded"),
+        "the record carries what earlier steps did"
+    );
+    assert_eq!(
+        h.route().await.leader,
+        Some(2),
+        "switched before the upgrade"
+    );
+
+    h.answer(2, "upgrade_region", Answer::Ok);
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.last_error, None, "the timeout was retried away");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_that_died_before_its_upgrade_finishes_the_move_with_the_reason() {
+    let h = Harness::new().await;
+    h.put_route(Some(2), vec![]).await; // switched by the earlier leader
+    h.persist(Some(1), 2, Step::Upgrade, MigrationReason::Failover)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    let error = done.last_error.expect("the reason is kept");
+    assert!(error.contains("died before its upgrade"), "{error}");
+    assert!(h.told().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_whose_leader_changed_before_the_fence_rolls_back_and_closes_the_target() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(Some(3), vec![2]).await; // moved elsewhere since the procedure began
+    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::RolledBack);
+    let error = done.last_error.expect("the reason is kept");
+    assert!(error.contains("leader changed"), "{error}");
+    assert_eq!(h.told(), [(2, "close_region")]);
+    let route = h.route().await;
+    assert_eq!((route.leader, route.followers), (Some(3), vec![]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_never_closes_the_region_on_a_target_that_leads_it() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(Some(2), vec![]).await; // an operator put the target in charge
+    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::RolledBack);
+    assert!(h.told().is_empty(), "told: {:?}", h.told());
+    assert_eq!(h.route().await.leader, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_known_but_not_yet_connected_is_waited_for_not_rolled_back() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await; // live lease, no stream: a new leader's first seconds
+    h.put_route(Some(1), vec![2]).await;
+    h.persist(Some(1), 2, Step::OpenCandidate, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let waiting = h.record_until(|s| s.last_error.is_some()).await;
+    assert_eq!(waiting.step, Step::OpenCandidate);
+    let error = waiting.last_error.expect("why it waits");
+    assert!(error.contains("not connected yet"), "{error}");
+
+    h.connect(2);
+    h.record_until(|s| s.step == Step::Fence || s.step == Step::Release)
+        .await;
+    assert_eq!(h.told().first(), Some(&(2, "open_region")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_gone_before_the_fence_is_taken_off_the_route() {
+    let h = Harness::new().await;
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.put_route(Some(1), vec![]).await;
+    h.answer(2, "open_region", Answer::Fail);
+    h.migrations
+        .start(REGION, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::RolledBack);
+    assert!(
+        done.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("could not open")),
+        "{done:?}"
+    );
+    assert_eq!(h.told(), [(2, "open_region"), (2, "close_region")]);
+
+    // Now the target disappears entirely (its lease expired): a second attempt from a
+    // persisted record rolls back without instructing it.
+    h.disconnect(2);
+    h.deps.node_leases.remove(NodeKey::datanode(2));
+    h.put_route(Some(1), vec![2]).await;
+    h.persist(Some(1), 2, Step::OpenCandidate, MigrationReason::Manual)
+        .await;
+    h.migrations.end_term();
+    h.migrations.begin_term(CancellationToken::new()).await;
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::RolledBack);
+    assert!(done.last_error.is_some_and(|e| e.contains("is gone")));
+    let route = h.route().await;
+    assert_eq!((route.leader, route.followers), (Some(1), vec![]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
+    let h = Harness::new().await;
+    h.alive(1, &[], true).await;
+    h.connect(1);
+    h.alive(2, &[], true).await; // not connected
+    h.alive(3, &[], false).await; // local storage only
+    h.connect(3);
+    h.alive(4, &[], true).await;
+    h.connect(4);
+    h.alive(5, &[], true).await;
+    h.connect(5);
+    // A frontend is never a candidate, whatever its id.
+    h.deps.node_leases.keep_alive(
+        NodeKey {
+            role: common_proto::v1::Role::Frontend,
+            node_id: 9,
+        },
+        "f",
+        1,
+        0,
+        Instant::now(),
+    );
+    // Node 5's lease expired.
+    tokio::time::advance(LEASE * 2).await;
+    for id in [1, 3, 4] {
+        h.deps
+            .node_leases
+            .keep_alive(NodeKey::datanode(id), "a", 1, 0, Instant::now());
+    }
+    h.deps.node_leases.expire(Instant::now(), LEASE);
+    h.put_route(Some(1), vec![]).await;
+    h.persist(None, 4, Step::Release, MigrationReason::Manual)
+        .await;
+
+    let candidates: Vec<(u64, usize)> = h
+        .deps
+        .candidates()
+        .await
+        .iter()
+        .map(|c| (c.node_id, c.leading))
+        .collect();
+    assert_eq!(
+        candidates,
+        [(1, 1), (4, 1)],
+        "node 1 leads region {REGION}; node 4 is a move's target"
+    );
+    assert!(h.deps.is_available(1));
+    assert!(!h.deps.is_available(2) && !h.deps.is_available(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn storage_kinds_are_read_from_the_flushed_stats_when_memory_has_none() {
+    let h = Harness::new().await;
+    h.alive(1, &[REGION], true).await;
+    h.alive(2, &[8], false).await;
+    assert!(h.deps.can_host(1).await);
+    assert!(!h.deps.can_host(2).await);
+    assert!(!h.deps.can_host(3).await, "never reported");
+    assert_eq!(h.deps.check_movable(REGION, Some(1)).await, Ok(()));
+    let local = h.deps.check_movable(8, Some(2)).await.expect_err("local");
+    assert!(local.contains("local storage"), "{local}");
+    assert_eq!(h.deps.check_movable(REGION, None).await, Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
+    let h = Harness::new().await;
+    h.alive(1, &[REGION], true).await; // known, its stream gone: judged failed
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    let granted = Instant::now() + Duration::from_secs(3);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    h.deps
+        .node_leases
+        .record_grant(NodeKey::datanode(1), granted);
+    h.put_route(Some(1), vec![]).await;
+    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Failover)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    assert!(
+        Instant::now() >= granted + LEASE + h.deps.drift_margin,
+        "the switch came before the last grant's lease could have run out"
+    );
+    assert_eq!(
+        h.told(),
+        [(2, "open_region"), (2, "upgrade_region")],
+        "the failed owner is not asked to downgrade"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_owner_that_does_not_answer_the_downgrade_is_waited_out_from_the_term_start() {
+    let h = Harness::new().await;
+    let term_started = h.deps.gate.term_started().expect("a term");
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.answer(1, "downgrade_region", Answer::Fail);
+    h.put_route(Some(1), vec![]).await;
+    h.migrations
+        .start(REGION, Some(2), MigrationReason::Drain)
+        .await
+        .expect("started");
+
+    let done = h.finished().await;
+    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    assert!(Instant::now() >= term_started + LEASE + h.deps.drift_margin);
+    assert_eq!(
+        h.told(),
+        [
+            (2, "open_region"),
+            (1, "downgrade_region"),
+            (2, "upgrade_region")
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_gone_after_the_fence_is_replaced_by_another_not_rolled_back() {
+    let h = Harness::new().await;
+    h.alive(3, &[], true).await;
+    h.connect(3);
+    h.put_route(None, vec![2, 1]).await; // fenced; target 2 has since vanished
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let done = h.finished().await;
+    assert_eq!((done.step, done.to), (Step::Done, 3));
+    assert_eq!(h.told(), [(3, "open_region"), (3, "upgrade_region")]);
+    let route = h.route().await;
+    assert_eq!((route.leader, route.followers), (Some(3), vec![]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switch_over_a_route_led_by_a_stranger_retries_instead_of_overwriting_it() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(Some(5), vec![2]).await;
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let stuck = h.record_until(|s| s.last_error.is_some()).await;
+    assert_eq!(stuck.step, Step::Switch);
+    assert!(stuck.last_error.is_some_and(|e| e.contains("unexpectedly")));
+    assert_eq!(h.route().await.leader, Some(5), "never overwritten");
+    assert!(h.told().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_fence_skips_what_the_route_shows_was_done() {
+    // Already switched to the target: straight to the upgrade.
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(Some(2), vec![]).await;
+    h.persist(Some(1), 2, Step::Fence, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+    assert_eq!(h.finished().await.step, Step::Done);
+    assert_eq!(h.told(), [(2, "upgrade_region")]);
+
+    // Already fenced, with no old owner: straight to the switch, with no lease to wait.
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(None, vec![2]).await;
+    h.persist(None, 2, Step::Fence, MigrationReason::Failover)
+        .await;
+    let before = Instant::now();
+    h.migrations.begin_term(CancellationToken::new()).await;
+    let done = h.finished().await;
+    assert_eq!((done.step, done.released_by), (Step::Done, None));
+    assert!(Instant::now() < before + LEASE, "nothing to wait out");
+    assert_eq!(h.route().await.leader, Some(2));
+}
