@@ -6,7 +6,7 @@
 //! half-open stream kept a dead node "alive"). The store is leader memory by design: a new
 //! leader starts empty and rebuilds it from the first heartbeats.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;

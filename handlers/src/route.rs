@@ -5,7 +5,6 @@
 //! Only the leader writes routes, and it reloads the cache when it wins leadership, so the
 //! cache cannot go stale under it.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -18,6 +17,10 @@ use snafu::ResultExt;
 use crate::error::{CorruptValueSnafu, EncodeValueSnafu};
 use crate::kv::{key_text, KvBackendRef};
 use crate::Result;
+
+mod table;
+
+use table::RouteTable;
 
 /// Where one region lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,55 +98,15 @@ pub type RegionRouteStoreRef = Arc<dyn RegionRouteStore>;
 
 const ROUTE_PREFIX: &str = "__meta/route/";
 
-/// The memory cache: routes by region, and the same routes indexed by node, kept in
-/// step under one lock. The index makes a heartbeat's lookups hit one small per-node map
-/// instead of the whole table (a cache miss per region at 100,000 routes).
-#[derive(Debug, Default)]
-struct RouteCache {
-    by_region: HashMap<u64, RegionRoute>,
-    by_node: HashMap<u64, HashMap<u64, RegionRole>>,
-}
-
-impl RouteCache {
-    fn insert(&mut self, route: RegionRoute) {
-        self.remove(route.region_id);
-        let id = route.region_id;
-        for (node, role) in route
-            .leader
-            .map(|l| (l, RegionRole::Leader))
-            .into_iter()
-            .chain(route.followers.iter().map(|&f| (f, RegionRole::Follower)))
-        {
-            // A node listed as both leader and follower is the leader.
-            self.by_node
-                .entry(node)
-                .or_default()
-                .entry(id)
-                .or_insert(role);
-        }
-        self.by_region.insert(id, route);
-    }
-
-    fn remove(&mut self, region_id: u64) -> Option<RegionRoute> {
-        let old = self.by_region.remove(&region_id)?;
-        for node in old.leader.iter().chain(old.followers.iter()) {
-            if let Some(regions) = self.by_node.get_mut(node) {
-                regions.remove(&region_id);
-                if regions.is_empty() {
-                    self.by_node.remove(node);
-                }
-            }
-        }
-        Some(old)
-    }
-}
-
-/// Routes in a [`KvBackend`](crate::KvBackend), with a write-through memory cache.
+/// Routes in a [`KvBackend`](crate::KvBackend), with a write-through memory table; or,
+/// for a metasrv whose KV is memory anyway, in the table alone
+/// ([`memory_only`](KvRegionRouteStore::memory_only)).
 #[derive(Debug)]
 pub struct KvRegionRouteStore {
-    kv: KvBackendRef,
-    // A std RwLock: held only for map reads and writes, never across an await.
-    cache: RwLock<RouteCache>,
+    /// Where routes persist; `None`: only in `cache`.
+    kv: Option<KvBackendRef>,
+    // A std RwLock: held only for table reads and writes, never across an await.
+    cache: RwLock<RouteTable>,
 }
 
 impl KvRegionRouteStore {
@@ -151,23 +114,39 @@ impl KvRegionRouteStore {
     /// what `kv` already holds.
     pub fn new(kv: KvBackendRef) -> Self {
         Self {
-            kv,
-            cache: RwLock::new(RouteCache::default()),
+            kv: Some(kv),
+            cache: RwLock::new(RouteTable::default()),
+        }
+    }
+
+    /// A store that keeps routes only in its memory table. For a standalone metasrv
+    /// with no data directory: its KV backend is memory too, so a copy there would
+    /// survive nothing the table does not, and would cost more than the table itself
+    /// (about 280 bytes a route as keyed JSON, against about 40). Compare-and-put and
+    /// create are decided under the table's lock, as the KV would decide them.
+    pub fn memory_only() -> Self {
+        Self {
+            kv: None,
+            cache: RwLock::new(RouteTable::default()),
         }
     }
 
     /// Replaces the cache with every route in the KV backend. Called at start and when
-    /// this metasrv becomes leader. Returns how many routes were loaded.
+    /// this metasrv becomes leader. Returns how many routes were loaded. A memory-only
+    /// store keeps what it has: it is its own source.
     pub async fn load(&self) -> Result<usize> {
-        let mut routes = RouteCache::default();
-        for kv in self.kv.range_prefix(ROUTE_PREFIX.as_bytes()).await? {
+        let Some(kv) = &self.kv else {
+            return Ok(self.cache_read().len());
+        };
+        let mut routes = RouteTable::default();
+        for kv in kv.range_prefix(ROUTE_PREFIX.as_bytes()).await? {
             let route: RegionRoute =
                 serde_json::from_slice(&kv.value).context(CorruptValueSnafu {
                     key: key_text(&kv.key),
                 })?;
             routes.insert(route);
         }
-        let n = routes.by_region.len();
+        let n = routes.len();
         *self.cache_write() = routes;
         Ok(n)
     }
@@ -175,16 +154,19 @@ impl KvRegionRouteStore {
     /// Writes many routes in one KV batch (bulk import, restore from backup, benchmark
     /// setup). Existing routes with the same ids are overwritten.
     pub async fn put_many(&self, routes: Vec<RegionRoute>) -> Result<usize> {
-        let mut ops = Vec::with_capacity(routes.len());
-        for route in &routes {
-            ops.push(crate::BatchOp::Put(crate::KeyValue {
-                key: Self::key(route.region_id).into_bytes(),
-                value: Self::encode(route)?,
-            }));
+        if let Some(kv) = &self.kv {
+            let mut ops = Vec::with_capacity(routes.len());
+            for route in &routes {
+                ops.push(crate::BatchOp::Put(crate::KeyValue {
+                    key: Self::key(route.region_id).into_bytes(),
+                    value: Self::encode(route)?,
+                }));
+            }
+            kv.batch(ops).await?;
         }
-        self.kv.batch(ops).await?;
         let n = routes.len();
         let mut cache = self.cache_write();
+        cache.reserve(n);
         for route in routes {
             cache.insert(route);
         }
@@ -201,11 +183,11 @@ impl KvRegionRouteStore {
         })
     }
 
-    fn cache_read(&self) -> parking_lot::RwLockReadGuard<'_, RouteCache> {
+    fn cache_read(&self) -> parking_lot::RwLockReadGuard<'_, RouteTable> {
         self.cache.read()
     }
 
-    fn cache_write(&self) -> parking_lot::RwLockWriteGuard<'_, RouteCache> {
+    fn cache_write(&self) -> parking_lot::RwLockWriteGuard<'_, RouteTable> {
         self.cache.write()
     }
 }
@@ -213,19 +195,24 @@ impl KvRegionRouteStore {
 #[async_trait]
 impl RegionRouteStore for KvRegionRouteStore {
     async fn get(&self, region_id: u64) -> Result<Option<RegionRoute>> {
-        Ok(self.cache_read().by_region.get(&region_id).cloned())
+        Ok(self.cache_read().get(region_id))
     }
 
     async fn list(&self) -> Result<Vec<RegionRoute>> {
-        let mut all: Vec<RegionRoute> = self.cache_read().by_region.values().cloned().collect();
-        all.sort_by_key(|r| r.region_id);
-        Ok(all)
+        Ok(self.cache_read().list())
     }
 
     async fn create(&self, route: RegionRoute) -> Result<bool> {
+        let Some(kv) = &self.kv else {
+            let mut cache = self.cache_write();
+            if cache.get(route.region_id).is_some() {
+                return Ok(false);
+            }
+            cache.insert(route);
+            return Ok(true);
+        };
         let key = Self::key(route.region_id);
-        let created = self
-            .kv
+        let created = kv
             .compare_and_put(key.as_bytes(), None, &Self::encode(&route)?)
             .await?;
         if created {
@@ -235,16 +222,25 @@ impl RegionRouteStore for KvRegionRouteStore {
     }
 
     async fn put(&self, route: RegionRoute) -> Result<()> {
-        let key = Self::key(route.region_id);
-        self.kv.put(key.as_bytes(), &Self::encode(&route)?).await?;
+        if let Some(kv) = &self.kv {
+            let key = Self::key(route.region_id);
+            kv.put(key.as_bytes(), &Self::encode(&route)?).await?;
+        }
         self.cache_write().insert(route);
         Ok(())
     }
 
     async fn compare_and_put(&self, expected: &RegionRoute, new: RegionRoute) -> Result<bool> {
+        let Some(kv) = &self.kv else {
+            let mut cache = self.cache_write();
+            if cache.get(new.region_id).as_ref() != Some(expected) {
+                return Ok(false);
+            }
+            cache.insert(new);
+            return Ok(true);
+        };
         let key = Self::key(new.region_id);
-        let swapped = self
-            .kv
+        let swapped = kv
             .compare_and_put(
                 key.as_bytes(),
                 Some(&Self::encode(expected)?),
@@ -258,42 +254,27 @@ impl RegionRouteStore for KvRegionRouteStore {
     }
 
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>> {
-        self.kv.delete(Self::key(region_id).as_bytes()).await?;
+        if let Some(kv) = &self.kv {
+            kv.delete(Self::key(region_id).as_bytes()).await?;
+        }
         Ok(self.cache_write().remove(region_id))
     }
 
     async fn led_by(&self, node_id: u64) -> Result<Vec<RegionRoute>> {
         let cache = self.cache_read();
-        let Some(owned) = cache.by_node.get(&node_id) else {
-            return Ok(Vec::new());
-        };
-        let mut led: Vec<RegionRoute> = owned
-            .iter()
-            .filter(|(_, role)| **role == RegionRole::Leader)
-            .filter_map(|(id, _)| cache.by_region.get(id).cloned())
-            .collect();
-        led.sort_by_key(|r| r.region_id);
-        Ok(led)
+        Ok(cache
+            .led_by(node_id)
+            .into_iter()
+            .filter_map(|id| cache.get(id))
+            .collect())
     }
 
     async fn leaders(&self) -> Result<Vec<u64>> {
-        let cache = self.cache_read();
-        let mut ids: Vec<u64> = cache
-            .by_node
-            .iter()
-            .filter(|(_, owned)| owned.values().any(|r| *r == RegionRole::Leader))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(self.cache_read().leaders())
     }
 
     async fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Result<Vec<Option<RegionRole>>> {
-        let cache = self.cache_read();
-        let Some(owned) = cache.by_node.get(&node_id) else {
-            return Ok(vec![None; region_ids.len()]);
-        };
-        Ok(region_ids.iter().map(|id| owned.get(id).copied()).collect())
+        Ok(self.cache_read().roles_for(node_id, region_ids))
     }
 }
 
@@ -321,10 +302,37 @@ mod tests {
         assert_eq!(roles, vec![Some(RegionRole::Follower), None]);
     }
 
+    /// One store of each kind: their behaviour must not differ.
+    fn stores() -> [KvRegionRouteStore; 2] {
+        [
+            KvRegionRouteStore::new(Arc::new(MemoryKvBackend::new())),
+            KvRegionRouteStore::memory_only(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_memory_only_store_keeps_its_routes_across_a_reload_and_refuses_duplicates() {
+        let store = KvRegionRouteStore::memory_only();
+        let route = RegionRoute {
+            region_id: 1,
+            leader: Some(10),
+            followers: vec![],
+        };
+        assert!(store.create(route.clone()).await.expect("create"));
+        assert!(!store.create(route.clone()).await.expect("create again"));
+        // A re-election reloads: the table is the only copy, so it must stay.
+        assert_eq!(store.load().await.expect("load"), 1);
+        assert_eq!(store.get(1).await.expect("get"), Some(route));
+    }
+
     #[tokio::test]
     async fn compare_and_put_swaps_only_the_expected_route() {
-        let kv: KvBackendRef = Arc::new(MemoryKvBackend::new());
-        let store = KvRegionRouteStore::new(kv);
+        for store in stores() {
+            compare_and_put_on(store).await;
+        }
+    }
+
+    async fn compare_and_put_on(store: KvRegionRouteStore) {
         let a = RegionRoute {
             region_id: 1,
             leader: Some(10),
@@ -366,7 +374,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_node_index_follows_every_route_change() {
-        let store = KvRegionRouteStore::new(Arc::new(MemoryKvBackend::new()));
+        for store in stores() {
+            node_index_on(store).await;
+        }
+    }
+
+    async fn node_index_on(store: KvRegionRouteStore) {
         let roles = |node| {
             let store = &store;
             async move { store.roles_for(node, &[1, 2]).await.expect("roles") }

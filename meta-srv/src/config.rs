@@ -128,7 +128,9 @@ pub struct MetasrvOptions {
     #[serde(with = "humantime_serde")]
     pub stats_flush_interval: Duration,
     /// How many recent stats per node the leader keeps in memory (each holds one
-    /// summary per region, so this is a large part of the per-node memory).
+    /// summary per region, so this is a large part of the per-node memory). The
+    /// built-in handlers and the admin API read only the latest; raise it for a handler
+    /// of your own that reads a node's recent history.
     pub stats_keep: usize,
 }
 
@@ -163,7 +165,7 @@ impl Default for MetasrvOptions {
             etcd_tls_key: String::new(),
             stats_flush_every: 10,
             stats_flush_interval: Duration::from_secs(1),
-            stats_keep: 3,
+            stats_keep: 1,
         }
     }
 }

@@ -145,6 +145,9 @@ impl MetasrvBuilder {
             }
             _ => (None, None),
         };
+        // Without a data_dir the memory KV survives nothing, so routes live only in the
+        // route table: one compact copy instead of two (issue 14's memory budget).
+        let routes_in_kv = self.kv.is_some() || etcd_kv.is_some() || !options.data_dir.is_empty();
         let kv = match (self.kv, etcd_kv) {
             (Some(kv), _) => kv,
             (None, Some(kv)) => kv,
@@ -183,7 +186,11 @@ impl MetasrvBuilder {
             options.cluster_id,
             format!("metasrv@{}", options.advertised_addr()),
         ));
-        let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
+        let routes = Arc::new(if routes_in_kv {
+            KvRegionRouteStore::new(kv.clone())
+        } else {
+            KvRegionRouteStore::memory_only()
+        });
         let ctx = Context {
             cluster_id: options.cluster_id,
             kv,
@@ -197,10 +204,12 @@ impl MetasrvBuilder {
             },
             mailbox: Some(mailbox.clone()),
         };
-        let stats = Arc::new(StatsCache::new(
-            options.stats_flush_every,
-            options.stats_keep,
-        ));
+        // Flushed stats are for a successor leader; a memory KV has none.
+        let stats = Arc::new(if routes_in_kv {
+            StatsCache::new(options.stats_flush_every, options.stats_keep)
+        } else {
+            StatsCache::without_flush(options.stats_keep)
+        });
         let mut builder = HandlerGroupBuilder::with_defaults(stats.clone());
         for customize in self.customize {
             builder = customize(builder);

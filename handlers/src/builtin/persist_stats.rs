@@ -16,8 +16,17 @@
 //! Only the latest stat is flushed; the last `keep` stay in leader memory. Flushing all
 //! of them made this handler the most expensive one in the pipeline (JSON of `keep` ×
 //! regions on every flush), for history nobody reads back from the KV.
+//!
+//! **Memory.** A stat holds one summary per region (48 bytes), so the kept stats are a
+//! large part of what a connected node costs the leader. The ring's slots are reused in
+//! place: a full ring overwrites its oldest stat's buffers instead of allocating new ones
+//! on every heartbeat. A cache built [`without_flush`](StatsCache::without_flush) (a
+//! metasrv whose KV is memory, which no successor will ever read) marks nothing, and so
+//! holds no second copy for the flusher.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -65,7 +74,8 @@ pub struct StatsCache {
     /// Latest stat per node awaiting the next flush; a separate lock, so the flusher
     /// swaps it out without touching the hot-path map.
     pending: Mutex<HashMap<NodeKey, PersistedStats>>,
-    flush_every: usize,
+    /// Mark a node for flushing every this many heartbeats; `None`: never.
+    flush_every: Option<usize>,
     keep: usize,
 }
 
@@ -79,10 +89,20 @@ impl StatsCache {
     /// Flush every `flush_every` heartbeats per node; keep the last `keep` stats.
     pub fn new(flush_every: usize, keep: usize) -> Self {
         Self {
-            nodes: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
-            flush_every: flush_every.max(1),
+            nodes: Mutex::new(HashMap::default()),
+            pending: Mutex::new(HashMap::default()),
+            flush_every: Some(flush_every.max(1)),
             keep: keep.max(1),
+        }
+    }
+
+    /// Keep the last `keep` stats, and never mark any for flushing: for a leader whose KV
+    /// is memory, so a flushed copy would only double the memory. [`flush`](Self::flush)
+    /// and [`flush_all`](Self::flush_all) then write nothing.
+    pub fn without_flush(keep: usize) -> Self {
+        Self {
+            flush_every: None,
+            ..Self::new(1, keep)
         }
     }
 
@@ -99,6 +119,9 @@ impl StatsCache {
     /// Writes every node's latest stat, marked or not: the final flush on shutdown.
     /// Same batching and encoding as [`flush`](Self::flush).
     pub async fn flush_all(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
+        if self.flush_every.is_none() {
+            return Ok(0);
+        }
         {
             let nodes = self.lock();
             let mut pending = self.pending.lock();
@@ -191,12 +214,20 @@ impl StatsCache {
             node.recent.clear();
             node.since_flush = 0;
         }
-        if node.recent.len() == self.keep {
-            node.recent.pop_front();
+        if node.recent.len() >= self.keep {
+            // Reuse the oldest slot's buffers (its region list above all).
+            if let Some(mut slot) = node.recent.pop_front() {
+                overwrite(&mut slot, stat);
+                node.recent.push_back(slot);
+            }
+        } else {
+            node.recent.push_back(stat.clone());
         }
-        node.recent.push_back(stat.clone());
+        let Some(flush_every) = self.flush_every else {
+            return Recorded::Cached;
+        };
         node.since_flush += 1;
-        if epoch_changed || regions_changed || node.since_flush >= self.flush_every {
+        if epoch_changed || regions_changed || node.since_flush >= flush_every {
             node.since_flush = 0;
             let persisted = PersistedStats {
                 node_epoch: node.node_epoch,
@@ -209,6 +240,30 @@ impl StatsCache {
             Recorded::Cached
         }
     }
+}
+
+/// Makes `slot` equal to `stat`, reusing `slot`'s allocations.
+fn overwrite(slot: &mut Stat, stat: &Stat) {
+    let Stat {
+        cluster_id,
+        node_id,
+        role,
+        addr,
+        node_epoch,
+        duration_since_epoch,
+        received_at_millis,
+        region_stats,
+        shared_storage,
+    } = stat;
+    slot.cluster_id = *cluster_id;
+    slot.node_id = *node_id;
+    slot.role = *role;
+    slot.addr.clone_from(addr);
+    slot.node_epoch = *node_epoch;
+    slot.duration_since_epoch = *duration_since_epoch;
+    slot.received_at_millis = *received_at_millis;
+    slot.region_stats.clone_from(region_stats);
+    slot.shared_storage = *shared_storage;
 }
 
 /// How many nodes one flush batch writes.
@@ -373,5 +428,39 @@ mod tests {
         assert_eq!(f.stats.flush_all(&*f.ctx.kv).await.expect("flush_all"), 1);
         let last = persisted(&f.ctx, 9).await.expect("flushed");
         assert_eq!(last.stat.duration_since_epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_cache_without_flush_keeps_the_latest_in_reused_slots_and_marks_nothing() {
+        let f = fixture();
+        let stats = std::sync::Arc::new(StatsCache::without_flush(1));
+        let group = HandlerGroupBuilder::with_defaults(stats.clone())
+            .build()
+            .expect("build");
+        let regions = |stat: Option<crate::Stat>| -> Vec<u64> {
+            stat.expect("cached")
+                .region_stats
+                .iter()
+                .map(|r| r.region_id)
+                .collect()
+        };
+        run(&group, &f.ctx, &request(9, Role::Datanode, &[1, 2, 3], 1)).await;
+        assert_eq!(stats.pending_len(), 0, "a first epoch is not marked");
+        // The one slot is overwritten with a shorter, then a longer region list.
+        run(&group, &f.ctx, &request(9, Role::Datanode, &[4], 2)).await;
+        assert_eq!(regions(stats.latest(NodeKey::datanode(9))), [4]);
+        run(
+            &group,
+            &f.ctx,
+            &request(9, Role::Datanode, &[5, 6, 7, 8], 3),
+        )
+        .await;
+        let latest = stats.latest(NodeKey::datanode(9));
+        assert_eq!(latest.as_ref().map(|s| s.duration_since_epoch), Some(3));
+        assert_eq!(regions(latest), [5, 6, 7, 8]);
+        assert_eq!(stats.recent(NodeKey::datanode(9)).len(), 1);
+        assert_eq!(stats.pending_len(), 0);
+        assert_eq!(stats.flush_all(&*f.ctx.kv).await.expect("flush_all"), 0);
+        assert!(persisted(&f.ctx, 9).await.is_none(), "nothing written");
     }
 }
