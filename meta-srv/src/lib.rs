@@ -34,6 +34,7 @@ pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd_pool;
 pub mod failover;
+pub mod heap;
 #[cfg(feature = "etcd")]
 pub mod kv_etcd;
 pub mod leader;

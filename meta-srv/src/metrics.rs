@@ -35,6 +35,9 @@
 //!
 //! Failover: `metasrv_failed_datanodes`, `metasrv_unavailable_regions`,
 //! `metasrv_migrations_total{reason, outcome}`, `metasrv_migrations_in_flight`.
+//!
+//! Memory: `metasrv_heap_allocated_bytes`, the heap in use by the allocator's own count
+//! (see [`crate::heap`]), read at scrape time; on glibc only.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -380,6 +383,11 @@ pub fn render(leadership_remaining: Option<Option<std::time::Duration>>) -> Stri
          # HELP metasrv_leadership_remaining_seconds Time left on the leadership deadline.\n# TYPE metasrv_leadership_remaining_seconds gauge\nmetasrv_leadership_remaining_seconds {}\n",
         if remaining.is_infinite() { "+Inf".to_string() } else { format!("{remaining:.3}") }
     ));
+    if let Some(bytes) = crate::heap::allocated_bytes() {
+        text.push_str(&format!(
+            "# HELP metasrv_heap_allocated_bytes Heap bytes allocated and not freed, from the allocator's statistics.\n# TYPE metasrv_heap_allocated_bytes gauge\nmetasrv_heap_allocated_bytes {bytes}\n"
+        ));
+    }
     text
 }
 
@@ -395,5 +403,7 @@ mod tests {
         let text = render(None);
         assert!(text.contains("metasrv_heartbeats_total{outcome=\"refused\",role=\"frontend\"}"));
         assert!(text.contains("metasrv_is_leader 0"));
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        assert!(text.contains("\nmetasrv_heap_allocated_bytes "));
     }
 }

@@ -152,6 +152,17 @@ struct Target {
     grpc: String,
     http: Option<String>,
     pid: Option<u32>,
+    /// The metasrv's heap (allocator statistics) before routes were imported.
+    heap_idle: Option<u64>,
+}
+
+/// The metasrv's `metasrv_heap_allocated_bytes`, if it reports one.
+async fn heap_bytes(target: &Target) -> Option<u64> {
+    let admin = target.http.as_ref()?;
+    let (_, text) = Http::new().get_text(&format!("{admin}/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("metasrv_heap_allocated_bytes "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn bench_dir() -> tempfile::TempDir {
@@ -177,6 +188,7 @@ fn start_metasrv(dir: &std::path::Path, name: &str, extra: &[&str]) -> Target {
         grpc: m.grpc.clone(),
         http: Some(m.http.clone()),
         pid: Some(pid),
+        heap_idle: None,
         _proc: Some(m.proc),
     }
 }
@@ -192,6 +204,7 @@ fn start_echo(dir: &std::path::Path) -> Target {
         grpc: p.field("addr"),
         http: None,
         pid: Some(p.pid()),
+        heap_idle: None,
         _proc: Some(p),
     }
 }
@@ -325,9 +338,11 @@ async fn pipeline_target(dir: &std::path::Path, load: &Load, name: &str, extra: 
             grpc: a.clone(),
             http: load.http_addr.clone().map(|h| format!("http://{h}")),
             pid: None,
+            heap_idle: None,
         },
         None => start_metasrv(dir, name, extra),
     };
+    let mut t = t;
     if let Some(admin) = &t.http {
         // An etcd-backed metasrv must win its election before it takes routes.
         let http = Http::new();
@@ -339,6 +354,7 @@ async fn pipeline_target(dir: &std::path::Path, load: &Load, name: &str, extra: 
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        t.heap_idle = heap_bytes(&t).await;
         seed_routes(&http, admin, load).await;
     }
     t
@@ -428,7 +444,11 @@ async fn scale(json_out: bool, load: Load) {
     header(json_out);
     let target = pipeline_target(dir.path(), &load, "metasrv", &[]).await;
     let idle_rss = target.pid.map_or(0, |p| status_kb(p, "VmRSS"));
+    let heap_routes = heap_bytes(&target).await;
     let m = measure(&target, &spec(&load, true)).await;
+    // Read right after the load stops: every node is still connected (its stream
+    // closing takes a moment) and its latest stat is kept.
+    let heap_loaded = heap_bytes(&target).await;
     let per_node_kb = (m.rss_kb.saturating_sub(idle_rss)) as f64 / load.nodes.max(1) as f64;
     let per_region_b = (m.rss_kb.saturating_sub(idle_rss)) as f64 * 1024.0
         / (load.nodes * load.regions).max(1) as f64;
@@ -445,6 +465,24 @@ async fn scale(json_out: bool, load: Load) {
             "RSS with routes loaded, before load: {} MB; per datanode: {per_node_kb:.1} KB; per region: {per_region_b:.0} B",
             idle_rss / 1024
         );
+    }
+    if let (Some(idle), Some(routes), Some(loaded)) = (target.heap_idle, heap_routes, heap_loaded) {
+        let regions = (load.nodes * load.regions).max(1) as f64;
+        let per_route = routes.saturating_sub(idle) as f64 / regions;
+        let per_node = loaded.saturating_sub(routes) as f64 / load.nodes.max(1) as f64;
+        if json_out {
+            println!(
+                "{}",
+                json!({"mode": "scale", "heap_idle_bytes": idle, "heap_per_route_bytes": per_route, "heap_per_node_bytes": per_node})
+            );
+        } else {
+            println!(
+                "heap (allocator): idle {:.1} MB; per route {per_route:.0} B; per connected datanode {:.1} KB ({:.0} B per reported region)",
+                idle as f64 / 1048576.0,
+                per_node / 1024.0,
+                per_node / load.regions.max(1) as f64,
+            );
+        }
     }
 }
 
