@@ -874,7 +874,10 @@ impl Migrations {
                     );
                     let mut route2 = route.clone();
                     route2.followers.retain(|f| *f != state.to);
-                    route2.followers.push(next);
+                    // A retry after a failed open finds `next` already there.
+                    if !route2.followers.contains(&next) {
+                        route2.followers.push(next);
+                    }
                     if !self.cas(&route, route2).await? {
                         return Err("the route changed; retrying".into());
                     }

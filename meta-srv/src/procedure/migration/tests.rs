@@ -360,6 +360,7 @@ async fn a_live_move_opens_downgrades_switches_and_upgrades_and_leaves_only_hist
         h.connect(id);
     }
     h.put_route(Some(1), vec![]).await;
+    let began = Instant::now();
     let started = h
         .migrations
         .start(REGION, Some(2), MigrationReason::Manual)
@@ -368,6 +369,10 @@ async fn a_live_move_opens_downgrades_switches_and_upgrades_and_leaves_only_hist
     assert_eq!((started.from, started.to), (Some(1), 2));
 
     let done = h.finished().await;
+    assert!(
+        Instant::now() < began + FIRST_BACKOFF,
+        "every node answered at once, so no step was retried (the paused clock stood still)"
+    );
     assert_eq!(done.step, Step::Done);
     assert_eq!(done.released_by.as_deref(), Some("downgraded"));
     assert_eq!(done.last_error, None);
@@ -624,7 +629,10 @@ async fn storage_kinds_are_read_from_the_flushed_stats_when_memory_has_none() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
     let h = Harness::new().await;
-    h.alive(1, &[REGION], true).await; // known, its stream gone: judged failed
+    // Judged failed, though its stream is still open (a stalled process): asking it
+    // would only wait out the instruction timeout.
+    h.alive(1, &[REGION], true).await;
+    h.connect(1);
     h.alive(2, &[], true).await;
     h.connect(2);
     let granted = Instant::now() + Duration::from_secs(3);
@@ -684,14 +692,31 @@ async fn a_target_gone_after_the_fence_is_replaced_by_another_not_rolled_back() 
     let h = Harness::new().await;
     h.alive(3, &[], true).await;
     h.connect(3);
+    h.answer(3, "open_region", Answer::Silent);
     h.put_route(None, vec![2, 1]).await; // fenced; target 2 has since vanished
     h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
         .await;
     h.migrations.begin_term(CancellationToken::new()).await;
 
+    // The new target does not answer: the re-targeting is retried.
+    let deadline = Instant::now() + WITHIN;
+    while h.told().len() < 2 {
+        assert!(Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let route = h.route().await;
+    assert_eq!(
+        (route.leader, route.followers),
+        (None, vec![1, 3]),
+        "the vanished target leaves the route, the old owner stays a follower, and a retry adds the new one only once"
+    );
+    h.answer(3, "open_region", Answer::Ok);
     let done = h.finished().await;
     assert_eq!((done.step, done.to), (Step::Done, 3));
-    assert_eq!(h.told(), [(3, "open_region"), (3, "upgrade_region")]);
+    let told = h.told();
+    let (upgrade, opens) = told.split_last().expect("told");
+    assert_eq!(upgrade, &(3, "upgrade_region"));
+    assert!(opens.iter().all(|t| *t == (3, "open_region")), "{told:?}");
     let route = h.route().await;
     assert_eq!((route.leader, route.followers), (Some(3), vec![]));
 }
@@ -739,4 +764,24 @@ async fn a_resumed_fence_skips_what_the_route_shows_was_done() {
     assert_eq!((done.step, done.released_by), (Step::Done, None));
     assert!(Instant::now() < before + LEASE, "nothing to wait out");
     assert_eq!(h.route().await.leader, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
+    let h = Harness::new().await;
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.answer(2, "open_region", Answer::Silent);
+    h.put_route(Some(1), vec![]).await;
+    h.migrations
+        .start(REGION, Some(2), MigrationReason::Manual)
+        .await
+        .expect("started");
+    // While the target opens, its reports of the region must not be answered "close it".
+    h.record_until(|s| s.step == Step::OpenCandidate).await;
+    let route = h.route().await;
+    assert_eq!((route.leader, route.followers), (Some(1), vec![2]));
+    assert_eq!(h.told(), [(2, "open_region")]);
 }
