@@ -785,3 +785,16 @@ async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
     assert_eq!((route.leader, route.followers), (Some(1), vec![2]));
     assert_eq!(h.told(), [(2, "open_region")]);
 }
+
+#[test]
+fn the_regions_view_names_each_moving_regions_target() {
+    let states = [
+        finished_state(7, MigrationReason::Manual, Step::Fence),
+        MigrationState {
+            to: 5,
+            ..finished_state(8, MigrationReason::Drain, Step::Switch)
+        },
+    ];
+    assert_eq!(targets(&states), HashMap::from([(7, 2), (8, 5)]));
+    assert!(targets(&[]).is_empty());
+}
