@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// One region's load as reported in a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// `Copy`: a node's list of them is copied into the stats ring on every heartbeat, and a
+// `Copy` element makes that one memcpy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionStatSummary {
     /// The region id.
     pub region_id: u64,

@@ -198,17 +198,19 @@ impl StatsCache {
         }
         let epoch_changed = stat.node_epoch > node.node_epoch;
         // A changed region set (or storage kind) is flushed at once: a new leader reads
-        // it to know which regions of a dead node can fail over.
-        let regions_changed = node.recent.back().is_none_or(|prev| {
-            prev.region_stats.len() != stat.region_stats.len()
-                || prev
-                    .region_stats
-                    .iter()
-                    .zip(&stat.region_stats)
-                    .any(|(a, b)| {
-                        a.region_id != b.region_id || a.shared_storage != b.shared_storage
-                    })
-        });
+        // it to know which regions of a dead node can fail over. Without a flush, there
+        // is nothing to decide.
+        let regions_changed = self.flush_every.is_some()
+            && node.recent.back().is_none_or(|prev| {
+                prev.region_stats.len() != stat.region_stats.len()
+                    || prev
+                        .region_stats
+                        .iter()
+                        .zip(&stat.region_stats)
+                        .any(|(a, b)| {
+                            a.region_id != b.region_id || a.shared_storage != b.shared_storage
+                        })
+            });
         if epoch_changed {
             node.node_epoch = stat.node_epoch;
             node.recent.clear();
