@@ -3,7 +3,9 @@
 //! Routes are durable (they live in the [`KvBackend`]) but read on every heartbeat by
 //! RegionLease, so [`KvRegionRouteStore`] serves reads from a write-through memory cache.
 //! Only the leader writes routes, and it reloads the cache when it wins leadership, so the
-//! cache cannot go stale under it.
+//! cache cannot go stale under it. A metasrv whose KV is memory anyway keeps routes in
+//! the table alone ([`KvRegionRouteStore::memory_only`]); the table's layout is in
+//! `route/table.rs`.
 
 use std::fmt::Debug;
 use std::sync::Arc;

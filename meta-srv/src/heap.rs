@@ -4,7 +4,9 @@
 //! keeps, and fragmentation, count too. The allocator knows how many bytes are handed
 //! out and not yet freed, which is what a cost model (bytes per route, per node) needs,
 //! and what an operator watching a leak wants. The metasrv uses the system allocator; on
-//! glibc, `mallinfo2` sums every arena. Elsewhere the figure is not available.
+//! glibc, `mallinfo2` (glibc 2.33 or later) sums every arena. Elsewhere the figure is not
+//! available. A different allocator preloaded with `LD_PRELOAD` is not seen: the gauge
+//! then reports glibc's own, nearly empty, heap.
 
 /// Bytes allocated and not yet freed (small chunks in the arenas plus large mmapped
 /// ones), or `None` where the allocator does not say.

@@ -81,7 +81,7 @@ pub struct StatsCache {
 
 impl Default for StatsCache {
     fn default() -> Self {
-        Self::new(10, 5)
+        Self::new(10, 1)
     }
 }
 
@@ -146,10 +146,23 @@ impl StatsCache {
             .unwrap_or_default()
     }
 
-    /// Forgets everything; leader-only state, dropped on step-down.
+    /// Forgets everything; leader-only state, dropped on step-down. A cache
+    /// [`without_flush`](Self::without_flush) keeps each node's latest stat: it stands
+    /// in for the flushed copy a new leader would read from a durable KV (a dead node's
+    /// storage kind decides whether its regions can fail over).
     pub fn clear(&self) {
-        self.lock().clear();
         self.pending.lock().clear();
+        let mut nodes = self.lock();
+        if self.flush_every.is_some() {
+            nodes.clear();
+            return;
+        }
+        for node in nodes.values_mut() {
+            while node.recent.len() > 1 {
+                node.recent.pop_front();
+            }
+            node.since_flush = 0;
+        }
     }
 
     /// How many nodes await a flush.
@@ -464,5 +477,34 @@ mod tests {
         assert_eq!(stats.pending_len(), 0);
         assert_eq!(stats.flush_all(&*f.ctx.kv).await.expect("flush_all"), 0);
         assert!(persisted(&f.ctx, 9).await.is_none(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn a_step_down_forgets_everything_unless_nothing_was_flushed() {
+        let f = fixture();
+        let flushing = std::sync::Arc::new(StatsCache::new(1, 2));
+        let memory_only = std::sync::Arc::new(StatsCache::without_flush(2));
+        for stats in [&flushing, &memory_only] {
+            let group = HandlerGroupBuilder::with_defaults(stats.clone())
+                .build()
+                .expect("build");
+            for t in 1..=3 {
+                run(&group, &f.ctx, &request(9, Role::Datanode, &[1], t)).await;
+            }
+            stats.clear();
+            assert_eq!(stats.pending_len(), 0);
+        }
+        assert!(
+            flushing.latest(NodeKey::datanode(9)).is_none(),
+            "the next leader reads the flushed copy instead"
+        );
+        let kept = memory_only.recent(NodeKey::datanode(9));
+        assert_eq!(
+            kept.iter()
+                .map(|s| s.duration_since_epoch)
+                .collect::<Vec<_>>(),
+            [3],
+            "only the latest stands in for the flushed copy"
+        );
     }
 }

@@ -302,7 +302,8 @@ impl MigrationDeps {
     }
 
     /// Whether region `region_id`, led by `node_id`, is on shared storage, from the
-    /// node's latest stats (in memory, else as last flushed to the KV backend).
+    /// node's latest stats (in memory, else as last flushed to the KV backend, where a
+    /// durable one is configured).
     /// `Err` names why it cannot move.
     pub async fn check_movable(&self, region_id: u64, node_id: Option<u64>) -> Result<(), String> {
         let Some(node_id) = node_id else {
@@ -314,7 +315,9 @@ impl MigrationDeps {
         movable_in(stat.as_ref(), node_id, region_id)
     }
 
-    /// A node's latest stats: in memory, else as last flushed to the KV backend.
+    /// A node's latest stats: in memory, else as last flushed to the KV backend (a new
+    /// leader's only source until the node reports; without a durable KV nothing is
+    /// flushed, and the cache keeps each node's latest stat across a step-down instead).
     pub(crate) async fn latest_stat(&self, node_id: u64) -> Option<handlers::Stat> {
         let key = NodeKey::datanode(node_id);
         match self.stats.latest(key) {
