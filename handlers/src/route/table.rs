@@ -208,6 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn only_routes_with_followers_or_without_a_leader_take_the_full_form() {
+        let mut t = RouteTable::default();
+        t.insert(route(1, Some(10), &[]));
+        t.insert(route(2, Some(10), &[11]));
+        t.insert(route(3, None, &[]));
+        assert_eq!(
+            (t.led.len(), t.other.len()),
+            (1, 2),
+            "the plain route is compact"
+        );
+        t.insert(route(2, Some(11), &[]));
+        assert_eq!(
+            (t.led.len(), t.other.len()),
+            (2, 1),
+            "a finished move compacts"
+        );
+    }
+
+    #[test]
     fn a_rewrite_moves_the_region_between_nodes_and_returns_the_old_route() {
         let mut t = RouteTable::default();
         t.insert(route(1, Some(10), &[]));
