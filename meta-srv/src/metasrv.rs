@@ -145,18 +145,18 @@ impl MetasrvBuilder {
             }
             _ => (None, None),
         };
-        // Without a data_dir the memory KV survives nothing, so routes live only in the
-        // route table: one compact copy instead of two (issue 14's memory budget).
-        let routes_in_kv = self.kv.is_some() || etcd_kv.is_some() || !options.data_dir.is_empty();
-        let kv = match (self.kv, etcd_kv) {
-            (Some(kv), _) => kv,
-            (None, Some(kv)) => kv,
+        // `durable`: whether the KV outlives this process or this leader. Without a
+        // data_dir the memory KV survives nothing, so routes live only in the route table
+        // and stats only in the stats cache: one compact copy instead of two.
+        let (kv, durable): (KvBackendRef, bool) = match (self.kv, etcd_kv) {
+            (Some(kv), _) => (kv, true),
+            (None, Some(kv)) => (kv, true),
             (None, None) if options.data_dir.is_empty() => {
                 warn!(
                     "memory backend without data_dir: region routes are not persisted; after a \
                      restart every reported region is unknown and datanodes will close it"
                 );
-                Arc::new(MemoryKvBackend::new())
+                (Arc::new(MemoryKvBackend::new()), false)
             }
             (None, None) => {
                 let dir = std::path::Path::new(&options.data_dir);
@@ -168,7 +168,7 @@ impl MetasrvBuilder {
                         op: "open the memory backend snapshot",
                     },
                 )?;
-                Arc::new(kv)
+                (Arc::new(kv), true)
             }
         };
         let election: ElectionRef = match (self.election, etcd_election) {
@@ -186,7 +186,7 @@ impl MetasrvBuilder {
             options.cluster_id,
             format!("metasrv@{}", options.advertised_addr()),
         ));
-        let routes = Arc::new(if routes_in_kv {
+        let routes = Arc::new(if durable {
             KvRegionRouteStore::new(kv.clone())
         } else {
             KvRegionRouteStore::memory_only()
@@ -205,7 +205,7 @@ impl MetasrvBuilder {
             mailbox: Some(mailbox.clone()),
         };
         // Flushed stats are for a successor leader; a memory KV has none.
-        let stats = Arc::new(if routes_in_kv {
+        let stats = Arc::new(if durable {
             StatsCache::new(options.stats_flush_every, options.stats_keep)
         } else {
             StatsCache::without_flush(options.stats_keep)

@@ -57,6 +57,15 @@ impl NodeRegions {
     }
 }
 
+/// The route a `led` entry stands for: a leader and no followers.
+fn plain(region_id: u64, leader: NonZeroU64) -> RegionRoute {
+    RegionRoute {
+        region_id,
+        leader: Some(leader.get()),
+        followers: Vec::new(),
+    }
+}
+
 impl RouteTable {
     /// How many routes.
     pub(crate) fn len(&self) -> usize {
@@ -72,11 +81,7 @@ impl RouteTable {
     /// One route.
     pub(crate) fn get(&self, region_id: u64) -> Option<RegionRoute> {
         match self.led.get(&region_id) {
-            Some(leader) => Some(RegionRoute {
-                region_id,
-                leader: Some(leader.get()),
-                followers: Vec::new(),
-            }),
+            Some(&leader) => Some(plain(region_id, leader)),
             None => self.other.get(&region_id).cloned(),
         }
     }
@@ -105,11 +110,7 @@ impl RouteTable {
     /// Deletes a route; returns it.
     pub(crate) fn remove(&mut self, region_id: u64) -> Option<RegionRoute> {
         let old = match self.led.remove(&region_id) {
-            Some(leader) => RegionRoute {
-                region_id,
-                leader: Some(leader.get()),
-                followers: Vec::new(),
-            },
+            Some(leader) => plain(region_id, leader),
             None => self.other.remove(&region_id)?,
         };
         for node in old.leader.iter().chain(&old.followers) {
@@ -161,11 +162,7 @@ impl RouteTable {
         let mut all: Vec<RegionRoute> = self
             .led
             .iter()
-            .map(|(&region_id, leader)| RegionRoute {
-                region_id,
-                leader: Some(leader.get()),
-                followers: Vec::new(),
-            })
+            .map(|(&region_id, &leader)| plain(region_id, leader))
             .chain(self.other.values().cloned())
             .collect();
         all.sort_unstable_by_key(|r| r.region_id);
