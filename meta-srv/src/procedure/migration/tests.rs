@@ -225,16 +225,24 @@ impl Harness {
 
     /// The persisted record, polled until `ready` holds for it.
     async fn record_until(&self, ready: impl Fn(&MigrationState) -> bool) -> MigrationState {
-        let deadline = Instant::now() + WITHIN;
-        loop {
-            if let Some(s) = self.migrations.in_flight(REGION).await {
-                if ready(&s) {
-                    return s;
-                }
-            }
-            assert!(Instant::now() < deadline, "the record never got there");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        until("the record got there", || async {
+            self.migrations.in_flight(REGION).await.filter(&ready)
+        })
+        .await
+    }
+
+    /// Nodes 1 and 2 heartbeat and are connected, on shared storage; node 1 leads the
+    /// region; a move to node 2 starts. Answers chosen before this hold for the move.
+    async fn move_1_to_2(&self, reason: MigrationReason) -> MigrationState {
+        for id in [1, 2] {
+            self.alive(id, &[REGION], true).await;
+            self.connect(id);
         }
+        self.put_route(Some(1), vec![]).await;
+        self.migrations
+            .start(REGION, Some(2), reason)
+            .await
+            .expect("started")
     }
 
     async fn finished(&self) -> MigrationState {
@@ -251,6 +259,21 @@ impl Harness {
             .iter()
             .map(|(n, i)| (*n, i.subject()))
             .collect()
+    }
+}
+
+/// Polls `probe` until it yields a value, within [`WITHIN`] on the paused clock.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -355,17 +378,8 @@ fn each_region_has_its_own_record_under_the_procedure_prefix() {
 #[tokio::test(start_paused = true)]
 async fn a_live_move_opens_downgrades_switches_and_upgrades_and_leaves_only_history() {
     let h = Harness::new().await;
-    for id in [1, 2] {
-        h.alive(id, &[REGION], true).await;
-        h.connect(id);
-    }
-    h.put_route(Some(1), vec![]).await;
     let began = Instant::now();
-    let started = h
-        .migrations
-        .start(REGION, Some(2), MigrationReason::Manual)
-        .await
-        .expect("started");
+    let started = h.move_1_to_2(MigrationReason::Manual).await;
     assert_eq!((started.from, started.to), (Some(1), 2));
 
     let done = h.finished().await;
@@ -421,16 +435,8 @@ async fn a_new_term_resumes_a_persisted_procedure_from_its_recorded_step() {
 #[tokio::test(start_paused = true)]
 async fn the_record_follows_each_step_and_a_retried_steps_error_does_not_outlive_it() {
     let h = Harness::new().await;
-    for id in [1, 2] {
-        h.alive(id, &[REGION], true).await;
-        h.connect(id);
-    }
     h.answer(2, "upgrade_region", Answer::Silent);
-    h.put_route(Some(1), vec![]).await;
-    h.migrations
-        .start(REGION, Some(2), MigrationReason::Manual)
-        .await
-        .expect("started");
+    h.move_1_to_2(MigrationReason::Manual).await;
 
     let stuck = h
         .record_until(|s| s.step == Step::Upgrade && s.last_error.is_some())
@@ -525,16 +531,8 @@ async fn a_target_known_but_not_yet_connected_is_waited_for_not_rolled_back() {
 #[tokio::test(start_paused = true)]
 async fn a_target_gone_before_the_fence_is_taken_off_the_route() {
     let h = Harness::new().await;
-    for id in [1, 2] {
-        h.alive(id, &[REGION], true).await;
-        h.connect(id);
-    }
-    h.put_route(Some(1), vec![]).await;
     h.answer(2, "open_region", Answer::Fail);
-    h.migrations
-        .start(REGION, Some(2), MigrationReason::Manual)
-        .await
-        .expect("started");
+    h.move_1_to_2(MigrationReason::Manual).await;
     let done = h.finished().await;
     assert_eq!(done.step, Step::RolledBack);
     assert!(
@@ -663,16 +661,8 @@ async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
 async fn an_owner_that_does_not_answer_the_downgrade_is_waited_out_from_the_term_start() {
     let h = Harness::new().await;
     let term_started = h.deps.gate.term_started().expect("a term");
-    for id in [1, 2] {
-        h.alive(id, &[REGION], true).await;
-        h.connect(id);
-    }
     h.answer(1, "downgrade_region", Answer::Fail);
-    h.put_route(Some(1), vec![]).await;
-    h.migrations
-        .start(REGION, Some(2), MigrationReason::Drain)
-        .await
-        .expect("started");
+    h.move_1_to_2(MigrationReason::Drain).await;
 
     let done = h.finished().await;
     assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
@@ -699,11 +689,10 @@ async fn a_target_gone_after_the_fence_is_replaced_by_another_not_rolled_back() 
     h.migrations.begin_term(CancellationToken::new()).await;
 
     // The new target does not answer: the re-targeting is retried.
-    let deadline = Instant::now() + WITHIN;
-    while h.told().len() < 2 {
-        assert!(Instant::now() < deadline, "never retried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the re-targeting was retried", || async {
+        (h.told().len() >= 2).then_some(())
+    })
+    .await;
     let route = h.route().await;
     assert_eq!(
         (route.leader, route.followers),
@@ -769,16 +758,8 @@ async fn a_resumed_fence_skips_what_the_route_shows_was_done() {
 #[tokio::test(start_paused = true)]
 async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
     let h = Harness::new().await;
-    for id in [1, 2] {
-        h.alive(id, &[REGION], true).await;
-        h.connect(id);
-    }
     h.answer(2, "open_region", Answer::Silent);
-    h.put_route(Some(1), vec![]).await;
-    h.migrations
-        .start(REGION, Some(2), MigrationReason::Manual)
-        .await
-        .expect("started");
+    h.move_1_to_2(MigrationReason::Manual).await;
     // While the target opens, its reports of the region must not be answered "close it".
     h.record_until(|s| s.step == Step::OpenCandidate).await;
     let route = h.route().await;
