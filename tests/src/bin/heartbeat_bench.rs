@@ -300,6 +300,15 @@ fn row(json_out: bool, mode: &str, target: &str, load: &Load, m: &Measured, extr
     v
 }
 
+/// Prints one result: `json` as a line of JSON with `--json`, else the text `text` makes.
+fn emit(json_out: bool, json: &Value, text: impl FnOnce() -> String) {
+    if json_out {
+        println!("{json}");
+    } else {
+        println!("{}", text());
+    }
+}
+
 fn header(json_out: bool) {
     if !json_out {
         println!(
@@ -379,20 +388,19 @@ async fn handler_table(json_out: bool, target: &Target, heartbeats: u64) {
         let nanos = t["total_nanos"].as_u64().unwrap_or(0);
         let per = nanos as f64 / calls as f64 / 1000.0;
         let share = nanos as f64 / total.max(1) as f64 * 100.0;
-        if json_out {
-            println!(
-                "{}",
-                json!({"mode": "handlers", "handler": t["name"], "calls": calls, "us_per_heartbeat": per, "share_pct": share})
-            );
-        } else {
-            println!(
-                "{:<16} {:>10} {:>14.2} {:>7.1}%",
-                t["name"].as_str().unwrap_or("?"),
-                calls,
-                per,
-                share
-            );
-        }
+        emit(
+            json_out,
+            &json!({"mode": "handlers", "handler": t["name"], "calls": calls, "us_per_heartbeat": per, "share_pct": share}),
+            || {
+                format!(
+                    "{:<16} {:>10} {:>14.2} {:>7.1}%",
+                    t["name"].as_str().unwrap_or("?"),
+                    calls,
+                    per,
+                    share
+                )
+            },
+        );
     }
     let _ = heartbeats;
 }
@@ -419,14 +427,11 @@ async fn throughput(json_out: bool, load: Load, show_handlers: bool) {
             &b,
             json!({"pipeline_over_baseline": ratio}),
         );
-        if json_out {
-            println!(
-                "{}",
-                json!({"mode": "throughput", "ratio": "pipeline/baseline", "value": ratio})
-            );
-        } else {
-            println!("pipeline / baseline = {ratio:.2}");
-        }
+        emit(
+            json_out,
+            &json!({"mode": "throughput", "ratio": "pipeline/baseline", "value": ratio}),
+            || format!("pipeline / baseline = {ratio:.2}"),
+        );
         drop(echo);
     }
     if show_handlers {
@@ -470,19 +475,18 @@ async fn scale(json_out: bool, load: Load) {
         let regions = (load.nodes * load.regions).max(1) as f64;
         let per_route = routes.saturating_sub(idle) as f64 / regions;
         let per_node = loaded.saturating_sub(routes) as f64 / load.nodes.max(1) as f64;
-        if json_out {
-            println!(
-                "{}",
-                json!({"mode": "scale", "heap_idle_bytes": idle, "heap_per_route_bytes": per_route, "heap_per_node_bytes": per_node})
-            );
-        } else {
-            println!(
-                "heap (allocator): idle {:.1} MB; per route {per_route:.0} B; per connected datanode {:.1} KB ({:.0} B per reported region)",
-                idle as f64 / 1048576.0,
-                per_node / 1024.0,
-                per_node / load.regions.max(1) as f64,
-            );
-        }
+        emit(
+            json_out,
+            &json!({"mode": "scale", "heap_idle_bytes": idle, "heap_per_route_bytes": per_route, "heap_per_node_bytes": per_node}),
+            || {
+                format!(
+                    "heap (allocator): idle {:.1} MB; per route {per_route:.0} B; per connected datanode {:.1} KB ({:.0} B per reported region)",
+                    idle as f64 / 1048576.0,
+                    per_node / 1024.0,
+                    per_node / load.regions.max(1) as f64,
+                )
+            },
+        );
     }
 }
 
@@ -556,15 +560,13 @@ async fn etcd_mode(json_out: bool, args: EtcdArgs) {
     row(json_out, "etcd", "liveness", &live, &l, json!({}));
     let ka = keepalive_rate(&args.etcd, args.streams, load.seconds).await;
     let live_ratio = l.result.rate() / ka.max(1e-9);
-    if json_out {
-        println!(
-            "{}",
-            json!({"mode": "etcd", "etcd_over_memory": ratio, "etcd_keepalives_per_s": ka.round(), "liveness_over_keepalive": live_ratio})
-        );
-    } else {
-        println!("etcd backend / memory backend = {ratio:.2}");
-        println!("etcd lease keep-alives at {} streams: {ka:.0}/s; liveness heartbeats / keep-alives = {live_ratio:.2}", args.streams);
-    }
+    emit(
+        json_out,
+        &json!({"mode": "etcd", "etcd_over_memory": ratio, "etcd_keepalives_per_s": ka.round(), "liveness_over_keepalive": live_ratio}),
+        || {
+            format!("etcd backend / memory backend = {ratio:.2}\netcd lease keep-alives at {} streams: {ka:.0}/s; liveness heartbeats / keep-alives = {live_ratio:.2}", args.streams)
+        },
+    );
 }
 
 /// The `q` quantile of sorted durations, in ms.
@@ -601,51 +603,49 @@ async fn latency(json_out: bool, streams: u64) {
     }
     first.sort();
     rtt.sort();
-    if json_out {
-        println!(
-            "{}",
-            json!({"mode": "latency", "streams": streams,
+    emit(
+        json_out,
+        &json!({"mode": "latency", "streams": streams,
                 "first_response_ms": {"p50": q_ms(&first, 0.5), "p99": q_ms(&first, 0.99)},
-                "mailbox_rtt_ms": {"p50": q_ms(&rtt, 0.5), "p99": q_ms(&rtt, 0.99)}})
-        );
-    } else {
-        println!(
-            "fresh streams: {streams}; first response p50 {:.2} ms, p99 {:.2} ms; mailbox round trip (via admin HTTP) p50 {:.2} ms, p99 {:.2} ms",
-            q_ms(&first, 0.5),
-            q_ms(&first, 0.99),
-            q_ms(&rtt, 0.5),
-            q_ms(&rtt, 0.99)
-        );
-    }
+                "mailbox_rtt_ms": {"p50": q_ms(&rtt, 0.5), "p99": q_ms(&rtt, 0.99)}}),
+        || {
+            format!(
+                "fresh streams: {streams}; first response p50 {:.2} ms, p99 {:.2} ms; mailbox round trip (via admin HTTP) p50 {:.2} ms, p99 {:.2} ms",
+                q_ms(&first, 0.5),
+                q_ms(&first, 0.99),
+                q_ms(&rtt, 0.5),
+                q_ms(&rtt, 0.99),
+            )
+        },
+    );
 }
 
 async fn leader_kill(json_out: bool, runs: usize, datanodes: u64) {
     for run in 1..=runs {
         let r = tests::leader_kill::run_once(datanodes).await;
         let after_election = r.last_granted_ms().saturating_sub(r.elected_ms);
-        if json_out {
-            println!(
-                "{}",
-                json!({
-                    "mode": "leader-kill",
-                    "run": run,
-                    "datanodes": datanodes,
-                    "elected_ms": r.elected_ms,
-                    "granted_ms": r.granted_ms,
-                    "last_granted_ms": r.last_granted_ms(),
-                    "last_granted_after_election_ms": after_election,
-                })
-            );
-        } else {
-            println!(
-                "leader-kill run {run}: new leader {} ms after the kill; every datanode granted by {} ms \
-                 ({} ms after the election); per node: {:?} ms",
-                r.elected_ms,
-                r.last_granted_ms(),
-                after_election,
-                r.granted_ms
-            );
-        }
+        emit(
+            json_out,
+            &json!({
+                "mode": "leader-kill",
+                "run": run,
+                "datanodes": datanodes,
+                "elected_ms": r.elected_ms,
+                "granted_ms": r.granted_ms,
+                "last_granted_ms": r.last_granted_ms(),
+                "last_granted_after_election_ms": after_election,
+            }),
+            || {
+                format!(
+                    "leader-kill run {run}: new leader {} ms after the kill; every datanode granted by {} ms \
+                    ({} ms after the election); per node: {:?} ms",
+                    r.elected_ms,
+                    r.last_granted_ms(),
+                    after_election,
+                    r.granted_ms,
+                )
+            },
+        );
     }
 }
 
@@ -673,16 +673,13 @@ async fn datanode_kill(json_out: bool, runs: usize) {
         for run in 1..=runs {
             let times = tests::datanode_kill::run_once(timings).await;
             let ms: Vec<u64> = times.iter().map(|d| d.as_millis() as u64).collect();
-            if json_out {
-                println!(
-                    "{}",
-                    json!({"mode": "datanode-kill", "timings": name, "run": run, "writable_elsewhere_ms": ms})
-                );
-            } else {
-                println!(
-                    "datanode-kill, {name}, run {run}: its regions writable elsewhere after {ms:?} ms"
-                );
-            }
+            emit(
+                json_out,
+                &json!({"mode": "datanode-kill", "timings": name, "run": run, "writable_elsewhere_ms": ms}),
+                || {
+                    format!("datanode-kill, {name}, run {run}: its regions writable elsewhere after {ms:?} ms")
+                },
+            );
         }
     }
 }
@@ -696,32 +693,31 @@ async fn quorum_loss(json_out: bool, runs: usize, down: Duration) {
             .map(|w| w.to_ms.map(|to| to - w.from_ms))
             .collect();
         let all_back = r.windows.iter().filter_map(|w| w.to_ms).max();
-        if json_out {
-            println!(
-                "{}",
-                json!({
-                    "mode": "quorum-loss",
-                    "run": run,
-                    "down_ms": down.as_millis() as u64,
-                    "quorum_back_ms": r.quorum_back_ms,
-                    "leader_ms": r.leader_ms,
-                    "readonly_ms": readonly,
-                    "first_readonly_ms": r.windows.iter().map(|w| w.from_ms).min(),
-                    "all_writable_ms": all_back,
-                })
-            );
-        } else {
-            println!(
-                "quorum-loss run {run}: quorum back at {} ms; leader began at {} ms ({} ms after quorum); \
-                 first region readonly at {:?} ms; every region writable at {:?} ms; readonly per region: {:?} ms",
-                r.quorum_back_ms,
-                r.leader_ms,
-                r.leader_ms.saturating_sub(r.quorum_back_ms),
-                r.windows.iter().map(|w| w.from_ms).min(),
-                all_back,
-                readonly
-            );
-        }
+        emit(
+            json_out,
+            &json!({
+                "mode": "quorum-loss",
+                "run": run,
+                "down_ms": down.as_millis() as u64,
+                "quorum_back_ms": r.quorum_back_ms,
+                "leader_ms": r.leader_ms,
+                "readonly_ms": readonly,
+                "first_readonly_ms": r.windows.iter().map(|w| w.from_ms).min(),
+                "all_writable_ms": all_back,
+            }),
+            || {
+                format!(
+                    "quorum-loss run {run}: quorum back at {} ms; leader began at {} ms ({} ms after quorum); \
+                    first region readonly at {:?} ms; every region writable at {:?} ms; readonly per region: {:?} ms",
+                    r.quorum_back_ms,
+                    r.leader_ms,
+                    r.leader_ms.saturating_sub(r.quorum_back_ms),
+                    r.windows.iter().map(|w| w.from_ms).min(),
+                    all_back,
+                    readonly,
+                )
+            },
+        );
     }
 }
 
