@@ -20,7 +20,10 @@
 //!   keep-alive goes out (one goes every fifth of the lease), and etcd elects a new raft
 //!   leader within 1–2 election timeouts (randomized), during which no keep-alive is
 //!   acknowledged. With etcd's default 1 s, a 5 s meta lease leaves 3.5 s ≥ 2 s; a 3 s
-//!   one leaves 1.9 s and is refused.
+//!   one leaves 1.9 s and is refused. This is the floor for one uncontested election: a
+//!   split vote adds a round, and a loaded etcd commits the new term's first entry (which
+//!   lease renewals wait for) late, so a leader that must survive losing the raft leader
+//!   on a busy machine wants more (`tests/tests/etcd_members.rs` uses 8 s).
 //! - TLS files (`tls_*`, `etcd_tls_*`) exist and parse, a certificate comes with its key,
 //!   and an etcd cluster with TLS has `tls_ca`, so members can verify each other.
 
