@@ -237,3 +237,65 @@ async fn a_malformed_reply_is_the_nodes_fault_502_and_routes_naming_node_0_are_r
     node.heartbeat(&[]).await.expect("still served");
     server.stop().await;
 }
+
+/// Bad query strings are JSON 400s that name the parameter, checked before anything
+/// starts: a `wait_ms` too large to be a deadline does not begin a migration first.
+#[tokio::test]
+async fn bad_query_parameters_are_json_400s_checked_before_acting() {
+    let server = start(fast_options()).await;
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    node.heartbeat(&[]).await.expect("registered");
+    let client = reqwest::Client::new();
+    // Region 1 exists, so a migration of it could start.
+    let post = tokio::spawn({
+        let (client, url) = (client.clone(), server.url("/regions"));
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"region_id": 1}))
+                .send()
+                .await
+        }
+    });
+    answer_next(&mut node, &[]).await;
+    assert_eq!(post.await.expect("task").expect("post").status(), 201);
+    for (path, names) in [
+        ("/nodes/1/instructions?timeout_ms=abc", "invalid query"),
+        (
+            "/nodes/1/instructions?timeout_ms=3600001",
+            "timeout_ms=3600001",
+        ),
+        ("/regions/1/migrate?wait_ms=-1", "invalid query"),
+        (
+            "/regions/1/migrate?wait_ms=18446744073709551615",
+            "wait_ms=18446744073709551615",
+        ),
+        ("/nodes/1/drain?wait_ms=soon", "invalid query"),
+        ("/nodes/1/drain?wait_ms=3600001", "wait_ms=3600001"),
+    ] {
+        let resp = client
+            .post(server.url(path))
+            .json(&serde_json::json!({"type": "close_region", "region_id": 1}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.expect("a JSON error");
+        let msg = body["error"].as_str().expect("error message");
+        assert!(msg.contains(names), "{path}: {msg}");
+    }
+    // Nothing was sent to the node, and no procedure began.
+    assert_eq!(server.srv.mailbox().pending_len(), 0);
+    let procs = get(&server.url("/procedures")).await;
+    assert_eq!(procs["running"], serde_json::json!([]), "{procs}");
+    assert_eq!(procs["finished"], serde_json::json!([]), "{procs}");
+    // The server goes on serving: an in-range wait gets past the query (to the lack of
+    // a second datanode to move to).
+    let resp = client
+        .post(server.url("/regions/1/migrate?wait_ms=3600000"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 409);
+    server.stop().await;
+}

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -134,6 +134,44 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, A
             format!("invalid {what}: {}", e.body_text()),
         )
     })
+}
+
+/// The longest a request may ask to wait (`wait_ms`, `timeout_ms`): an hour. More is
+/// surely a typo, and an unbounded value would overflow the deadline it sets.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A query string, or a JSON 400 naming what is wrong with it (axum's own rejection is
+/// plain text, and every admin error is `{"error": ...}`).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })
+}
+
+/// The query parameter `name` in milliseconds, `default` when absent; a JSON 400 above
+/// [`MAX_WAIT`].
+fn millis(
+    name: &str,
+    value: Option<u64>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
+    let Some(ms) = value else {
+        return Ok(default);
+    };
+    let d = std::time::Duration::from_millis(ms);
+    if d > MAX_WAIT {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{name}={ms} is more than the {} ms a request may wait",
+                MAX_WAIT.as_millis()
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A path id, or a JSON 400 naming the bad segment.
@@ -437,15 +475,13 @@ struct InstructionQuery {
 async fn send_instruction(
     State(srv): State<AdminState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
-    Query(q): Query<InstructionQuery>,
+    q: Result<Query<InstructionQuery>, QueryRejection>,
     body: Result<Json<common_proto::Instruction>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = path_id(id)?;
+    let q = query(q)?;
+    let timeout = millis("timeout_ms", q.timeout_ms, srv.options.mailbox_timeout)?;
     let ins = json_body(body, "instruction")?;
-    let timeout = q.timeout_ms.map_or(
-        srv.options.mailbox_timeout,
-        std::time::Duration::from_millis,
-    );
     let rx = srv.mailbox.send(NodeKey::datanode(id), &ins, timeout)?;
     let reply = rx.await?;
     Ok(Json(json!({ "ok": reply.is_ok(), "reply": reply })))

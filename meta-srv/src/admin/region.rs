@@ -21,8 +21,8 @@ use snafu::ResultExt;
 use tracing::{info, warn};
 
 use crate::error::{
-    NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu, RegionExistsSnafu,
-    RegionNotFoundSnafu, Result, StoreSnafu,
+    InvalidRequestSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
+    RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
 };
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
@@ -35,6 +35,23 @@ pub struct CreateRegion {
     pub region_id: Option<u64>,
     /// The datanode to lead it; the least loaded live one when absent.
     pub node_id: Option<u64>,
+}
+
+/// The id an automatic create takes: one above the highest in use (1 on an empty
+/// cluster), so it never lands in a gap an operator left on purpose. Past `u64::MAX`
+/// there is no such id: the caller must give one, rather than the count wrapping to 0.
+fn next_region_id(routes: &[RegionRoute]) -> Result<u64> {
+    match routes.iter().map(|r| r.region_id).max() {
+        None => Ok(1),
+        Some(max) => max.checked_add(1).ok_or_else(|| {
+            InvalidRequestSnafu {
+                reason: format!(
+                    "region {max} is the highest id possible, so none follows it: give region_id"
+                ),
+            }
+            .build()
+        }),
+    }
 }
 
 /// Region creation and removal: a narrow handle over the parts they use.
@@ -117,9 +134,10 @@ impl RegionAdmin {
                     .ok_or_else(|| NoAliveDatanodeSnafu.build())?
             }
         };
-        let region_id = req
-            .region_id
-            .unwrap_or_else(|| routes.iter().map(|r| r.region_id).max().unwrap_or(0) + 1);
+        let region_id = match req.region_id {
+            Some(id) => id,
+            None => next_region_id(&routes)?,
+        };
         let route = RegionRoute {
             region_id,
             leader: Some(node_id),
@@ -178,5 +196,27 @@ impl RegionAdmin {
         self.mailbox
             .instruct(node_id, ins, self.mailbox_timeout)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(region_id: u64) -> RegionRoute {
+        RegionRoute {
+            region_id,
+            leader: Some(1),
+            followers: vec![],
+        }
+    }
+
+    #[test]
+    fn an_automatic_id_is_one_above_the_highest_and_never_wraps() {
+        assert_eq!(next_region_id(&[]).expect("empty"), 1);
+        assert_eq!(next_region_id(&[route(9), route(3)]).expect("after 9"), 10);
+        let err = next_region_id(&[route(u64::MAX), route(0)]).expect_err("no id follows");
+        assert!(matches!(err, crate::error::Error::InvalidRequest { .. }));
+        assert!(err.to_string().contains("give region_id"), "{err}");
     }
 }

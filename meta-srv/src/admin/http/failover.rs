@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,7 +22,7 @@ use handlers::RegionRouteStore as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{json_body, path_id, AdminState, ApiError};
+use super::{json_body, millis, path_id, query, AdminState, ApiError};
 use crate::procedure::migration::{MigrationError, MigrationReason, Step};
 
 impl From<MigrationError> for ApiError {
@@ -46,8 +46,10 @@ pub(super) struct WaitQuery {
 }
 
 impl WaitQuery {
-    fn within(&self) -> Duration {
-        Duration::from_millis(self.wait_ms.unwrap_or(30_000))
+    /// The wait asked for, checked before anything starts: a bad `wait_ms` must not be
+    /// found only after a migration began.
+    fn within(q: Result<Query<Self>, QueryRejection>) -> Result<Duration, ApiError> {
+        millis("wait_ms", query(q)?.wait_ms, Duration::from_secs(30))
     }
 }
 
@@ -73,10 +75,11 @@ fn ensure_leader(srv: &AdminState) -> Result<(), ApiError> {
 pub(super) async fn migrate(
     State(srv): State<AdminState>,
     id: Result<Path<u64>, PathRejection>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = path_id(id)?;
+    let within = WaitQuery::within(q)?;
     // An empty body means `{}`: let the selector pick.
     let req: MigrateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         MigrateRequest::default()
@@ -93,7 +96,7 @@ pub(super) async fn migrate(
         .migrations()
         .start(id, req.to, MigrationReason::Manual)
         .await?;
-    match srv.migrations().wait(id, q.within()).await {
+    match srv.migrations().wait(id, within).await {
         Some(done) if done.step == Step::RolledBack => Err(ApiError(
             StatusCode::BAD_GATEWAY,
             format!(
@@ -109,9 +112,10 @@ pub(super) async fn migrate(
 pub(super) async fn drain(
     State(srv): State<AdminState>,
     node_id: Result<Path<u64>, PathRejection>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let node_id = path_id(node_id)?;
+    let within = WaitQuery::within(q)?;
     ensure_leader(&srv)?;
     if srv
         .ctx
@@ -143,7 +147,7 @@ pub(super) async fn drain(
     }
     let mut finished = Vec::new();
     let mut running = Vec::new();
-    let deadline = tokio::time::Instant::now() + q.within();
+    let deadline = tokio::time::Instant::now() + within;
     for s in &started {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match srv.migrations().wait(s.region_id, left).await {
