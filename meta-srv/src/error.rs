@@ -152,11 +152,19 @@ pub enum Error {
         region_id: u64,
     },
     /// No live datanode can take a region.
-    #[snafu(display("no live datanode is connected to place the region on"))]
+    #[snafu(display("no live datanode is connected (and not drained) to place the region on"))]
     NoAliveDatanode,
     /// The chosen datanode is not alive and connected.
     #[snafu(display("datanode {node_id} is not alive and connected"))]
     NodeNotAlive {
+        /// The node.
+        node_id: u64,
+    },
+    /// The chosen datanode is drained: it takes no new regions until returned to service.
+    #[snafu(display(
+        "datanode {node_id} is drained and takes no new regions (DELETE /nodes/{node_id}/drain returns it to service)"
+    ))]
+    NodeDrained {
         /// The node.
         node_id: u64,
     },
@@ -195,6 +203,7 @@ impl From<Error> for tonic::Status {
             | Error::PushFailed { .. }
             | Error::NoAliveDatanode
             | Error::NodeNotAlive { .. } => Status::unavailable(msg),
+            Error::NodeDrained { .. } => Status::failed_precondition(msg),
             _ => Status::internal(msg),
         }
     }

@@ -219,8 +219,10 @@ impl MetasrvBuilder {
         })?;
         info!(handlers = ?group.names(), "heartbeat pipeline");
         let shutdown = CancellationToken::new();
+        let maintenance = Arc::new(Maintenance::new(ctx.kv.clone()));
         let migrations = Arc::new(Migrations::new(MigrationDeps {
             kv: ctx.kv.clone(),
+            maintenance: maintenance.clone(),
             routes: routes.clone(),
             node_leases: ctx.node_leases.clone(),
             pushers: pushers.clone(),
@@ -235,7 +237,6 @@ impl MetasrvBuilder {
             drift_margin: options.lease_drift_margin,
             instruction_timeout: options.mailbox_timeout,
         }));
-        let maintenance = Arc::new(Maintenance::new(ctx.kv.clone()));
         let supervisor = Arc::new(RegionSupervisor::new(
             SupervisorOptions {
                 enabled: options.region_failover,
@@ -395,6 +396,7 @@ impl Metasrv {
             self.routes.clone(),
             self.pushers.clone(),
             self.mailbox.clone(),
+            self.leader.maintenance.clone(),
             self.options.mailbox_timeout,
         )
     }

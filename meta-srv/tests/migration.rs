@@ -548,3 +548,88 @@ async fn a_target_that_dies_after_the_fence_is_replaced_not_rolled_back() {
     n3.kill().await;
     server.stop().await;
 }
+
+/// A drain lasts: the drained node is refused as an explicit target and skipped by
+/// automatic placement and the selector, across calls, until `DELETE /nodes/{id}/drain`.
+#[tokio::test]
+async fn a_drained_node_takes_no_new_regions_until_returned_to_service() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = client.request(method, server.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.expect("send");
+            let code = resp.status().as_u16();
+            (code, resp.json::<serde_json::Value>().await.expect("JSON"))
+        }
+    };
+    use reqwest::Method;
+    use serde_json::json;
+
+    // Node 2 leads nothing: the drain moves nothing, and marks it.
+    let (code, body) = call(Method::POST, "/nodes/2/drain", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["drained"], true, "{body}");
+    let (_, nodes) = call(Method::GET, "/nodes", None).await;
+    let drained: Vec<(u64, bool)> = nodes
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["node_id"].as_u64().expect("id"), n["drained"] == true))
+        .collect();
+    assert_eq!(drained, [(1, false), (2, true)], "{nodes}");
+    let (_, m) = call(Method::GET, "/maintenance", None).await;
+    assert_eq!(m["drained_nodes"], json!([2]), "{m}");
+
+    // Automatic placement skips it, though it leads fewer regions than node 1.
+    let (code, created) = call(Method::POST, "/regions", Some(json!({}))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["leader"], 1, "{created}");
+    // Explicit placement and migration to it are refused, naming the way out.
+    for (method, path, body) in [
+        (Method::POST, "/regions", Some(json!({"node_id": 2}))),
+        (Method::POST, "/regions/5/migrate", Some(json!({"to": 2}))),
+    ] {
+        let (code, body) = call(method, path, body).await;
+        assert_eq!(code, 409, "{path}: {body}");
+        let msg = body["error"].as_str().expect("error");
+        assert!(msg.contains("DELETE /nodes/2/drain"), "{path}: {msg}");
+    }
+    // The selector finds nobody else.
+    let (code, body) = call(Method::POST, "/regions/5/migrate", None).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("not drained"),
+        "{body}"
+    );
+    assert_eq!(route(&server, 5).await.leader, Some(1), "nothing moved");
+    assert!(
+        subjects(&log).iter().all(|(n, _)| *n == 1),
+        "node 2 was told nothing: {:?}",
+        subjects(&log)
+    );
+
+    // Returned to service: it takes regions again.
+    let (code, body) = call(Method::DELETE, "/nodes/2/drain", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["was_drained"], true, "{body}");
+    let (code, body) = call(Method::DELETE, "/nodes/2/drain", None).await;
+    assert_eq!((code, &body["was_drained"]), (200, &json!(false)), "{body}");
+    let (code, created) = call(Method::POST, "/regions", Some(json!({"node_id": 2}))).await;
+    assert_eq!(code, 201, "{created}");
+    let (_, m) = call(Method::GET, "/maintenance", None).await;
+    assert_eq!(m["drained_nodes"], json!([]), "{m}");
+    n1.kill().await;
+    n2.kill().await;
+    server.stop().await;
+}

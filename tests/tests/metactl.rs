@@ -109,6 +109,24 @@ async fn every_command_answers_with_a_table_or_json_and_a_trustworthy_exit_code(
     assert!(out.status.success(), "drain: {}", stderr(&out));
     let out = metactl(&ep, &["regions", "--json"]).await;
     assert_eq!(json_out(&out)[0]["leader"], 1, "drained back to node 1");
+    // The drain lasts until lifted.
+    let out = metactl(&ep, &["cluster", "--json"]).await;
+    assert_eq!(
+        json_out(&out)["drained_nodes"],
+        json!([2]),
+        "{}",
+        stdout(&out)
+    );
+    let out = metactl(&ep, &["node", "undrain", "2", "--json"]).await;
+    assert!(out.status.success(), "undrain: {}", stderr(&out));
+    assert_eq!(json_out(&out)["was_drained"], true, "{}", stdout(&out));
+    let out = metactl(&ep, &["cluster", "--json"]).await;
+    assert_eq!(
+        json_out(&out)["drained_nodes"],
+        json!([]),
+        "{}",
+        stdout(&out)
+    );
 
     // Maintenance on and off.
     let out = metactl(&ep, &["maintenance", "on"]).await;

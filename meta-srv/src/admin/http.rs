@@ -81,7 +81,10 @@ pub fn router(srv: AdminState) -> Router {
         .route("/regions", get(list_regions).post(create_region))
         .route("/regions/{id}", delete(drop_region))
         .route("/regions/{id}/migrate", post(failover::migrate))
-        .route("/nodes/{id}/drain", post(failover::drain))
+        .route(
+            "/nodes/{id}/drain",
+            post(failover::drain).delete(failover::undrain),
+        )
         .route(
             "/maintenance",
             get(failover::get_maintenance).post(failover::set_maintenance),
@@ -190,7 +193,9 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::RegionExists { .. } | Error::NodeNotAlive { .. } => StatusCode::CONFLICT,
+            Error::RegionExists { .. } | Error::NodeNotAlive { .. } | Error::NodeDrained { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::RegionNotFound { .. } => StatusCode::NOT_FOUND,
             Error::NotLeader { .. } | Error::NoAliveDatanode | Error::Election { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -305,6 +310,8 @@ struct NodeView {
     region_count: usize,
     /// Milliseconds since this leader last granted the node region leases.
     granted_ms_ago: Option<u64>,
+    /// A drained datanode takes no new regions (`POST`/`DELETE /nodes/{id}/drain`).
+    drained: bool,
 }
 
 async fn nodes(State(srv): State<AdminState>) -> Json<Vec<NodeView>> {
@@ -326,6 +333,8 @@ async fn nodes(State(srv): State<AdminState>) -> Json<Vec<NodeView>> {
             granted_ms_ago: l
                 .last_granted
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            drained: l.key.role == common_proto::v1::Role::Datanode
+                && srv.maintenance().is_drained(l.key.node_id),
         })
         .collect();
     Json(views)
@@ -528,6 +537,7 @@ async fn cluster(State(srv): State<AdminState>) -> Result<Json<serde_json::Value
         "term": leader.as_ref().map(|l| l.term),
         "members": list,
         "maintenance": srv.maintenance().is_enabled(),
+        "drained_nodes": srv.maintenance().drained(),
         "region_failover": srv.options.region_failover,
     })))
 }

@@ -1,7 +1,7 @@
 //! Creating and dropping regions: write the route, instruct the datanode, wait.
 //!
-//! Create: pick a live, connected datanode (the one asked for, or the one leading the
-//! fewest regions), write the route (compare-and-put, so two creates cannot both win),
+//! Create: pick a live, connected datanode that is not drained (the one asked for, or the
+//! one leading the fewest regions), write the route (compare-and-put, so two creates cannot both win),
 //! send `OpenRegion` through the mailbox and wait for the reply. If the node refuses or
 //! does not answer, the route is removed again, so no route points at a node that never
 //! opened the region. RegionLease grants the lease on the node's next heartbeat.
@@ -21,9 +21,10 @@ use snafu::ResultExt;
 use tracing::{info, warn};
 
 use crate::error::{
-    InvalidRequestSnafu, NoAliveDatanodeSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
+    InvalidRequestSnafu, NoAliveDatanodeSnafu, NodeDrainedSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
     RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
 };
+use crate::maintenance::Maintenance;
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 
@@ -61,6 +62,7 @@ pub struct RegionAdmin {
     routes: Arc<KvRegionRouteStore>,
     pushers: Arc<Pushers>,
     mailbox: Arc<Mailbox>,
+    maintenance: Arc<Maintenance>,
     mailbox_timeout: Duration,
 }
 
@@ -71,6 +73,7 @@ impl RegionAdmin {
         routes: Arc<KvRegionRouteStore>,
         pushers: Arc<Pushers>,
         mailbox: Arc<Mailbox>,
+        maintenance: Arc<Maintenance>,
         mailbox_timeout: Duration,
     ) -> Self {
         Self {
@@ -78,6 +81,7 @@ impl RegionAdmin {
             routes,
             pushers,
             mailbox,
+            maintenance,
             mailbox_timeout,
         }
     }
@@ -115,14 +119,21 @@ impl RegionAdmin {
         let alive = self.alive_datanodes();
         let node_id = match req.node_id {
             Some(id) => {
+                if self.maintenance.is_drained(id) {
+                    return NodeDrainedSnafu { node_id: id }.fail();
+                }
                 if !alive.iter().any(|l| l.key.node_id == id) {
                     return NodeNotAliveSnafu { node_id: id }.fail();
                 }
                 id
             }
             None => {
-                let mut load: HashMap<u64, usize> =
-                    alive.iter().map(|l| (l.key.node_id, 0)).collect();
+                let mut load: HashMap<u64, usize> = alive
+                    .iter()
+                    .map(|l| l.key.node_id)
+                    .filter(|id| !self.maintenance.is_drained(*id))
+                    .map(|id| (id, 0))
+                    .collect();
                 for r in &routes {
                     if let Some(c) = r.leader.and_then(|l| load.get_mut(&l)) {
                         *c += 1;

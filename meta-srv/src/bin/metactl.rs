@@ -104,8 +104,15 @@ enum RegionCmd {
 
 #[derive(Debug, Subcommand)]
 enum NodeCmd {
-    /// Move every region a node leads elsewhere (before maintenance on it).
+    /// Drain a node: it takes no new regions, and every region it leads moves elsewhere
+    /// (before maintenance on it). Lasts until `undrain`.
     Drain {
+        /// The node id.
+        id: u64,
+    },
+    /// Return a drained node to service: it may take new regions again (nothing moves
+    /// back by itself).
+    Undrain {
         /// The node id.
         id: u64,
     },
@@ -274,6 +281,7 @@ fn human(cmd: &Cmd, body: &Value) -> String {
                 "region_count",
                 "lease_age_ms",
                 "granted_ms_ago",
+                "drained",
             ],
         ),
         Cmd::Regions => table(
@@ -294,11 +302,12 @@ fn human(cmd: &Cmd, body: &Value) -> String {
         Cmd::Cluster => {
             let members = body["members"].as_array().cloned().unwrap_or_default();
             format!(
-                "leader: {}  term: {}  maintenance: {}  region_failover: {}\n{}",
+                "leader: {}  term: {}  maintenance: {}  region_failover: {}  drained: {}\n{}",
                 cell(&body["leader"]),
                 cell(&body["term"]),
                 cell(&body["maintenance"]),
                 cell(&body["region_failover"]),
+                cell(&body["drained_nodes"]),
                 table(&members, &["addr", "http_addr", "leader"])
             )
         }
@@ -338,6 +347,9 @@ async fn execute(cli: &Cli) -> Result<Reply, Failure> {
         Cmd::Node {
             action: NodeCmd::Drain { id },
         } => (Method::POST, format!("/nodes/{id}/drain"), None),
+        Cmd::Node {
+            action: NodeCmd::Undrain { id },
+        } => (Method::DELETE, format!("/nodes/{id}/drain"), None),
     };
     let reply = call(cli, method, &path, body).await?;
     if reply.status >= 400 {

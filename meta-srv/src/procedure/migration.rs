@@ -202,6 +202,8 @@ pub(crate) fn movable_in(
 pub struct MigrationDeps {
     /// Procedure state and flushed stats.
     pub kv: KvBackendRef,
+    /// Drained nodes, which are never chosen as targets.
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
     /// Routes (compare-and-set).
     pub routes: Arc<KvRegionRouteStore>,
     /// Liveness and last grants.
@@ -339,14 +341,15 @@ impl MigrationDeps {
             .is_some_and(|s| s.shared_storage)
     }
 
-    /// Candidates for a moving region (alive, connected, on shared storage), with how
-    /// many regions each leads.
+    /// Candidates for a moving region (alive, connected, on shared storage, not
+    /// drained), with how many regions each leads.
     pub async fn candidates(&self) -> Vec<crate::failover::selector::Candidate> {
         let mut alive = Vec::new();
         for lease in self.node_leases.list() {
             let id = lease.key.node_id;
             if lease.key.role == common_proto::v1::Role::Datanode
                 && self.is_available(id)
+                && !self.maintenance.is_drained(id)
                 && self.can_host(id).await
             {
                 alive.push(id);
@@ -502,8 +505,9 @@ impl Migrations {
                     .ok_or_else(|| MigrationError::BadTarget {
                         region_id,
                         node_id: 0,
-                        reason: "no other datanode is alive, connected and on shared storage"
-                            .into(),
+                        reason:
+                            "no other datanode is alive, connected, on shared storage and not drained"
+                                .into(),
                     })?
             }
         };
@@ -512,6 +516,16 @@ impl Migrations {
                 region_id,
                 node_id: to,
                 reason: "it already leads the region",
+            }
+            .fail();
+        }
+        if self.deps.maintenance.is_drained(to) {
+            return BadTargetSnafu {
+                region_id,
+                node_id: to,
+                reason: format!(
+                    "it is drained and takes no new regions (DELETE /nodes/{to}/drain returns it to service)"
+                ),
             }
             .fail();
         }

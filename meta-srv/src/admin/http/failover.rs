@@ -5,11 +5,13 @@
 //!   `?wait_ms=` (default 30000): starts the migration procedure and waits for it. 200
 //!   with the final state when it finished, 202 with the state while it still runs, 409
 //!   when it cannot start (already migrating, a bad target, local-only storage).
-//! - `POST /nodes/{id}/drain`, `?wait_ms=`: migrates every region the node leads away.
-//!   200 when all moved, 202 while some still move, 409 (with the list) when some cannot
-//!   move, 404 for a node this leader does not know.
-//! - `GET /maintenance`, `POST /maintenance` (`{"enabled": bool}`): pauses automatic
-//!   failover, persisted across leader changes.
+//! - `POST /nodes/{id}/drain`, `?wait_ms=`: drains the node (it takes no new regions
+//!   until `DELETE /nodes/{id}/drain`; see [`crate::maintenance`]), then migrates every
+//!   region it leads away. 200 when all moved, 202 while some still move, 409 (with the
+//!   list) when some cannot move, 404 for a node this leader does not know.
+//! - `DELETE /nodes/{id}/drain`: returns the node to service; moves nothing back.
+//! - `GET /maintenance` (`enabled`, `drained_nodes`), `POST /maintenance`
+//!   (`{"enabled": bool}`): pauses automatic failover, persisted across leader changes.
 //! - `GET /procedures`: migrations in flight and recently finished.
 
 use std::time::Duration;
@@ -128,6 +130,8 @@ pub(super) async fn drain(
             format!("datanode {node_id} is not known to this leader"),
         ));
     }
+    // Drained first, so no region lands back on it while its regions move.
+    srv.maintenance().set_drained(node_id, true).await?;
     let routes = srv
         .routes
         .list()
@@ -166,8 +170,23 @@ pub(super) async fn drain(
     Ok((
         code,
         Json(
-            json!({ "node_id": node_id, "finished": finished, "running": running, "refused": refused }),
+            json!({ "node_id": node_id, "drained": true, "finished": finished, "running": running, "refused": refused }),
         ),
+    ))
+}
+
+/// `DELETE /nodes/{id}/drain`: returns a drained datanode to service, so it may take new
+/// regions again. Moves nothing back. Any id is accepted, so a drain of a node that is
+/// gone for good can be lifted too.
+pub(super) async fn undrain(
+    State(srv): State<AdminState>,
+    node_id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node_id = path_id(node_id)?;
+    ensure_leader(&srv)?;
+    let was_drained = srv.maintenance().set_drained(node_id, false).await?;
+    Ok(Json(
+        json!({ "node_id": node_id, "drained": false, "was_drained": was_drained }),
     ))
 }
 
@@ -179,7 +198,9 @@ pub(super) struct MaintenanceRequest {
 }
 
 pub(super) async fn get_maintenance(State(srv): State<AdminState>) -> Json<serde_json::Value> {
-    Json(json!({ "enabled": srv.maintenance().is_enabled() }))
+    Json(
+        json!({ "enabled": srv.maintenance().is_enabled(), "drained_nodes": srv.maintenance().drained() }),
+    )
 }
 
 pub(super) async fn set_maintenance(

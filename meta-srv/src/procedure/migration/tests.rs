@@ -59,6 +59,7 @@ impl Harness {
         gate.open(1, 1);
         let deps = MigrationDeps {
             kv: kv.clone(),
+            maintenance: Arc::new(crate::maintenance::Maintenance::new(kv.clone())),
             routes: Arc::new(KvRegionRouteStore::new(kv)),
             node_leases: Arc::new(MemoryNodeLeaseStore::new()),
             mailbox: Arc::new(Mailbox::new(pushers.clone(), 1, "ms")),
@@ -608,6 +609,57 @@ async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
     );
     assert!(h.deps.is_available(1));
     assert!(!h.deps.is_available(2) && !h.deps.is_available(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_node_is_no_candidate_and_refused_as_a_target_until_returned() {
+    let h = Harness::new().await;
+    h.alive(1, &[REGION], true).await;
+    h.connect(1);
+    for id in [2, 3] {
+        h.alive(id, &[], true).await;
+        h.connect(id);
+    }
+    h.put_route(Some(1), vec![]).await;
+    h.deps
+        .maintenance
+        .set_drained(2, true)
+        .await
+        .expect("drain");
+    let ids = |c: Vec<crate::failover::selector::Candidate>| -> Vec<u64> {
+        c.iter().map(|c| c.node_id).collect()
+    };
+    assert_eq!(ids(h.deps.candidates().await), [1, 3]);
+    let err = h
+        .migrations
+        .start(REGION, Some(2), MigrationReason::Manual)
+        .await
+        .expect_err("a drained target");
+    assert!(
+        matches!(err, MigrationError::BadTarget { node_id: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("drained"), "{err}");
+    assert!(h.told().is_empty(), "nothing was sent: {:?}", h.told());
+    // With node 3 drained too, the selector finds nobody.
+    h.deps
+        .maintenance
+        .set_drained(3, true)
+        .await
+        .expect("drain");
+    let err = h
+        .migrations
+        .start(REGION, None, MigrationReason::Drain)
+        .await
+        .expect_err("nobody left");
+    assert!(err.to_string().contains("not drained"), "{err}");
+    // Returned to service: a candidate again.
+    h.deps
+        .maintenance
+        .set_drained(2, false)
+        .await
+        .expect("undrain");
+    assert_eq!(ids(h.deps.candidates().await), [1, 2]);
 }
 
 #[tokio::test(start_paused = true)]
