@@ -124,6 +124,24 @@ async fn put_route(server: &TestServer, region_id: u64, leader: u64) {
         .expect("route");
 }
 
+/// One admin API call with an optional raw JSON body: the status and the JSON answer.
+async fn admin(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, server.url(path));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.expect("send");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.expect("a JSON body"))
+}
+
 fn subjects(log: &Mutex<Vec<(u64, Instruction)>>) -> Vec<(u64, &'static str)> {
     log.lock().iter().map(|(n, i)| (*n, i.subject())).collect()
 }
@@ -415,18 +433,10 @@ async fn bad_requests_to_the_move_endpoints_get_clear_json_errors() {
     put_route(&server, 5, 1).await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
-        let mut req = client.request(method, server.url(path));
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
+    let call = |method: reqwest::Method, path: &'static str, body: Option<&'static str>| {
+        let server = &server;
         async move {
-            let resp = req.send().await.expect("send");
-            let code = resp.status().as_u16();
-            let body: serde_json::Value = resp.json().await.expect("a JSON body");
+            let (code, body) = admin(server, method, path, body).await;
             (code, body["error"].as_str().unwrap_or_default().to_string())
         }
     };
@@ -558,17 +568,9 @@ async fn a_drained_node_takes_no_new_regions_until_returned_to_service() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
     let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
-        let mut req = client.request(method, server.url(path));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        async move {
-            let resp = req.send().await.expect("send");
-            let code = resp.status().as_u16();
-            (code, resp.json::<serde_json::Value>().await.expect("JSON"))
-        }
+    let call = |method: reqwest::Method, path: &'static str, body: Option<serde_json::Value>| {
+        let server = &server;
+        async move { admin(server, method, path, body.map(|b| b.to_string()).as_deref()).await }
     };
     use reqwest::Method;
     use serde_json::json;
