@@ -160,6 +160,16 @@ pub enum Error {
         /// The node.
         node_id: u64,
     },
+    /// A migration of an earlier region with this id has not ended yet.
+    #[snafu(display(
+        "region {region_id} still has a migration (to node {to}) in flight from before it was dropped; it ends at its next step, retry shortly"
+    ))]
+    RegionMigrating {
+        /// The region id.
+        region_id: u64,
+        /// The migration's target.
+        to: u64,
+    },
     /// The chosen datanode is drained: it takes no new regions until returned to service.
     #[snafu(display(
         "datanode {node_id} is drained and takes no new regions (DELETE /nodes/{node_id}/drain returns it to service)"
@@ -203,7 +213,9 @@ impl From<Error> for tonic::Status {
             | Error::PushFailed { .. }
             | Error::NoAliveDatanode
             | Error::NodeNotAlive { .. } => Status::unavailable(msg),
-            Error::NodeDrained { .. } => Status::failed_precondition(msg),
+            Error::NodeDrained { .. } | Error::RegionMigrating { .. } => {
+                Status::failed_precondition(msg)
+            }
             _ => Status::internal(msg),
         }
     }

@@ -397,6 +397,7 @@ impl Metasrv {
             self.pushers.clone(),
             self.mailbox.clone(),
             self.leader.maintenance.clone(),
+            self.leader.migrations.clone(),
             self.options.mailbox_timeout,
         )
     }

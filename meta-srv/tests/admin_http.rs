@@ -271,6 +271,9 @@ async fn bad_query_parameters_are_json_400s_checked_before_acting() {
             "wait_ms=18446744073709551615",
         ),
         ("/nodes/1/drain?wait_ms=soon", "invalid query"),
+        ("/nodes/1/drain?wait=1", "unknown field"),
+        ("/regions/1/migrate?wait=0", "unknown field"),
+        ("/nodes/1/instructions?timeout=5", "unknown field"),
         ("/nodes/1/drain?wait_ms=3600001", "wait_ms=3600001"),
     ] {
         let resp = client
@@ -297,5 +300,62 @@ async fn bad_query_parameters_are_json_400s_checked_before_acting() {
         .await
         .expect("post");
     assert_eq!(resp.status(), 409);
+    // An instruction to a node that is not connected: not found, not a bad gateway.
+    let resp = client
+        .post(server.url("/nodes/99/instructions"))
+        .json(&serde_json::json!({"type": "close_region", "region_id": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("datanode 99 is not connected")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+/// Errors that axum's own extractors and limits produce (a body over the limit, a path
+/// that is not UTF-8) are JSON too, with their status kept.
+#[tokio::test]
+async fn every_error_is_json_even_those_axum_writes() {
+    let server = start(fast_options()).await;
+    let client = reqwest::Client::new();
+    let big = vec![b' '; 10 * 1024 * 1024];
+    for (method, path, body, code) in [
+        (
+            reqwest::Method::POST,
+            "/regions/1/migrate",
+            Some(big.clone()),
+            413,
+        ),
+        (reqwest::Method::POST, "/regions", Some(big), 413),
+        (reqwest::Method::DELETE, "/regions/%FF", None, 400),
+        (reqwest::Method::DELETE, "/regions/abc", None, 400),
+    ] {
+        let mut req = client
+            .request(method.clone(), server.url(path))
+            .header("content-type", "application/json");
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status(), code, "{method} {path}");
+        let ct = resp.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .to_string();
+        assert!(ct.starts_with("application/json"), "{method} {path}: {ct}");
+        let body: Value = resp.json().await.expect("a JSON error");
+        assert!(
+            body["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {body}"
+        );
+    }
+    // Still serving.
+    assert_eq!(get(&server.url("/health")).await["status"], "ok");
     server.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{eventually, fast_options, start, FakeNode, TestServer};
 use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
 use handlers::RegionRoute;
-use meta_srv::procedure::migration::{MigrationError, MigrationReason, Step};
+use meta_srv::procedure::migration::{MigrationError, MigrationReason, Migrations, Step};
 use meta_srv::MetasrvOptions;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -140,6 +140,27 @@ async fn admin(
     let resp = req.send().await.expect("send");
     let code = resp.status().as_u16();
     (code, resp.json().await.expect("a JSON body"))
+}
+
+/// Region 5 led by node 1, with nodes 2 and 3 alive and empty; node 1 dies and a move of
+/// region 5 to node 2 starts, so it fences, then waits out node 1's lease (about 2.5 s).
+async fn move_from_a_dead_owner(
+    server: &TestServer,
+    reason: MigrationReason,
+) -> (
+    Arc<Mutex<Vec<(u64, Instruction)>>>,
+    [Node; 2],
+    Arc<Migrations>,
+) {
+    put_route(server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let n3 = Node::start(server, 3, &[], true, Answer::Ok, log.clone()).await;
+    n1.kill().await;
+    let migrations = server.srv.migrations().clone();
+    migrations.start(5, Some(2), reason).await.expect("started");
+    (log, [n2, n3], migrations)
 }
 
 fn subjects(log: &Mutex<Vec<(u64, Instruction)>>) -> Vec<(u64, &'static str)> {
@@ -521,18 +542,9 @@ async fn bad_requests_to_the_move_endpoints_get_clear_json_errors() {
 #[tokio::test]
 async fn a_target_that_dies_after_the_fence_is_replaced_not_rolled_back() {
     let server = start(options()).await;
-    put_route(&server, 5, 1).await;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
-    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
-    let n3 = Node::start(&server, 3, &[], true, Answer::Ok, log.clone()).await;
     // The old owner dies: the procedure fences, then waits out its lease (about 2.5 s)…
-    n1.kill().await;
-    let migrations = server.srv.migrations().clone();
-    migrations
-        .start(5, Some(2), MigrationReason::Failover)
-        .await
-        .expect("started");
+    let (log, [n2, n3], migrations) =
+        move_from_a_dead_owner(&server, MigrationReason::Failover).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while route(&server, 5).await.leader.is_some() {
         assert!(
@@ -633,5 +645,66 @@ async fn a_drained_node_takes_no_new_regions_until_returned_to_service() {
     assert_eq!(m["drained_nodes"], json!([]), "{m}");
     n1.kill().await;
     n2.kill().await;
+    server.stop().await;
+}
+
+/// A drop wins over a migration: the procedure ends at its next step, and until it has, a
+/// create of the same id is refused (409), so the old procedure never acts on the new
+/// region.
+#[tokio::test]
+async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that() {
+    let server = start(options()).await;
+    // Node 1 dies, so the move waits out its lease (about 2.5 s) in its Release step.
+    let (_log, [n2, n3], migrations) =
+        move_from_a_dead_owner(&server, MigrationReason::Manual).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while migrations.in_flight(5).await.map(|s| s.step) != Some(Step::Release) {
+        assert!(Instant::now() < deadline, "the move never reached Release");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) = admin(&server, reqwest::Method::DELETE, "/regions/5", None).await;
+    assert_eq!(code, 200, "{body}");
+    let create = r#"{"region_id": 5, "node_id": 2}"#;
+    let (code, body) = admin(&server, reqwest::Method::POST, "/regions", Some(create)).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("still has a migration"),
+        "{body}"
+    );
+    // The move ends with the drop as its reason, and writes no route.
+    let done = migrations
+        .wait(5, Duration::from_secs(10))
+        .await
+        .expect("the move ended");
+    assert_eq!(done.step, Step::RolledBack);
+    assert_eq!(
+        done.last_error.as_deref(),
+        Some("the region was dropped during the move")
+    );
+    assert!(server
+        .srv
+        .context()
+        .routes
+        .get(5)
+        .await
+        .expect("get")
+        .is_none());
+    // Now the id is free, and the new region is left alone.
+    let (code, body) = admin(&server, reqwest::Method::POST, "/regions", Some(create)).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        route(&server, 5).await,
+        RegionRoute {
+            region_id: 5,
+            leader: Some(2),
+            followers: vec![]
+        }
+    );
+    assert!(migrations.in_flight(5).await.is_none());
+    n2.kill().await;
+    n3.kill().await;
     server.stop().await;
 }

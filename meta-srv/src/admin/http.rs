@@ -107,6 +107,7 @@ pub fn router(srv: AdminState) -> Router {
                 )
             },
         )
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             srv.clone(),
             forward::layer,
@@ -129,14 +130,55 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body, or a 400 naming `what` was wrong with it.
+/// A JSON body, or a 400 naming `what` was wrong with it (413 when it is too large, as
+/// for every endpoint's body limit).
 fn json_body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid {what}: {}", e.body_text()),
-        )
+        let code = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(code, format!("invalid {what}: {}", e.body_text()))
     })
+}
+
+/// The most of a plain-text error body [`json_errors`] reads.
+const ERROR_TEXT_LIMIT: usize = 64 * 1024;
+
+/// Every error answer is JSON `{"error": ...}`: rewrites the plain-text ones that axum's
+/// own extractors and limits produce (a body over the limit, a path that is not UTF-8)
+/// so clients parse one shape. Our handlers' errors are JSON already and pass through.
+async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, ERROR_TEXT_LIMIT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let text = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError(status, text).into_response();
+    // Keep what the error said besides its body (`WWW-Authenticate`, `Allow`).
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// The longest a request may ask to wait (`wait_ms`, `timeout_ms`): an hour. More is
@@ -193,9 +235,10 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::RegionExists { .. } | Error::NodeNotAlive { .. } | Error::NodeDrained { .. } => {
-                StatusCode::CONFLICT
-            }
+            Error::RegionExists { .. }
+            | Error::NodeNotAlive { .. }
+            | Error::NodeDrained { .. }
+            | Error::RegionMigrating { .. } => StatusCode::CONFLICT,
             Error::RegionNotFound { .. } => StatusCode::NOT_FOUND,
             Error::NotLeader { .. } | Error::NoAliveDatanode | Error::Election { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -366,11 +409,8 @@ fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> &'stati
     let Some(lease) = srv.ctx.node_leases.get(key) else {
         return "pending";
     };
-    let now = srv.ctx.clock.now();
-    let granted_recently = lease
-        .last_granted
-        .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
-    if lease.expired || !granted_recently {
+    if lease.expired {
+        // The node is silent: whatever it was granted has lapsed or soon will.
         return if lease.last_granted.is_some() {
             "expired"
         } else {
@@ -381,10 +421,19 @@ fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> &'stati
         .stats
         .latest(key)
         .is_some_and(|s| s.region_stats.iter().any(|r| r.region_id == region_id));
-    if reported {
+    if !reported {
+        // A live node that does not report the region has not opened it (yet): its
+        // grants for other regions say nothing about this one.
+        return "pending";
+    }
+    let now = srv.ctx.clock.now();
+    let granted_recently = lease
+        .last_granted
+        .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
+    if granted_recently {
         "granted"
     } else {
-        "pending"
+        "expired"
     }
 }
 
@@ -450,14 +499,9 @@ async fn create_region(
 
 async fn drop_region(
     State(srv): State<AdminState>,
-    Path(id): Path<String>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region_id: u64 = id.parse().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("region id {id:?} is not a number"),
-        )
-    })?;
+    let region_id = path_id(id)?;
     let route = srv.admin.drop_region(region_id).await?;
     Ok(Json(json!({ "dropped": route })))
 }
@@ -472,11 +516,15 @@ async fn handler_timings(State(srv): State<AdminState>) -> Json<serde_json::Valu
     Json(json!(timings))
 }
 
-/// Query of `POST /nodes/{id}/instructions`.
+/// Query of `POST /nodes/{id}/instructions`; unknown parameters are refused.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InstructionQuery {
     /// Reply timeout in milliseconds (default: the configured mailbox timeout).
     timeout_ms: Option<u64>,
+    /// Read by the forwarder (answer on this member); accepted here.
+    #[serde(rename = "local")]
+    _local: Option<String>,
 }
 
 /// Sends any instruction to a datanode and returns its reply: the operator's tool for
@@ -491,6 +539,14 @@ async fn send_instruction(
     let q = query(q)?;
     let timeout = millis("timeout_ms", q.timeout_ms, srv.options.mailbox_timeout)?;
     let ins = json_body(body, "instruction")?;
+    // A node that is not connected here is not found (502 is for a node that answered
+    // badly); the mailbox would only say it has no stream to push on.
+    if srv.ctx.leadership.is_leader() && srv.pushers.get(NodeKey::datanode(id)).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("datanode {id} is not connected to the leader"),
+        ));
+    }
     let rx = srv.mailbox.send(NodeKey::datanode(id), &ins, timeout)?;
     let reply = rx.await?;
     Ok(Json(json!({ "ok": reply.is_ok(), "reply": reply })))

@@ -7,7 +7,10 @@
 //! opened the region. RegionLease grants the lease on the node's next heartbeat.
 //!
 //! Drop: delete the route first (so RegionLease stops granting and lists the region as
-//! closeable), then ask every holder to close it.
+//! closeable), then ask every holder to close it. A drop wins over a migration of the
+//! region: the procedure sees the route gone at its next step and ends, and until it
+//! has, a create of the same id is refused (409), so the old procedure never acts on the
+//! new region.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +25,10 @@ use tracing::{info, warn};
 
 use crate::error::{
     InvalidRequestSnafu, NoAliveDatanodeSnafu, NodeDrainedSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
-    RegionExistsSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
+    RegionExistsSnafu, RegionMigratingSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
 };
 use crate::maintenance::Maintenance;
+use crate::procedure::migration::Migrations;
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 
@@ -63,6 +67,7 @@ pub struct RegionAdmin {
     pushers: Arc<Pushers>,
     mailbox: Arc<Mailbox>,
     maintenance: Arc<Maintenance>,
+    migrations: Arc<Migrations>,
     mailbox_timeout: Duration,
 }
 
@@ -74,6 +79,7 @@ impl RegionAdmin {
         pushers: Arc<Pushers>,
         mailbox: Arc<Mailbox>,
         maintenance: Arc<Maintenance>,
+        migrations: Arc<Migrations>,
         mailbox_timeout: Duration,
     ) -> Self {
         Self {
@@ -82,6 +88,7 @@ impl RegionAdmin {
             pushers,
             mailbox,
             maintenance,
+            migrations,
             mailbox_timeout,
         }
     }
@@ -154,6 +161,15 @@ impl RegionAdmin {
             leader: Some(node_id),
             followers: vec![],
         };
+        // A migration of a dropped region with this id ends at its next step; until
+        // then it could act on the new route, so the id waits.
+        if let Some(m) = self.migrations.in_flight(region_id).await {
+            return RegionMigratingSnafu {
+                region_id,
+                to: m.to,
+            }
+            .fail();
+        }
         if !self
             .routes
             .create(route.clone())

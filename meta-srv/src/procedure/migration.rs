@@ -87,7 +87,8 @@ pub enum Step {
     Upgrade,
     /// Finished.
     Done,
-    /// Rolled back before the fence; the route is as it was.
+    /// Rolled back before the fence, so the route is as it was; or ended because the
+    /// region was dropped (`last_error` says which).
     RolledBack,
 }
 
@@ -660,6 +661,12 @@ impl Migrations {
             if !self.deps.leadership.is_leader() {
                 return;
             }
+            // A dropped region has nothing left to move: end, rather than retry against
+            // a route that is gone or, once the id is reused, belongs to a new region.
+            if let Ok(None) = self.deps.routes.get(state.region_id).await {
+                self.dropped(state).await;
+                return;
+            }
             // A step that reports its own outcome (an upgrade whose target died) sets
             // `last_error` itself; an error from an earlier, retried attempt is stale.
             state.last_error = None;
@@ -713,6 +720,31 @@ impl Migrations {
             .map_err(|e| e.to_string())
     }
 
+    /// Tells the target to close its copy, best effort: an unrouted copy is closed on
+    /// the node's next heartbeat anyway (it comes back as closeable).
+    async fn close_on_target(&self, state: &MigrationState) {
+        let close = Instruction::CloseRegion(RegionIdent {
+            region_id: state.region_id,
+        });
+        if let Err(err) = self.instruct(state.to, close).await {
+            info!(
+                to = state.to,
+                error = err,
+                "the target did not confirm the close"
+            );
+        }
+    }
+
+    /// The region was dropped while it moved: the target may have opened it after the
+    /// drop closed the route's holders, so it is told to close it too (best effort: the
+    /// region is unrouted, so its lease lapses anyway), and the procedure ends.
+    async fn dropped(&self, mut state: MigrationState) {
+        warn!(step = ?state.step, "the region was dropped during the move; ending it");
+        self.close_on_target(&state).await;
+        state.last_error = Some("the region was dropped during the move".into());
+        self.finish(state, Step::RolledBack).await;
+    }
+
     /// Before the fence: undo, so the route is as it was.
     async fn roll_back(&self, state: &mut MigrationState, reason: String) -> Result<Step, String> {
         warn!(reason, "rolling the migration back");
@@ -731,14 +763,7 @@ impl Migrations {
             }
         }
         state.last_error = Some(reason);
-        let _ = self
-            .instruct(
-                state.to,
-                Instruction::CloseRegion(RegionIdent {
-                    region_id: state.region_id,
-                }),
-            )
-            .await;
+        self.close_on_target(state).await;
         Ok(Step::RolledBack)
     }
 

@@ -42,9 +42,14 @@ impl From<MigrationError> for ApiError {
 }
 
 /// `?wait_ms=`: how long to wait for the procedure to finish.
+/// Unknown parameters are refused, so a typo (`?wait=0`) is not silently a 30 s wait.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct WaitQuery {
     wait_ms: Option<u64>,
+    /// Read by the forwarder (answer on this member); accepted here.
+    #[serde(rename = "local")]
+    _local: Option<String>,
 }
 
 impl WaitQuery {

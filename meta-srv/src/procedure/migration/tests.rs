@@ -819,6 +819,29 @@ async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
     assert_eq!(h.told(), [(2, "open_region")]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_region_dropped_during_its_move_ends_the_move_and_closes_the_target() {
+    let h = Harness::new().await;
+    h.answer(2, "open_region", Answer::Silent);
+    h.move_1_to_2(MigrationReason::Manual).await;
+    h.record_until(|s| s.step == Step::OpenCandidate).await;
+    // The drop: the route goes while the target has not answered.
+    h.deps.routes.delete(REGION).await.expect("drop");
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::RolledBack);
+    assert_eq!(
+        done.last_error.as_deref(),
+        Some("the region was dropped during the move")
+    );
+    assert_eq!(h.told(), [(2, "open_region"), (2, "close_region")]);
+    assert!(h.migrations.in_flight(REGION).await.is_none(), "no record");
+    assert_eq!(
+        h.deps.routes.get(REGION).await.expect("get"),
+        None,
+        "the procedure wrote no route back"
+    );
+}
+
 #[test]
 fn the_regions_view_names_each_moving_regions_target() {
     let states = [
