@@ -136,6 +136,15 @@ pub enum MigrationError {
         /// Its target.
         to: u64,
     },
+    /// The route changed (the region was dropped and created again) while the
+    /// migration started; nothing was done.
+    #[snafu(display(
+        "region {region_id}'s route changed while the migration started; nothing was moved, retry"
+    ))]
+    RouteChanged {
+        /// The region.
+        region_id: u64,
+    },
     /// The target cannot take the region.
     #[snafu(display("node {node_id} cannot take region {region_id}: {reason}"))]
     BadTarget {
@@ -572,6 +581,19 @@ impl Migrations {
             })?;
         if !created {
             return AlreadyMigratingSnafu { region_id, to }.fail();
+        }
+        // The route must still be the one checked above. A drop (and a create of the same
+        // id) in between would otherwise hand this procedure a region it never checked;
+        // from here on, a create of the id sees the record and waits.
+        let now = self.deps.routes.get(region_id).await.ok().flatten();
+        if now.as_ref() != Some(&route) {
+            if let Err(err) = self.deps.kv.delete(key(region_id).as_bytes()).await {
+                warn!(region_id, error = %err, "cannot delete the record of a move that did not start; its first step ends it");
+            }
+            return match now {
+                None => NoRouteSnafu { region_id }.fail(),
+                Some(_) => RouteChangedSnafu { region_id }.fail(),
+            };
         }
         info!(region_id, ?from, to, ?reason, "migration started");
         self.spawn(state.clone());

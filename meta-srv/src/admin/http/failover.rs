@@ -32,6 +32,7 @@ impl From<MigrationError> for ApiError {
         let code = match &err {
             MigrationError::NoRoute { .. } => StatusCode::NOT_FOUND,
             MigrationError::AlreadyMigrating { .. }
+            | MigrationError::RouteChanged { .. }
             | MigrationError::BadTarget { .. }
             | MigrationError::LocalOnly { .. } => StatusCode::CONFLICT,
             MigrationError::RolledBack { .. } => StatusCode::BAD_GATEWAY,
