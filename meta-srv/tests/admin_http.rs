@@ -104,6 +104,23 @@ async fn nodes_regions_create_and_drop() {
     let regions = get(&server.url("/regions")).await;
     assert_eq!(regions[0]["region_id"], 42);
     assert_eq!(regions[0]["lease_state"], "granted");
+    assert_eq!(regions[0]["availability"], "available");
+
+    // Closed on its node (say, by an operator's raw close_region): nobody can write it,
+    // and /regions says why rather than "available".
+    node.heartbeat(&[]).await.expect("hb");
+    let regions = get(&server.url("/regions")).await;
+    assert_eq!(regions[0]["lease_state"], "pending", "{regions}");
+    assert_eq!(regions[0]["availability"], "unavailable", "{regions}");
+    assert!(
+        regions[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("node 1, is alive but does not report the region open")),
+        "{regions}"
+    );
+    node.heartbeat(&[42]).await.expect("hb");
+    let regions = get(&server.url("/regions")).await;
+    assert_eq!(regions[0]["availability"], "available", "{regions}");
 
     // Duplicate create and bad bodies are clear errors.
     let resp = client

@@ -401,39 +401,42 @@ struct RegionView {
     reason: Option<String>,
 }
 
-fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> &'static str {
+/// A region's lease state as `/regions` shows it, and whether its leader is a live node
+/// whose latest heartbeat leaves the region out: closed there, or not opened (yet), so
+/// nobody can write it.
+fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> (&'static str, bool) {
     let Some(node_id) = leader else {
-        return "unassigned";
+        return ("unassigned", false);
     };
     let key = NodeKey::datanode(node_id);
     let Some(lease) = srv.ctx.node_leases.get(key) else {
-        return "pending";
+        return ("pending", false);
     };
     if lease.expired {
         // The node is silent: whatever it was granted has lapsed or soon will.
-        return if lease.last_granted.is_some() {
+        let state = if lease.last_granted.is_some() {
             "expired"
         } else {
             "pending"
         };
+        return (state, false);
     }
-    let reported = srv
-        .stats
-        .latest(key)
+    let latest = srv.stats.latest(key);
+    let reported = latest
+        .as_ref()
         .is_some_and(|s| s.region_stats.iter().any(|r| r.region_id == region_id));
     if !reported {
-        // A live node that does not report the region has not opened it (yet): its
-        // grants for other regions say nothing about this one.
-        return "pending";
+        // Its grants for other regions say nothing about this one.
+        return ("pending", latest.is_some());
     }
     let now = srv.ctx.clock.now();
     let granted_recently = lease
         .last_granted
         .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
     if granted_recently {
-        "granted"
+        ("granted", false)
     } else {
-        "expired"
+        ("expired", false)
     }
 }
 
@@ -451,12 +454,18 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
             .into_iter()
             .map(|r| {
                 let migrating_to = migrating.get(&r.region_id).copied();
-                let lease_state = lease_state(&srv, r.region_id, r.leader);
+                let (lease_state, not_open) = lease_state(&srv, r.region_id, r.leader);
                 // The supervisor's reason first (it cannot move); else what the lease says:
                 // a lapsed or missing lease means nobody may write it now.
                 let reason = unavailable.remove(&r.region_id).or_else(|| {
                     let why = match lease_state {
-                        "expired" => "its leader's lease lapsed (the node is silent)",
+                        _ if not_open => {
+                            return Some(format!(
+                                "its leader, node {}, is alive but does not report the region open (closed there, or not opened yet)",
+                                r.leader.unwrap_or_default()
+                            ));
+                        }
+                        "expired" => "its leader's lease lapsed",
                         "unassigned" => "it has no leader",
                         _ => return None,
                     };
