@@ -708,3 +708,39 @@ async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that
     n3.kill().await;
     server.stop().await;
 }
+
+/// A drain keeps going after the HTTP call: a move that rolled back (its target could
+/// not open the region) is retried by the leader, even with failover off, until the
+/// drained node leads nothing.
+#[tokio::test]
+async fn a_drain_move_that_rolled_back_is_retried_until_the_node_leads_nothing() {
+    let server = start(options()).await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Refuse, log.clone()).await;
+    let (code, body) = admin(&server, reqwest::Method::POST, "/nodes/1/drain", None).await;
+    assert_eq!(code, 202, "rolled back, to be retried: {body}");
+    assert_eq!(body["finished"][0]["step"], "rolled_back", "{body}");
+    assert_eq!(route(&server, 5).await.leader, Some(1));
+    // The refusing node goes; a willing one comes. Nobody calls drain again.
+    n2.kill().await;
+    let n3 = Node::start(&server, 3, &[], true, Answer::Ok, log.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while route(&server, 5).await.leader != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "the drain was not retried: {:?}",
+            subjects(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = server.srv.migrations().last_finished(5).expect("finished");
+    assert_eq!(
+        (done.reason, done.step),
+        (MigrationReason::Drain, Step::Done)
+    );
+    n1.kill().await;
+    n3.kill().await;
+    server.stop().await;
+}

@@ -19,6 +19,12 @@
 //!   refused (per-region backoff);
 //! - move a region whose data is on local-only storage: it is reported unavailable, with
 //!   the reason, in `/regions`, the logs and the metrics instead.
+//!
+//! It also keeps **drains** going: each tick, every region a drained, live datanode
+//! still leads is moved off it (reason `drain`), with the same backoff, so a drain move
+//! that rolled back is retried and a drain outlasts a leader change. Drains are the
+//! operator's own request, so neither maintenance mode nor `region_failover = false`
+//! pauses them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -67,20 +73,27 @@ fn failover_paused(maintenance: bool, enabled: bool) -> bool {
     maintenance || !enabled
 }
 
-/// Whether `last` is a failover that finished less than `window_ms` before `now_ms`: the
-/// region just moved, and moving it again would make a flapping node's regions ping-pong.
-fn failed_over_within(last: &MigrationState, window_ms: u64, now_ms: u64) -> bool {
-    last.reason == MigrationReason::Failover
+/// Whether `last` is a move for `reason` that finished less than `window_ms` before
+/// `now_ms`: such a region is not moved for that reason again yet (a flapping node does
+/// not make regions ping-pong; a drain move that just rolled back is not retried at once).
+fn moved_within(
+    last: &MigrationState,
+    reason: MigrationReason,
+    window_ms: u64,
+    now_ms: u64,
+) -> bool {
+    last.reason == reason
         && last
             .finished_ms
             .is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
 }
 
-/// Which failover candidates may start on a tick: none while failover is paused; not
-/// while one is in flight, nor before a refused region's backoff is over, nor within a
-/// node lease of the region's last failover.
+/// Which candidates may start a move for one reason (failover, or a drain's) on a tick:
+/// none while paused; not while one is in flight, nor before a refused region's backoff
+/// is over, nor within a node lease of the region's last move for the same reason.
 #[derive(Debug)]
 struct Schedule {
+    reason: MigrationReason,
     backoff: Duration,
     window_ms: u64,
     retry_at: HashMap<u64, Instant>,
@@ -89,8 +102,9 @@ struct Schedule {
 impl Schedule {
     /// A refused region waits half a node lease: long enough not to hammer a cluster
     /// that cannot place it, short enough to retry well within a failover.
-    fn new(node_lease: Duration) -> Self {
+    fn new(node_lease: Duration, reason: MigrationReason) -> Self {
         Self {
+            reason,
             backoff: node_lease / 2,
             window_ms: node_lease.as_millis() as u64,
             retry_at: HashMap::new(),
@@ -112,7 +126,8 @@ impl Schedule {
             return Vec::new();
         }
         let recently_moved = |r: u64| {
-            last_finished(r).is_some_and(|last| failed_over_within(&last, self.window_ms, now_ms))
+            last_finished(r)
+                .is_some_and(|last| moved_within(&last, self.reason, self.window_ms, now_ms))
         };
         candidates
             .iter()
@@ -123,9 +138,12 @@ impl Schedule {
             .collect()
     }
 
-    /// The region's failover was refused at `now`: it waits out the backoff.
-    fn refused(&mut self, region_id: u64, now: Instant) {
-        self.retry_at.insert(region_id, now + self.backoff);
+    /// The region's move was refused at `now`: it waits out the backoff. Returns whether
+    /// this is its first refusal since it last started, the one worth a warning.
+    fn refused(&mut self, region_id: u64, now: Instant) -> bool {
+        self.retry_at
+            .insert(region_id, now + self.backoff)
+            .is_none()
     }
 
     /// The region's failover started: no backoff left.
@@ -168,7 +186,8 @@ impl RegionSupervisor {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
         let mut judgement = Judgement::new(self.options.phi, self.options.node_lease, last_tick);
-        let mut schedule = Schedule::new(self.options.node_lease);
+        let mut schedule = Schedule::new(self.options.node_lease, MigrationReason::Failover);
+        let mut drains = Schedule::new(self.options.node_lease, MigrationReason::Drain);
         let mut paused_logged = false;
         info!(
             enabled = self.options.enabled,
@@ -259,11 +278,13 @@ impl RegionSupervisor {
                         unavailable.insert(region_id, reason);
                     }
                     Err(err) => {
-                        warn!(region_id, error = %err, "cannot schedule the failover yet");
-                        schedule.refused(region_id, now);
+                        if schedule.refused(region_id, now) {
+                            warn!(region_id, error = %err, "cannot schedule the failover yet; retrying");
+                        }
                     }
                 }
             }
+            self.keep_draining(&failed, &mut drains, clock).await;
             crate::metrics::METRICS
                 .failed_datanodes
                 .set(failed.len() as i64);
@@ -271,6 +292,51 @@ impl RegionSupervisor {
                 .unavailable_regions
                 .set(unavailable.len() as i64);
             self.note_unavailable(unavailable);
+        }
+    }
+
+    /// Keeps every drain going until the drained node leads nothing. Each region a
+    /// drained node still leads is moved off it, with the same backoff as failovers: a
+    /// drain move that rolled back (say, its target went away) is tried again, and a
+    /// drain outlasts a leader change. A failed drained node is failover's. Not paused by
+    /// maintenance mode or `region_failover = false`: a drain is the operator's request.
+    async fn keep_draining(&self, failed: &[u64], schedule: &mut Schedule, clock: (Instant, u64)) {
+        let deps = self.migrations.deps();
+        let mut candidates = Vec::new();
+        for node_id in self.maintenance.drained() {
+            if failed.contains(&node_id) {
+                continue;
+            }
+            let led = deps.routes.led_by(node_id).await.unwrap_or_default();
+            candidates.extend(led.into_iter().map(|r| r.region_id));
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let in_flight: HashSet<u64> = self
+            .migrations
+            .persisted()
+            .await
+            .iter()
+            .map(|m| m.region_id)
+            .collect();
+        let last_finished = |r| self.migrations.last_finished(r);
+        for region_id in schedule.due(&candidates, false, clock, &in_flight, last_finished) {
+            match self
+                .migrations
+                .start(region_id, None, MigrationReason::Drain)
+                .await
+            {
+                Ok(state) => {
+                    info!(region_id, from = ?state.from, to = state.to, "drain move scheduled");
+                    schedule.started(region_id);
+                }
+                Err(err) => {
+                    if schedule.refused(region_id, clock.0) {
+                        warn!(region_id, error = %err, "cannot move the region off its drained node yet; retrying");
+                    }
+                }
+            }
         }
     }
 
@@ -349,19 +415,40 @@ mod tests {
         let window = 10_000;
         let now = 100_000;
         let recent = finished(MigrationReason::Failover, Some(now - window + 1));
-        assert!(failed_over_within(&recent, window, now));
+        assert!(moved_within(
+            &recent,
+            MigrationReason::Failover,
+            window,
+            now
+        ));
         let edge = finished(MigrationReason::Failover, Some(now - window));
         assert!(
-            !failed_over_within(&edge, window, now),
+            !moved_within(&edge, MigrationReason::Failover, window, now),
             "a whole window ago"
         );
         let manual = finished(MigrationReason::Manual, Some(now - 1));
         assert!(
-            !failed_over_within(&manual, window, now),
+            !moved_within(&manual, MigrationReason::Failover, window, now),
             "an operator's move"
         );
         let unfinished = finished(MigrationReason::Failover, None);
-        assert!(!failed_over_within(&unfinished, window, now));
+        assert!(!moved_within(
+            &unfinished,
+            MigrationReason::Failover,
+            window,
+            now
+        ));
+        let drain = finished(MigrationReason::Drain, Some(now - 1));
+        assert!(
+            moved_within(&drain, MigrationReason::Drain, window, now),
+            "a drain's own"
+        );
+        assert!(!moved_within(
+            &drain,
+            MigrationReason::Failover,
+            window,
+            now
+        ));
     }
 
     #[test]
@@ -369,7 +456,7 @@ mod tests {
         let t0 = Instant::now();
         let lease = Duration::from_secs(10);
         let backoff = lease / 2;
-        let mut s = Schedule::new(lease);
+        let mut s = Schedule::new(lease, MigrationReason::Failover);
         let none = HashSet::new();
         let never = |_| None;
         let at = |t: Instant| (t, 1_000_000);
@@ -377,7 +464,8 @@ mod tests {
             s.due(&[1, 2, 3], false, at(t0), &none, never),
             vec![1, 2, 3]
         );
-        s.refused(2, t0);
+        assert!(s.refused(2, t0), "a first refusal");
+        assert!(!s.refused(2, t0), "then not, until it starts");
         let almost = t0 + backoff - Duration::from_millis(1);
         assert_eq!(
             s.due(&[1, 2, 3], false, at(almost), &none, never),
@@ -401,7 +489,7 @@ mod tests {
 
     #[test]
     fn nothing_is_due_while_paused() {
-        let s = Schedule::new(Duration::from_secs(10));
+        let s = Schedule::new(Duration::from_secs(10), MigrationReason::Failover);
         let clock = (Instant::now(), 1_000_000);
         let due = s.due(&[1, 2], true, clock, &HashSet::new(), |_| None);
         assert!(due.is_empty());
@@ -409,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_region_that_failed_over_within_a_node_lease_is_not_moved_again() {
-        let s = Schedule::new(Duration::from_secs(10));
+        let s = Schedule::new(Duration::from_secs(10), MigrationReason::Failover);
         let now_ms = 1_000_000;
         let clock = (Instant::now(), now_ms);
         let last = |r: u64| match r {

@@ -7,8 +7,9 @@
 //!   when it cannot start (already migrating, a bad target, local-only storage).
 //! - `POST /nodes/{id}/drain`, `?wait_ms=`: drains the node (it takes no new regions
 //!   until `DELETE /nodes/{id}/drain`; see [`crate::maintenance`]), then migrates every
-//!   region it leads away. 200 when all moved, 202 while some still move, 409 (with the
-//!   list) when some cannot move, 404 for a node this leader does not know.
+//!   region it leads away. 200 when all moved, 202 while some still move (or rolled
+//!   back: the supervisor retries them while the node stays drained), 409 (with the
+//!   list) when some cannot start, 404 for a node this leader does not know.
 //! - `DELETE /nodes/{id}/drain`: returns the node to service; moves nothing back.
 //! - `GET /maintenance` (`enabled`, `drained_nodes`), `POST /maintenance`
 //!   (`{"enabled": bool}`): pauses automatic failover, persisted across leader changes.
@@ -152,6 +153,11 @@ pub(super) async fn drain(
             .await
         {
             Ok(state) => started.push(state),
+            // Already moving (the supervisor keeps drains going, and may have started
+            // this one a moment ago): wait for it like the others.
+            Err(MigrationError::AlreadyMigrating { .. }) => {
+                started.extend(srv.migrations().in_flight(r.region_id).await);
+            }
             Err(err) => refused.push(json!({ "region_id": r.region_id, "error": err.to_string() })),
         }
     }
@@ -165,10 +171,12 @@ pub(super) async fn drain(
             None => running.push(s.clone()),
         }
     }
-    // 200: all moved; 202: some still moving; 409: some could not move at all.
+    // 200: all moved; 202: some still moving, or rolled back (the supervisor retries
+    // them while the node stays drained); 409: some could not start at all.
+    let rolled_back = finished.iter().any(|s| s.step == Step::RolledBack);
     let code = if !refused.is_empty() {
         StatusCode::CONFLICT
-    } else if running.is_empty() {
+    } else if running.is_empty() && !rolled_back {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
