@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{eventually, fast_options, start, FakeNode, TestServer};
 use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
 use handlers::RegionRoute;
-use meta_srv::procedure::migration::{MigrationError, MigrationReason, Migrations, Step};
+use meta_srv::procedure::migration::{MigrationError, MigrationReason, Step};
 use meta_srv::MetasrvOptions;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -142,25 +142,16 @@ async fn admin(
     (code, resp.json().await.expect("a JSON body"))
 }
 
-/// Region 5 led by node 1, with nodes 2 and 3 alive and empty; node 1 dies and a move of
-/// region 5 to node 2 starts, so it fences, then waits out node 1's lease (about 2.5 s).
-async fn move_from_a_dead_owner(
-    server: &TestServer,
-    reason: MigrationReason,
-) -> (
-    Arc<Mutex<Vec<(u64, Instruction)>>>,
-    [Node; 2],
-    Arc<Migrations>,
-) {
+/// Region 5 led by node 1, with nodes 2 and 3 alive and empty; node 1 dies, so a move of
+/// region 5 fences, then waits out node 1's lease (about 2.5 s).
+async fn dead_owner(server: &TestServer) -> (Arc<Mutex<Vec<(u64, Instruction)>>>, [Node; 2]) {
     put_route(server, 5, 1).await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let n1 = Node::start(server, 1, &[5], true, Answer::Ok, log.clone()).await;
     let n2 = Node::start(server, 2, &[], true, Answer::Ok, log.clone()).await;
     let n3 = Node::start(server, 3, &[], true, Answer::Ok, log.clone()).await;
     n1.kill().await;
-    let migrations = server.srv.migrations().clone();
-    migrations.start(5, Some(2), reason).await.expect("started");
-    (log, [n2, n3], migrations)
+    (log, [n2, n3])
 }
 
 fn subjects(log: &Mutex<Vec<(u64, Instruction)>>) -> Vec<(u64, &'static str)> {
@@ -543,8 +534,12 @@ async fn bad_requests_to_the_move_endpoints_get_clear_json_errors() {
 async fn a_target_that_dies_after_the_fence_is_replaced_not_rolled_back() {
     let server = start(options()).await;
     // The old owner dies: the procedure fences, then waits out its lease (about 2.5 s)…
-    let (log, [n2, n3], migrations) =
-        move_from_a_dead_owner(&server, MigrationReason::Failover).await;
+    let (log, [n2, n3]) = dead_owner(&server).await;
+    let migrations = server.srv.migrations().clone();
+    migrations
+        .start(5, Some(2), MigrationReason::Failover)
+        .await
+        .expect("started");
     let deadline = Instant::now() + Duration::from_secs(10);
     while route(&server, 5).await.leader.is_some() {
         assert!(
@@ -655,8 +650,21 @@ async fn a_drained_node_takes_no_new_regions_until_returned_to_service() {
 async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that() {
     let server = start(options()).await;
     // Node 1 dies, so the move waits out its lease (about 2.5 s) in its Release step.
-    let (_log, [n2, n3], migrations) =
-        move_from_a_dead_owner(&server, MigrationReason::Manual).await;
+    let (_log, [n2, n3]) = dead_owner(&server).await;
+    let migrations = server.srv.migrations().clone();
+    let migrate = tokio::spawn({
+        let url = server.url("/regions/5/migrate");
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"to": 2}))
+                .send()
+                .await
+                .expect("migrate");
+            let code = resp.status().as_u16();
+            (code, resp.json::<serde_json::Value>().await.expect("JSON"))
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     while migrations.in_flight(5).await.map(|s| s.step) != Some(Step::Release) {
         assert!(Instant::now() < deadline, "the move never reached Release");
@@ -692,6 +700,15 @@ async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that
         .await
         .expect("get")
         .is_none());
+    // The caller that asked for the move learns the region is gone.
+    let (code, body) = migrate.await.expect("task");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("dropped")),
+        "{body}"
+    );
     // Now the id is free, and the new region is left alone.
     let (code, body) = admin(&server, reqwest::Method::POST, "/regions", Some(create)).await;
     assert_eq!(code, 201, "{body}");

@@ -358,6 +358,14 @@ async fn execute(cli: &Cli) -> Result<Reply, Failure> {
     Ok(reply)
 }
 
+/// Prints a result line. A reader that closed the pipe early (`metactl regions | head`)
+/// is not an error of the command: the exit code stays the command's, where `println!`
+/// would panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -373,9 +381,9 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(&cli)) {
         Ok(reply) => {
             if cli.json {
-                println!("{}", reply.body);
+                out(&reply.body.to_string());
             } else {
-                println!("{}", human(&cli.command, &reply.body));
+                out(&human(&cli.command, &reply.body));
                 if let Some(by) = reply.answered_by {
                     eprintln!("(answered by {by})");
                 }
@@ -387,7 +395,7 @@ fn main() -> ExitCode {
                 .as_str()
                 .map_or_else(|| cell(&body), String::from);
             if cli.json {
-                println!("{}", json!({ "status": status, "error": message }));
+                out(&json!({ "status": status, "error": message }).to_string());
             }
             eprintln!("metactl: {status}: {message}");
             ExitCode::from(1)

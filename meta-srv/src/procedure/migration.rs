@@ -145,6 +145,12 @@ pub enum MigrationError {
         /// The region.
         region_id: u64,
     },
+    /// The selector found no node to take the region.
+    #[snafu(display("no datanode can take region {region_id}: no other datanode is alive, connected, on shared storage and not drained"))]
+    NoTarget {
+        /// The region.
+        region_id: u64,
+    },
     /// The target cannot take the region.
     #[snafu(display("node {node_id} cannot take region {region_id}: {reason}"))]
     BadTarget {
@@ -512,13 +518,7 @@ impl Migrations {
                 self.deps
                     .selector
                     .select(region_id, &candidates, &exclude)
-                    .ok_or_else(|| MigrationError::BadTarget {
-                        region_id,
-                        node_id: 0,
-                        reason:
-                            "no other datanode is alive, connected, on shared storage and not drained"
-                                .into(),
-                    })?
+                    .ok_or(MigrationError::NoTarget { region_id })?
             }
         };
         if Some(to) == from {

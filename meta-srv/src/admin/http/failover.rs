@@ -34,6 +34,7 @@ impl From<MigrationError> for ApiError {
             MigrationError::NoRoute { .. } => StatusCode::NOT_FOUND,
             MigrationError::AlreadyMigrating { .. }
             | MigrationError::RouteChanged { .. }
+            | MigrationError::NoTarget { .. }
             | MigrationError::BadTarget { .. }
             | MigrationError::LocalOnly { .. } => StatusCode::CONFLICT,
             MigrationError::RolledBack { .. } => StatusCode::BAD_GATEWAY,
@@ -106,6 +107,18 @@ pub(super) async fn migrate(
         .start(id, req.to, MigrationReason::Manual)
         .await?;
     match srv.migrations().wait(id, within).await {
+        // Dropped while it moved: the region is gone, as for a migrate of an unknown one.
+        Some(done)
+            if done.step == Step::RolledBack && matches!(srv.routes.get(id).await, Ok(None)) =>
+        {
+            Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "migration of region {id} ended: {}",
+                    done.last_error.unwrap_or_default()
+                ),
+            ))
+        }
         Some(done) if done.step == Step::RolledBack => Err(ApiError(
             StatusCode::BAD_GATEWAY,
             format!(
