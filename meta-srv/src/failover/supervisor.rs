@@ -251,39 +251,11 @@ impl RegionSupervisor {
                     }
                 }
             }
-            // The migrations in flight, read once per tick, and only when needed.
-            let in_flight: HashSet<u64> = if paused || candidates.is_empty() {
-                HashSet::new()
-            } else {
-                self.migrations
-                    .persisted()
-                    .await
-                    .iter()
-                    .map(|m| m.region_id)
-                    .collect()
-            };
             let clock = (now, common_proto::unix_millis());
-            let last_finished = |r| self.migrations.last_finished(r);
-            for region_id in schedule.due(&candidates, paused, clock, &in_flight, last_finished) {
-                match self
-                    .migrations
-                    .start(region_id, None, MigrationReason::Failover)
-                    .await
-                {
-                    Ok(state) => {
-                        info!(region_id, from = ?state.from, to = state.to, "failover scheduled");
-                        schedule.started(region_id);
-                    }
-                    Err(MigrationError::LocalOnly { reason, .. }) => {
-                        unavailable.insert(region_id, reason);
-                    }
-                    Err(err) => {
-                        if schedule.refused(region_id, now) {
-                            warn!(region_id, error = %err, "cannot schedule the failover yet; retrying");
-                        }
-                    }
-                }
-            }
+            unavailable.extend(
+                self.start_due(&mut schedule, &candidates, paused, clock)
+                    .await,
+            );
             self.keep_draining(&failed, &mut drains, clock).await;
             crate::metrics::METRICS
                 .failed_datanodes
@@ -310,9 +282,33 @@ impl RegionSupervisor {
             let led = deps.routes.led_by(node_id).await.unwrap_or_default();
             candidates.extend(led.into_iter().map(|r| r.region_id));
         }
-        if candidates.is_empty() {
-            return;
+        // Local-only regions cannot leave; the drain retries them on the backoff (an
+        // operator may move their data), warning once.
+        for (region_id, reason) in self.start_due(schedule, &candidates, false, clock).await {
+            if schedule.refused(region_id, clock.0) {
+                warn!(
+                    region_id,
+                    reason, "cannot move the region off its drained node yet; retrying"
+                );
+            }
         }
+    }
+
+    /// Starts the moves among `candidates` that `schedule` says are due (none while
+    /// `paused`), for its reason. Regions refused for local-only storage are returned
+    /// with why, for the caller to report; other refusals wait out the backoff (warned
+    /// once).
+    async fn start_due(
+        &self,
+        schedule: &mut Schedule,
+        candidates: &[u64],
+        paused: bool,
+        clock: (Instant, u64),
+    ) -> Vec<(u64, String)> {
+        if paused || candidates.is_empty() {
+            return Vec::new();
+        }
+        // The migrations in flight, read once per call, and only when needed.
         let in_flight: HashSet<u64> = self
             .migrations
             .persisted()
@@ -320,24 +316,34 @@ impl RegionSupervisor {
             .iter()
             .map(|m| m.region_id)
             .collect();
+        let what = match schedule.reason {
+            MigrationReason::Failover => "failover",
+            MigrationReason::Drain => "drain move",
+            MigrationReason::Manual => "move",
+        };
         let last_finished = |r| self.migrations.last_finished(r);
-        for region_id in schedule.due(&candidates, false, clock, &in_flight, last_finished) {
+        let mut local_only = Vec::new();
+        for region_id in schedule.due(candidates, paused, clock, &in_flight, last_finished) {
             match self
                 .migrations
-                .start(region_id, None, MigrationReason::Drain)
+                .start(region_id, None, schedule.reason)
                 .await
             {
                 Ok(state) => {
-                    info!(region_id, from = ?state.from, to = state.to, "drain move scheduled");
+                    info!(region_id, from = ?state.from, to = state.to, "{what} scheduled");
                     schedule.started(region_id);
+                }
+                Err(MigrationError::LocalOnly { reason, .. }) => {
+                    local_only.push((region_id, reason))
                 }
                 Err(err) => {
                     if schedule.refused(region_id, clock.0) {
-                        warn!(region_id, error = %err, "cannot move the region off its drained node yet; retrying");
+                        warn!(region_id, error = %err, "cannot schedule the {what} yet; retrying");
                     }
                 }
             }
         }
+        local_only
     }
 
     /// Publishes the failed nodes, logging each newly failed one once.
