@@ -548,15 +548,18 @@ async fn send_instruction(
     let q = query(q)?;
     let timeout = millis("timeout_ms", q.timeout_ms, srv.options.mailbox_timeout)?;
     let ins = json_body(body, "instruction")?;
-    // A node that is not connected here is not found (502 is for a node that answered
-    // badly); the mailbox would only say it has no stream to push on.
-    if srv.ctx.leadership.is_leader() && srv.pushers.get(NodeKey::datanode(id)).is_none() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("datanode {id} is not connected to the leader"),
-        ));
-    }
-    let rx = srv.mailbox.send(NodeKey::datanode(id), &ins, timeout)?;
+    // A node that is not connected to the leader is not found (502 is for a node that
+    // answered badly): the mailbox's "no pusher" says it in its own terms.
+    let rx = srv
+        .mailbox
+        .send(NodeKey::datanode(id), &ins, timeout)
+        .map_err(|e| match e {
+            Error::PusherNotFound { .. } if srv.ctx.leadership.is_leader() => ApiError(
+                StatusCode::NOT_FOUND,
+                format!("datanode {id} is not connected to the leader"),
+            ),
+            e => e.into(),
+        })?;
     let reply = rx.await?;
     Ok(Json(json!({ "ok": reply.is_ok(), "reply": reply })))
 }
