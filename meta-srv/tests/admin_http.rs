@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{eventually, fast_options, start, FakeNode};
+use common::{admin, admin_at, eventually, fast_options, start, FakeNode};
 use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
 use serde_json::Value;
 
@@ -262,20 +262,15 @@ async fn bad_query_parameters_are_json_400s_checked_before_acting() {
     let server = start(fast_options()).await;
     let mut node = FakeNode::connect(server.addr, 1, 100).await;
     node.heartbeat(&[]).await.expect("registered");
-    let client = reqwest::Client::new();
     // Region 1 exists, so a migration of it could start.
-    let post = tokio::spawn({
-        let (client, url) = (client.clone(), server.url("/regions"));
-        async move {
-            client
-                .post(url)
-                .json(&serde_json::json!({"region_id": 1}))
-                .send()
-                .await
-        }
-    });
+    let post = tokio::spawn(admin_at(
+        server.url("/regions"),
+        reqwest::Method::POST,
+        Some(r#"{"region_id": 1}"#),
+    ));
     answer_next(&mut node, &[]).await;
-    assert_eq!(post.await.expect("task").expect("post").status(), 201);
+    assert_eq!(post.await.expect("task").0, 201);
+    let close = r#"{"type": "close_region", "region_id": 1}"#;
     for (path, names) in [
         ("/nodes/1/instructions?timeout_ms=abc", "invalid query"),
         (
@@ -293,14 +288,8 @@ async fn bad_query_parameters_are_json_400s_checked_before_acting() {
         ("/nodes/1/instructions?timeout=5", "unknown field"),
         ("/nodes/1/drain?wait_ms=3600001", "wait_ms=3600001"),
     ] {
-        let resp = client
-            .post(server.url(path))
-            .json(&serde_json::json!({"type": "close_region", "region_id": 1}))
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(resp.status(), 400, "{path}");
-        let body: Value = resp.json().await.expect("a JSON error");
+        let (code, body) = admin(&server, reqwest::Method::POST, path, Some(close)).await;
+        assert_eq!(code, 400, "{path}");
         let msg = body["error"].as_str().expect("error message");
         assert!(msg.contains(names), "{path}: {msg}");
     }
@@ -311,21 +300,20 @@ async fn bad_query_parameters_are_json_400s_checked_before_acting() {
     assert_eq!(procs["finished"], serde_json::json!([]), "{procs}");
     // The server goes on serving: an in-range wait gets past the query (to the lack of
     // a second datanode to move to).
-    let resp = client
-        .post(server.url("/regions/1/migrate?wait_ms=3600000"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 409);
+    let migrate = "/regions/1/migrate?wait_ms=3600000";
+    assert_eq!(
+        admin(&server, reqwest::Method::POST, migrate, None).await.0,
+        409
+    );
     // An instruction to a node that is not connected: not found, not a bad gateway.
-    let resp = client
-        .post(server.url("/nodes/99/instructions"))
-        .json(&serde_json::json!({"type": "close_region", "region_id": 1}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 404);
-    let body: Value = resp.json().await.expect("json");
+    let (code, body) = admin(
+        &server,
+        reqwest::Method::POST,
+        "/nodes/99/instructions",
+        Some(close),
+    )
+    .await;
+    assert_eq!(code, 404);
     assert!(
         body["error"]
             .as_str()

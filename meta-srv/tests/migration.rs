@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, fast_options, start, FakeNode, TestServer};
+use common::{admin, admin_at, eventually, fast_options, start, FakeNode, TestServer};
 use common_proto::{Instruction, InstructionReply, JsonPayload, RegionReply};
 use handlers::RegionRoute;
 use meta_srv::procedure::migration::{MigrationError, MigrationReason, Step};
@@ -122,24 +122,6 @@ async fn put_route(server: &TestServer, region_id: u64, leader: u64) {
         })
         .await
         .expect("route");
-}
-
-/// One admin API call with an optional raw JSON body: the status and the JSON answer.
-async fn admin(
-    server: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().request(method, server.url(path));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.expect("send");
-    let code = resp.status().as_u16();
-    (code, resp.json().await.expect("a JSON body"))
 }
 
 /// Region 5 led by node 1, with nodes 2 and 3 alive and empty; node 1 dies, so a move of
@@ -652,19 +634,11 @@ async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that
     // Node 1 dies, so the move waits out its lease (about 2.5 s) in its Release step.
     let (_log, [n2, n3]) = dead_owner(&server).await;
     let migrations = server.srv.migrations().clone();
-    let migrate = tokio::spawn({
-        let url = server.url("/regions/5/migrate");
-        async move {
-            let resp = reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"to": 2}))
-                .send()
-                .await
-                .expect("migrate");
-            let code = resp.status().as_u16();
-            (code, resp.json::<serde_json::Value>().await.expect("JSON"))
-        }
-    });
+    let migrate = tokio::spawn(admin_at(
+        server.url("/regions/5/migrate"),
+        reqwest::Method::POST,
+        Some(r#"{"to": 2}"#),
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while migrations.in_flight(5).await.map(|s| s.step) != Some(Step::Release) {
         assert!(Instant::now() < deadline, "the move never reached Release");

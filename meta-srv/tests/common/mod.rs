@@ -224,3 +224,30 @@ pub async fn within<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output
         .await
         .unwrap_or_else(|_| panic!("{what}: nothing within {WAIT:?}"))
 }
+
+/// One admin API call with an optional raw JSON body: the status and the JSON answer.
+pub async fn admin(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    admin_at(server.url(path), method, body).await
+}
+
+/// [`admin`] by URL, for a call spawned to run beside the test.
+pub async fn admin_at(
+    url: String,
+    method: reqwest::Method,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.expect("send");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.expect("a JSON body"))
+}
