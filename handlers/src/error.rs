@@ -65,6 +65,14 @@ pub enum Error {
         /// The encoder's error.
         source: serde_json::Error,
     },
+    /// A compare-and-put found another writer's value: someone else acted meanwhile.
+    #[snafu(display("the value at key {key:?} changed while {what}"))]
+    Conflict {
+        /// The key that changed.
+        key: String,
+        /// What was being done.
+        what: String,
+    },
     /// A custom (operator) handler failed for its own reason.
     #[snafu(display("{message}"))]
     Custom {

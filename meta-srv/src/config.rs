@@ -5,7 +5,7 @@
 //! - `region_lease > 2 × heartbeat_interval`: a lease must survive one lost heartbeat;
 //! - `region_lease` is whole seconds (the wire carries `lease_seconds`);
 //! - `node_lease > heartbeat_interval`: otherwise healthy nodes flap;
-//! - `failover_wait ≥ region_lease + lease_drift_margin`: invariant S1, the old owner's
+//! - `failover_wait ≥ region_lease + lease_drift_margin` (unset, it is that sum): S1, the old owner's
 //!   lease must have surely expired before a region is granted elsewhere. A datanode's
 //!   deadline is anchored at its own send time, before our grant, and shortened by its own
 //!   margin; the drift margin covers the clocks running at slightly different rates;
@@ -101,9 +101,17 @@ pub struct MetasrvOptions {
     /// How long a region lease lasts from the node's send time.
     #[serde(with = "humantime_serde")]
     pub region_lease: Duration,
-    /// How long failover waits after the last grant before granting elsewhere.
-    #[serde(with = "humantime_serde")]
-    pub failover_wait: Duration,
+    /// The shortest a region waits, from its old owner's last grant, before it is
+    /// granted elsewhere without the owner's consent (failover, or a move whose
+    /// downgrade went unanswered). Unset: `region_lease + lease_drift_margin`, the safe
+    /// floor. Set higher to wait longer; a wait also honours any longer lease an earlier
+    /// leader recorded, so it is never shorter than what was granted.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failover_wait: Option<Duration>,
     /// The election lease in etcd.
     #[serde(with = "humantime_serde")]
     pub meta_lease: Duration,
@@ -151,7 +159,7 @@ impl Default for MetasrvOptions {
             heartbeat_interval: Duration::from_secs(3),
             node_lease: Duration::from_secs(10),
             region_lease: Duration::from_secs(10),
-            failover_wait: Duration::from_secs(12),
+            failover_wait: None,
             meta_lease: Duration::from_secs(5),
             lease_drift_margin: Duration::from_millis(500),
             etcd_election_timeout: Duration::from_secs(1),
@@ -234,6 +242,22 @@ impl MetasrvOptions {
         (self.node_lease / 4).max(Duration::from_millis(10))
     }
 
+    /// The failover wait in force: the configured one, or `region_lease +
+    /// lease_drift_margin`.
+    pub fn effective_failover_wait(&self) -> Duration {
+        self.failover_wait
+            .unwrap_or(self.region_lease + self.lease_drift_margin)
+    }
+
+    /// The lease waits of this member (see [`LeaseWait`]).
+    pub fn lease_wait(&self) -> crate::leader::lease_bound::LeaseWait {
+        crate::leader::lease_bound::LeaseWait {
+            own: self.region_lease,
+            margin: self.lease_drift_margin,
+            failover_wait: self.effective_failover_wait(),
+        }
+    }
+
     /// Checks the lease rules; the message names the rule and the values.
     pub fn validate(&self) -> Result<()> {
         let fail = |reason: String| InvalidConfigSnafu { reason }.fail();
@@ -258,10 +282,10 @@ impl MetasrvOptions {
                 self.node_lease, self.heartbeat_interval
             ));
         }
-        if self.failover_wait < self.region_lease + self.lease_drift_margin {
+        if self.effective_failover_wait() < self.region_lease + self.lease_drift_margin {
             return fail(format!(
                 "failover_wait ({:?}) must be at least region_lease ({:?}) + lease_drift_margin ({:?}): a region may move only after the old owner's lease has surely expired",
-                self.failover_wait, self.region_lease, self.lease_drift_margin
+                self.effective_failover_wait(), self.region_lease, self.lease_drift_margin
             ));
         }
         if self.meta_lease < Duration::from_secs(1) || self.meta_lease.subsec_nanos() != 0 {
@@ -382,15 +406,16 @@ mod tests {
         };
         assert!(bad(|o| o.region_lease = Duration::from_secs(6))
             .contains("must exceed 2 × heartbeat_interval"));
-        assert!(bad(|o| o.failover_wait = Duration::from_secs(5)).contains("failover_wait"));
+        assert!(bad(|o| o.failover_wait = Some(Duration::from_secs(5))).contains("failover_wait"));
         assert!(
-            bad(|o| o.failover_wait = Duration::from_millis(10_400)).contains("lease_drift_margin"),
+            bad(|o| o.failover_wait = Some(Duration::from_millis(10_400)))
+                .contains("lease_drift_margin"),
             "the drift margin counts in the failover wait"
         );
         assert!(bad(|o| o.meta_lease = Duration::from_millis(1_500)).contains("whole number"));
         assert!(bad(|o| {
             o.lease_drift_margin = Duration::from_millis(2_500);
-            o.failover_wait = Duration::from_secs(20);
+            o.failover_wait = Some(Duration::from_secs(20));
         })
         .contains("2 × lease_drift_margin"));
         assert!(bad(|o| o.node_lease = Duration::from_secs(3)).contains("node_lease"));

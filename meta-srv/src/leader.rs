@@ -3,7 +3,8 @@
 //! A **term** begins when the election says "leader" and ends when it says otherwise.
 //! Beginning: forget old leader state, reload routes, load node registrations (each known
 //! node gets a grace of one node lease, since it is unknown until its first heartbeat),
-//! read maintenance mode, open the gate (from here handlers may grant), then start the
+//! read maintenance mode, record the lease bound ([`lease_bound`]: a leader that cannot
+//! does not lead), open the gate (from here handlers may grant), then start the
 //! term's tasks under a token of their own: the region supervisor, and every migration an
 //! earlier leader left unfinished. Ending: cancel that token (every term task stops),
 //! close the gate, and drop leader-only state (leases, stats).
@@ -15,6 +16,7 @@
 //! parts they use through [`Metasrv`](crate::Metasrv) accessors.
 
 pub mod gate;
+pub mod lease_bound;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -30,6 +32,35 @@ use crate::failover::supervisor::RegionSupervisor;
 use crate::leader::gate::LeaderGate;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
+
+/// Lowers the recorded lease bound to this term's own lease at `at`, when no longer
+/// grant of an earlier term can be live (see [`lease_bound`]); a term task.
+async fn lower_bound_at(
+    kv: handlers::KvBackendRef,
+    gate: Arc<LeaderGate>,
+    written: lease_bound::BoundRecord,
+    own: std::time::Duration,
+    at: tokio::time::Instant,
+    term: CancellationToken,
+) {
+    tokio::select! {
+        _ = term.cancelled() => return,
+        _ = tokio::time::sleep_until(at) => {}
+    }
+    if !handlers::LeadershipView::is_leader(gate.as_ref()) {
+        return;
+    }
+    match lease_bound::lower(&kv, written, own).await {
+        Ok(true) => info!(
+            lease_bound_ms = own.as_millis() as u64,
+            "the earlier terms' longer leases have run out; lease bound lowered to this term's"
+        ),
+        Ok(false) => info!("the lease bound changed since this term recorded it; left alone"),
+        Err(err) => {
+            warn!(error = %err, "could not lower the lease bound; lease waits stay long until the next term")
+        }
+    }
+}
 
 /// Leader-only state and the current term's tasks.
 #[derive(Debug)]
@@ -88,9 +119,27 @@ impl LeaderScope {
                 true
             }
         };
-        self.gate.open(seq, term);
+        let own = self.ctx.leases.region_lease;
+        let (earlier, written) = lease_bound::record(&self.ctx.kv, own, term).await?;
+        self.gate.open(seq, term, earlier);
         let token = self.shutdown.child_token();
         *self.term.lock() = Some(token.clone());
+        let wait = self.migrations.deps().lease_wait;
+        if let Some(at) = self.gate.term_start().and_then(|t| wait.lowerable_at(t)) {
+            info!(
+                earlier_ms = earlier.as_millis() as u64,
+                own_ms = own.as_millis() as u64,
+                "an earlier term granted longer region leases; every lease wait honours them until they have run out"
+            );
+            tokio::spawn(lower_bound_at(
+                self.ctx.kv.clone(),
+                self.gate.clone(),
+                written,
+                own,
+                at,
+                token.clone(),
+            ));
+        }
         self.migrations.begin_term(token.clone()).await;
         tokio::spawn(self.supervisor.clone().run(token));
         info!(
@@ -98,6 +147,7 @@ impl LeaderScope {
             routes,
             nodes,
             maintenance,
+            lease_bound_ms = written.max_lease_ms,
             "leading: routes reloaded, known nodes granted a grace of one node lease"
         );
         Ok(())

@@ -233,8 +233,7 @@ impl MetasrvBuilder {
             selector: self
                 .selector
                 .unwrap_or_else(|| Arc::new(LeastRegionsSelector)),
-            region_lease: options.region_lease,
-            drift_margin: options.lease_drift_margin,
+            lease_wait: options.lease_wait(),
             instruction_timeout: options.mailbox_timeout,
         }));
         let supervisor = Arc::new(RegionSupervisor::new(

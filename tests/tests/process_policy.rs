@@ -112,7 +112,6 @@ async fn a_stopped_heartbeat_task_leaves_nothing_writable_past_the_deadline() {
         heartbeat_interval: Duration::from_millis(500),
         node_lease: Duration::from_secs(2),
         region_lease: Duration::from_secs(2),
-        failover_wait: Duration::from_secs(3),
         ..MetasrvOptions::default()
     };
     let srv = MetasrvBuilder::new(options).build().await.expect("build");

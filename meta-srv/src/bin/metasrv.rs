@@ -118,7 +118,8 @@ struct StartArgs {
     /// Region lease, e.g. 10s (whole seconds).
     #[arg(long, env = "METASRV_REGION_LEASE", value_parser = humantime::parse_duration)]
     region_lease: Option<Duration>,
-    /// Failover wait after the last grant, e.g. 12s.
+    /// The shortest wait from an old owner's last grant before its region is granted
+    /// elsewhere, e.g. 30s; at least region lease + drift margin (the default).
     #[arg(long, env = "METASRV_FAILOVER_WAIT", value_parser = humantime::parse_duration)]
     failover_wait: Option<Duration>,
     /// Election lease in etcd, e.g. 5s.
@@ -163,6 +164,9 @@ impl StartArgs {
         if self.insecure {
             o.insecure = true;
         }
+        if let Some(wait) = self.failover_wait {
+            o.failover_wait = Some(wait);
+        }
         set!(
             admin_token,
             bind_addr,
@@ -186,7 +190,6 @@ impl StartArgs {
             heartbeat_interval,
             node_lease,
             region_lease,
-            failover_wait,
             meta_lease,
             lease_drift_margin,
             region_failover,
@@ -217,7 +220,7 @@ async fn start(options: MetasrvOptions) -> meta_srv::Result<()> {
         heartbeat_interval = ?options.heartbeat_interval,
         node_lease = ?options.node_lease,
         region_lease = ?options.region_lease,
-        failover_wait = ?options.failover_wait,
+        failover_wait = ?options.effective_failover_wait(),
         meta_lease = ?options.meta_lease,
         lease_drift_margin = ?options.lease_drift_margin,
         backend = ?options.backend,

@@ -14,6 +14,7 @@
 //! that no two ever acted as leader at the same time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use handlers::{LeadershipRef, LeadershipView};
 use parking_lot::{Mutex, MutexGuard};
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::election::LeaderState;
+use crate::leader::lease_bound::TermStart;
 
 /// One leadership term of this metasrv, as recorded.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -106,9 +108,10 @@ pub struct LeaderGate {
     state: watch::Receiver<LeaderState>,
     /// The `LeaderState::seq` the gate is open for (0: closed).
     ready_seq: AtomicU64,
-    /// When the open term began, on the monotonic clock: every grant of earlier leaders
-    /// came before it, which bounds the leases a new leader does not know about.
-    term_started: Mutex<Option<Instant>>,
+    /// When the open term began, on the monotonic clock, and the longest lease an
+    /// earlier term may have granted: every grant of earlier leaders came before it, so
+    /// the two bound the leases a new leader does not know about.
+    term_started: Mutex<Option<TermStart>>,
     /// Told each time the gate opens, for [`LeaderGate::wait_open`].
     opened: watch::Sender<u64>,
     /// The grant history.
@@ -129,9 +132,13 @@ impl LeaderGate {
     }
 
     /// Opens the gate for the election state numbered `seq` (cluster term `term`), once
-    /// leader state is ready.
-    pub fn open(&self, seq: u64, term: u64) {
-        *self.term_started.lock() = Some(Instant::now());
+    /// leader state is ready and the lease bound is recorded: earlier terms may have
+    /// granted leases up to `earlier_lease`.
+    pub fn open(&self, seq: u64, term: u64, earlier_lease: Duration) {
+        *self.term_started.lock() = Some(TermStart {
+            at: Instant::now(),
+            earlier_lease,
+        });
         self.grants.begin(term);
         self.ready_seq.store(seq, Ordering::SeqCst);
         self.opened.send_replace(seq);
@@ -158,6 +165,12 @@ impl LeaderGate {
 
     /// When the open term began (monotonic); `None` while closed.
     pub fn term_started(&self) -> Option<Instant> {
+        self.term_start().map(|t| t.at)
+    }
+
+    /// When the open term began and the bound on earlier terms' leases; `None` while
+    /// closed.
+    pub fn term_start(&self) -> Option<TermStart> {
         *self.term_started.lock()
     }
 
@@ -221,7 +234,7 @@ mod tests {
         assert!(!g.is_leader(), "closed until opened");
         assert_eq!(g.ready_seq(), 0);
         assert_eq!(g.term_started(), None);
-        g.open(5, 7);
+        g.open(5, 7, Duration::ZERO);
         assert!(g.is_leader());
         assert_eq!(g.ready_seq(), 5);
         assert_eq!(g.term_started(), Some(Instant::now()));
@@ -256,7 +269,7 @@ mod tests {
             let g = g.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                g.open(3, 1);
+                g.open(3, 1, Duration::ZERO);
             })
         };
         let start = Instant::now();

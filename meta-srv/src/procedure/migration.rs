@@ -47,6 +47,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::failover::selector::{leading_counts, RegionSelectorRef};
 use crate::leader::gate::LeaderGate;
+use crate::leader::lease_bound::LeaseWait;
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 
@@ -236,10 +237,9 @@ pub struct MigrationDeps {
     pub stats: Arc<StatsCache>,
     /// Target choice.
     pub selector: RegionSelectorRef,
-    /// The region lease.
-    pub region_lease: Duration,
-    /// The drift margin added to every lease wait.
-    pub drift_margin: Duration,
+    /// How long a lease wait lasts: own lease, drift margin, `failover_wait`; with the
+    /// term's start and the earlier terms' bound ([`LeaderGate::term_start`]).
+    pub lease_wait: LeaseWait,
     /// How long one instruction may take.
     pub instruction_timeout: Duration,
 }
@@ -868,7 +868,7 @@ impl Migrations {
                 // that, waiting out its lease is as fast.
                 if state.reason != MigrationReason::Failover && self.deps.is_available(from) {
                     let downgrade = Instruction::DowngradeRegion(RegionIdent { region_id });
-                    let timeout = self.deps.instruction_timeout.min(self.deps.region_lease);
+                    let timeout = self.deps.instruction_timeout.min(self.deps.lease_wait.own);
                     let asked = self
                         .deps
                         .mailbox
@@ -889,19 +889,22 @@ impl Migrations {
                 }
                 // S1: every leader grant the old owner may hold was given before the fence,
                 // and was recorded (before the route was read) in this term's store, or came
-                // from an earlier leader, before this term began.
-                let base = self
+                // from an earlier leader, before this term began, for at most the recorded
+                // lease bound.
+                let term = self.deps.gate.term_start().ok_or("no leader term")?;
+                let last_grant = self
                     .deps
                     .node_leases
                     .get(NodeKey::datanode(from))
-                    .and_then(|l| l.last_granted)
-                    .or_else(|| self.deps.gate.term_started())
-                    .ok_or("no leader term")?;
-                let safe_at = base + self.deps.region_lease + self.deps.drift_margin;
+                    .and_then(|l| l.last_granted);
+                let safe_at = self.deps.lease_wait.safe_at(last_grant, term);
                 let wait = safe_at.saturating_duration_since(Instant::now());
                 info!(
                     from,
                     wait_ms = wait.as_millis() as u64,
+                    own_lease_ms = self.deps.lease_wait.own.as_millis() as u64,
+                    earlier_bound_ms = term.earlier_lease.as_millis() as u64,
+                    failover_wait_ms = self.deps.lease_wait.failover_wait.as_millis() as u64,
                     "waiting out the old owner's lease"
                 );
                 tokio::time::sleep_until(safe_at).await;

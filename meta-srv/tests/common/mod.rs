@@ -48,7 +48,6 @@ pub fn fast_options() -> MetasrvOptions {
         heartbeat_interval: Duration::from_millis(500),
         node_lease: Duration::from_secs(2),
         region_lease: Duration::from_secs(2),
-        failover_wait: Duration::from_secs(3),
         mailbox_timeout: Duration::from_secs(5),
         ..MetasrvOptions::default()
     }

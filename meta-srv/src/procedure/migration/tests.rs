@@ -56,7 +56,7 @@ impl Harness {
             leadership.clone(),
             tokio::sync::watch::channel(LeaderState::default()).1,
         ));
-        gate.open(1, 1);
+        gate.open(1, 1, Duration::ZERO);
         let deps = MigrationDeps {
             kv: kv.clone(),
             maintenance: Arc::new(crate::maintenance::Maintenance::new(kv.clone())),
@@ -68,8 +68,11 @@ impl Harness {
             gate,
             stats: Arc::new(StatsCache::default()),
             selector: Arc::new(LeastRegionsSelector),
-            region_lease: LEASE,
-            drift_margin: Duration::from_secs(1),
+            lease_wait: LeaseWait {
+                own: LEASE,
+                margin: Duration::from_secs(1),
+                failover_wait: LEASE + Duration::from_secs(1),
+            },
             instruction_timeout: Duration::from_secs(2),
         };
         let migrations = Arc::new(Migrations::new(deps.clone()));
@@ -699,7 +702,7 @@ async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
     assert_eq!(done.step, Step::Done);
     assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
     assert!(
-        Instant::now() >= granted + LEASE + h.deps.drift_margin,
+        Instant::now() >= granted + LEASE + h.deps.lease_wait.margin,
         "the switch came before the last grant's lease could have run out"
     );
     assert_eq!(
@@ -707,6 +710,66 @@ async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
         [(2, "open_region"), (2, "upgrade_region")],
         "the failed owner is not asked to downgrade"
     );
+}
+
+/// Fails region 7 over from node 1 (last granted a second into the term) to node 2, with
+/// lease waits `wait` and earlier terms bounded by `earlier`; returns the last grant and
+/// the instant of the switch.
+async fn failover_switch_time(wait: LeaseWait, earlier: Duration) -> (Instant, Instant) {
+    let mut h = Harness::new().await;
+    h.deps.lease_wait = wait;
+    h.migrations = Arc::new(Migrations::new(h.deps.clone()));
+    h.deps.gate.open(2, 2, earlier);
+    h.alive(1, &[REGION], true).await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    let granted = Instant::now() + Duration::from_secs(1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.deps
+        .node_leases
+        .record_grant(NodeKey::datanode(1), granted);
+    h.put_route(Some(1), vec![]).await;
+    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Failover)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+    let done = h.finished().await;
+    assert_eq!(done.step, Step::Done);
+    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    (granted, Instant::now())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_longer_lease_an_earlier_term_granted_is_waited_out_whatever_our_own() {
+    // This member grants LEASE (10 s); the term before it recorded 20 s.
+    let wait = LeaseWait {
+        own: LEASE,
+        margin: Duration::from_secs(1),
+        failover_wait: LEASE + Duration::from_secs(1),
+    };
+    let start = Instant::now();
+    let (_, switched) = failover_switch_time(wait, Duration::from_secs(20)).await;
+    assert!(
+        switched >= start + Duration::from_secs(21),
+        "switched {:?} after the term began, before the predecessor's 20 s lease + margin",
+        switched - start
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_wait_longer_than_the_lease_is_waited_from_the_last_grant() {
+    let wait = LeaseWait {
+        own: LEASE,
+        margin: Duration::from_secs(1),
+        failover_wait: Duration::from_secs(30),
+    };
+    let (granted, switched) = failover_switch_time(wait, Duration::ZERO).await;
+    assert!(
+        switched >= granted + Duration::from_secs(30),
+        "switched {:?} after the last grant, before failover_wait",
+        switched - granted
+    );
+    // And no later than needed: the floor is the wait itself.
+    assert!(switched < granted + Duration::from_secs(31));
 }
 
 #[tokio::test(start_paused = true)]
@@ -718,7 +781,7 @@ async fn an_owner_that_does_not_answer_the_downgrade_is_waited_out_from_the_term
 
     let done = h.finished().await;
     assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
-    assert!(Instant::now() >= term_started + LEASE + h.deps.drift_margin);
+    assert!(Instant::now() >= term_started + LEASE + h.deps.lease_wait.margin);
     assert_eq!(
         h.told(),
         [

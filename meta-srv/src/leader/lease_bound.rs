@@ -1,0 +1,268 @@
+//! The lease bound: the longest region lease any leader may have granted that can still
+//! be live, stored where every future leader reads it.
+//!
+//! **The rule.** A region moves without its old owner's consent only once every lease the
+//! owner may hold has surely run out. Members of one cluster need not be configured alike
+//! (a rolling restart changes timings one member at a time), so a leader cannot take its
+//! own `region_lease` as the length of leases an earlier leader granted. Instead:
+//! 1. Before its gate opens (before it grants anything), a new leader writes the record
+//!    `max(recorded, own lease)`, stamped with its term. A leader that cannot write it
+//!    does not lead.
+//! 2. Every lease wait of the term ends at [`LeaseWait::safe_at`]: the later of the old
+//!    owner's last grant in this term + `max(own lease + margin, failover_wait)`, and the
+//!    term's start + the bound read at step 1 (`earlier`) + margin. Every grant of an
+//!    earlier term came before this term started.
+//! 3. A leader whose own lease is shorter than `earlier` lowers the record to its own
+//!    once `term start + earlier + margin` has passed: from then no longer grant can be
+//!    live. The write is a compare-and-put against the record this term wrote, and every
+//!    term writes its own term into the record, so a lowering delayed past a leader change
+//!    can never overwrite a successor's (longer) bound.
+//!
+//! What enforces it: the record is in the KV (etcd in a cluster), written before the gate
+//! opens, and read by every new leader; the gate is the only way to grant.
+
+use std::time::Duration;
+
+use handlers::KvBackendRef;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// The KV key of the record.
+pub(crate) const KEY: &str = "__meta/lease_bound";
+
+/// The stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundRecord {
+    /// The longest region lease a live grant may have, in milliseconds.
+    pub max_lease_ms: u64,
+    /// The cluster term of the leader that wrote it.
+    pub term: u64,
+}
+
+impl BoundRecord {
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.max_lease_ms)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A struct of two integers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A record that does not parse is read as an unknown bound. Failing safe would mean an
+/// infinite wait; instead the caller treats it as this long, and logs it.
+pub(crate) const UNREADABLE_BOUND: Duration = Duration::from_secs(3600);
+
+/// What a term starts from: the bound earlier terms may have granted (`earlier`), and the
+/// record this term writes before it grants.
+pub(crate) fn start_record(
+    recorded: Option<&[u8]>,
+    own: Duration,
+    term: u64,
+) -> (Duration, BoundRecord) {
+    let earlier = match recorded {
+        None => Duration::ZERO,
+        Some(bytes) => match serde_json::from_slice::<BoundRecord>(bytes) {
+            Ok(r) => r.lease(),
+            Err(_) => UNREADABLE_BOUND,
+        },
+    };
+    let record = BoundRecord {
+        max_lease_ms: earlier.max(own).as_millis() as u64,
+        term,
+    };
+    (earlier, record)
+}
+
+/// The term's start, and the longest lease an earlier term may have granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermStart {
+    /// When the gate opened, on the monotonic clock.
+    pub at: Instant,
+    /// The bound recorded before this term (zero on a fresh cluster).
+    pub earlier_lease: Duration,
+}
+
+/// The lease waits of this member: its own lease, the drift margin, and the operator's
+/// `failover_wait` (a floor, never a shortcut).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseWait {
+    /// This member's region lease (what it grants).
+    pub own: Duration,
+    /// The clock-rate drift margin.
+    pub margin: Duration,
+    /// The operator's floor on any wait, from the last grant.
+    pub failover_wait: Duration,
+}
+
+impl LeaseWait {
+    /// When no lease the old owner may hold can still be live: see the module docs.
+    /// `last_grant` is the owner's last grant in this term, if any.
+    pub fn safe_at(&self, last_grant: Option<Instant>, term: TermStart) -> Instant {
+        let base = last_grant.map_or(term.at, |g| g.max(term.at));
+        let this_term = base + (self.own + self.margin).max(self.failover_wait);
+        let earlier_terms = term.at + term.earlier_lease + self.margin;
+        this_term.max(earlier_terms)
+    }
+
+    /// When a longer bound recorded by an earlier term may be lowered to this member's
+    /// own lease; `None` when there is nothing to lower.
+    pub fn lowerable_at(&self, term: TermStart) -> Option<Instant> {
+        (term.earlier_lease > self.own).then(|| term.at + term.earlier_lease + self.margin)
+    }
+}
+
+/// Reads the record and writes this term's; returns `earlier`. Called before the gate
+/// opens: an error means this member must not lead yet.
+pub(crate) async fn record(
+    kv: &KvBackendRef,
+    own: Duration,
+    term: u64,
+) -> handlers::Result<(Duration, BoundRecord)> {
+    let recorded = kv.get(KEY.as_bytes()).await?;
+    let (earlier, next) = start_record(recorded.as_deref(), own, term);
+    if !kv
+        .compare_and_put(KEY.as_bytes(), recorded.as_deref(), &next.encode())
+        .await?
+    {
+        // Only a leader writes it; a lost race means another leader acted meanwhile.
+        return Err(handlers::Error::Conflict {
+            key: KEY.into(),
+            what: "this term recorded its lease bound".into(),
+        });
+    }
+    Ok((earlier, next))
+}
+
+/// Lowers the record from `written` (this term's) to `own`; returns whether it did (a
+/// later term's record is left alone).
+pub(crate) async fn lower(
+    kv: &KvBackendRef,
+    written: BoundRecord,
+    own: Duration,
+) -> handlers::Result<bool> {
+    let lowered = BoundRecord {
+        max_lease_ms: own.as_millis() as u64,
+        term: written.term,
+    };
+    kv.compare_and_put(KEY.as_bytes(), Some(&written.encode()), &lowered.encode())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use handlers::MemoryKvBackend;
+
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_term_records_the_longer_of_its_own_lease_and_the_recorded_one() {
+        let (earlier, rec) = start_record(None, S(3), 4);
+        assert_eq!((earlier, rec.max_lease_ms, rec.term), (S(0), 3000, 4));
+        let twenty = BoundRecord {
+            max_lease_ms: 20_000,
+            term: 2,
+        }
+        .encode();
+        let (earlier, rec) = start_record(Some(&twenty), S(3), 5);
+        assert_eq!((earlier, rec.max_lease_ms, rec.term), (S(20), 20_000, 5));
+        let (earlier, rec) = start_record(Some(&twenty), S(30), 6);
+        assert_eq!((earlier, rec.max_lease_ms), (S(20), 30_000));
+        let (earlier, _) = start_record(Some(b"not json"), S(3), 7);
+        assert_eq!(
+            earlier, UNREADABLE_BOUND,
+            "an unreadable bound is long, not zero"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_honours_the_earlier_bound_the_own_lease_and_failover_wait() {
+        let at = Instant::now();
+        let wait = LeaseWait {
+            own: S(3),
+            margin: Duration::from_millis(500),
+            failover_wait: S(3),
+        };
+        let term = TermStart {
+            at,
+            earlier_lease: S(20),
+        };
+        // A predecessor's 20 s lease outlasts our own 3 s, whatever the last grant.
+        assert_eq!(wait.safe_at(None, term), at + Duration::from_millis(20_500));
+        assert_eq!(
+            wait.safe_at(Some(at + S(1)), term),
+            at + Duration::from_millis(20_500)
+        );
+        // A grant of this term late enough: its own lease + margin from it.
+        assert_eq!(
+            wait.safe_at(Some(at + S(30)), term),
+            at + Duration::from_millis(33_500)
+        );
+        // failover_wait above lease + margin is a floor from the last grant.
+        let slow = LeaseWait {
+            failover_wait: S(30),
+            ..wait
+        };
+        let fresh = TermStart {
+            at,
+            earlier_lease: S(3),
+        };
+        assert_eq!(slow.safe_at(Some(at + S(2)), fresh), at + S(32));
+        // A grant recorded before the term began counts from the term's start.
+        let early = at
+            .checked_sub(S(1))
+            .expect("paused clock is past its origin");
+        assert_eq!(
+            wait.safe_at(Some(early), fresh),
+            at + Duration::from_millis(3_500)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_longer_earlier_bound_is_lowered_and_only_after_it_ran_out() {
+        let at = Instant::now();
+        let wait = LeaseWait {
+            own: S(3),
+            margin: Duration::from_millis(500),
+            failover_wait: S(3),
+        };
+        let longer = TermStart {
+            at,
+            earlier_lease: S(20),
+        };
+        assert_eq!(
+            wait.lowerable_at(longer),
+            Some(at + Duration::from_millis(20_500))
+        );
+        let same = TermStart {
+            at,
+            earlier_lease: S(3),
+        };
+        assert_eq!(wait.lowerable_at(same), None);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_lowering_never_overwrites_a_successors_record() {
+        let kv: KvBackendRef = Arc::new(MemoryKvBackend::new());
+        // Term 1 leads with 20 s; term 2 with 3 s records 20 s and may lower it later.
+        record(&kv, S(20), 1).await.expect("term 1");
+        let (earlier, written) = record(&kv, S(3), 2).await.expect("term 2");
+        assert_eq!(earlier, S(20));
+        // Term 3 leads with 20 s again before term 2's lowering lands.
+        let (_, third) = record(&kv, S(20), 3).await.expect("term 3");
+        assert_eq!(third.max_lease_ms, 20_000);
+        assert!(!lower(&kv, written, S(3)).await.expect("lower"), "refused");
+        let (earlier, _) = record(&kv, S(3), 4).await.expect("term 4");
+        assert_eq!(earlier, S(20), "term 3's bound survived");
+        // A lowering against its own term's record goes through.
+        let (_, fourth) = record(&kv, S(3), 5).await.expect("term 5");
+        assert!(lower(&kv, fourth, S(3)).await.expect("lower"));
+        let (earlier, _) = record(&kv, S(3), 6).await.expect("term 6");
+        assert_eq!(earlier, S(3));
+    }
+}
