@@ -63,6 +63,12 @@ pub struct Member {
     /// Its admin HTTP address, where followers forward admin requests (`None`: HTTP off).
     #[serde(default)]
     pub http_addr: Option<String>,
+    /// Its version (`None`: a member that registered none).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Its timings (`None`: a member that registered none).
+    #[serde(default)]
+    pub timings: Option<crate::timings::MemberTimings>,
 }
 
 /// Leader election for a metasrv.

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod procedure;
 mod registration;
 pub mod service;
+pub mod timings;
 pub mod tls;
 
 /// The admin HTTP API.

@@ -36,6 +36,7 @@ use crate::procedure::migration::{MigrationDeps, Migrations};
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 use crate::service::{HeartbeatService, SessionDeps};
+use crate::timings::MemberTimings;
 use crate::MetasrvOptions;
 
 /// The heartbeat service's name, as gRPC health and reflection report it.
@@ -176,7 +177,8 @@ impl MetasrvBuilder {
             (None, Some(e)) => e,
             (None, None) => Arc::new(
                 StandaloneElection::new(options.advertised_addr())
-                    .with_http_addr(options.advertised_http_addr()),
+                    .with_http_addr(options.advertised_http_addr())
+                    .with_timings(MemberTimings::from(&options)),
             ),
         };
         let gate = Arc::new(LeaderGate::new(election.leadership(), election.subscribe()));
@@ -487,6 +489,12 @@ impl Metasrv {
         tasks.spawn(crate::leader::sweeper::run(sweeper.clone(), token.clone()));
         tasks.spawn(crate::leader::sweeper::flush_stats(sweeper, token.clone()));
         tasks.spawn(self.leader.clone().watch());
+        tasks.spawn(crate::timings::watch_agreement(
+            self.election.clone(),
+            self.options.advertised_addr().to_string(),
+            MemberTimings::from(&self.options),
+            token.clone(),
+        ));
         {
             let srv = self.clone();
             tasks.spawn(async move {
@@ -680,7 +688,8 @@ async fn etcd_backends(options: &MetasrvOptions) -> Result<(handlers::KvBackendR
             options.meta_lease,
             options.lease_drift_margin,
         )
-        .with_http_addr(options.advertised_http_addr()),
+        .with_http_addr(options.advertised_http_addr())
+        .with_timings(crate::timings::MemberTimings::from(options)),
     );
     Ok((kv, election))
 }

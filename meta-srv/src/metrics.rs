@@ -36,6 +36,9 @@
 //! Failover: `metasrv_failed_datanodes`, `metasrv_unavailable_regions`,
 //! `metasrv_migrations_total{reason, outcome}`, `metasrv_migrations_in_flight`.
 //!
+//! Cluster: `metasrv_timings_differ_from_leader`, members whose timings differ from the
+//! leader's (see [`crate::timings`]).
+//!
 //! Memory: `metasrv_heap_allocated_bytes`, the heap in use by the allocator's own count
 //! (see [`crate::heap`]), read at scrape time; on glibc only.
 
@@ -141,6 +144,9 @@ pub struct Metrics {
     pub migrations_in_flight: IntGauge,
     /// TLS handshakes that failed, by listener.
     pub tls_handshake_failures: IntCounterVec,
+    /// Members whose registered timings differ from the leader's, as this member saw at
+    /// the last leader change.
+    pub timings_differ: IntGauge,
 }
 
 /// Registers `metric` (a valid, once-registered family; a failure here is a bug in this
@@ -289,6 +295,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "metasrv_tls_handshake_failures_total",
             "TLS handshakes that failed (no or an untrusted client certificate, plaintext, timeouts), by listener.",
             &["listener"],
+        ),
+        timings_differ: gauge(
+            &r,
+            "metasrv_timings_differ_from_leader",
+            "Members whose registered timings differ from the leader's (seen at the last leader change).",
         ),
         registry: r,
     };

@@ -597,13 +597,23 @@ async fn cluster(State(srv): State<AdminState>) -> Result<Json<serde_json::Value
         .iter()
         .map(|m| {
             let leads = leader.as_ref().is_some_and(|l| l.addr == m.addr);
-            json!({ "addr": m.addr, "http_addr": m.http_addr, "leader": leads })
+            json!({
+                "addr": m.addr,
+                "http_addr": m.http_addr,
+                "leader": leads,
+                "version": m.version,
+                "timings": m.timings,
+            })
         })
         .collect();
     Ok(Json(json!({
         "leader": leader.as_ref().map(|l| &l.addr),
         "term": leader.as_ref().map(|l| l.term),
         "members": list,
+        "members_with_other_timings": leader
+            .as_ref()
+            .map(|l| crate::timings::differing(&members, &l.addr).into_iter().map(|m| m.addr.clone()).collect::<Vec<_>>())
+            .unwrap_or_default(),
         "maintenance": srv.maintenance().is_enabled(),
         "drained_nodes": srv.maintenance().drained(),
         "region_failover": srv.options.region_failover,

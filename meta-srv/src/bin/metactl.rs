@@ -8,7 +8,14 @@
 //! - 0: done;
 //! - 1: the cluster answered with an error (4xx/5xx: refused, not found, no leader);
 //! - 2: bad usage (clap's own code);
-//! - 3: no endpoint could be reached.
+//! - 3: no endpoint could be reached;
+//! - 4: a change was sent but its reply was lost: it may or may not have been applied.
+//!
+//! A read goes to the next endpoint whenever one cannot answer for the cluster. A change
+//! (`POST`, `DELETE`) goes to the next endpoint only when it surely reached no leader: the
+//! connection was refused, or the member says so (`x-metasrv-not-applied`). So a change
+//! never runs twice. A resign whose leader went away while it was in flight counts as
+//! done. Migrate and drain are idempotent anyway: a repeat of a running move returns it.
 //!
 //! A TLS admin HTTP: `--cacert ca.pem` (or `METACTL_CACERT`) dials `https://` and
 //! verifies the members against that CA.
@@ -124,6 +131,9 @@ enum Failure {
     Answered(u16, Value),
     /// No endpoint answered.
     Unreachable(String),
+    /// A change was sent but no reply came: it may or may not have been applied, so it
+    /// is not sent again.
+    Uncertain(String),
     /// The command line cannot work as given (a CA file that cannot be read).
     Usage(String),
 }
@@ -132,6 +142,8 @@ struct Reply {
     status: u16,
     body: Value,
     answered_by: Option<String>,
+    /// A change whose reply was a gateway error that may have reached the leader.
+    outcome_unknown: bool,
 }
 
 /// Sends `method path` with `body` to the first endpoint that answers.
@@ -169,8 +181,10 @@ async fn call(
     } else {
         "http"
     };
+    let idempotent = method == reqwest::Method::GET;
     let mut errors = Vec::new();
-    for endpoint in &cli.endpoints {
+    for (n, endpoint) in cli.endpoints.iter().enumerate() {
+        let last = n + 1 == cli.endpoints.len();
         let base = if endpoint.starts_with("http") {
             endpoint.clone()
         } else {
@@ -184,32 +198,34 @@ async fn call(
             req = req.json(b);
         }
         match req.send().await {
-            // A member that cannot answer for the cluster right now (no leader known, the
-            // leader unreachable): another endpoint may.
-            Ok(resp)
-                if matches!(resp.status().as_u16(), 502..=504)
-                    && endpoint != cli.endpoints.last().unwrap_or(endpoint) =>
-            {
-                let status = resp.status().as_u16();
-                errors.push(format!(
-                    "{endpoint}: {status} {}",
-                    resp.text().await.unwrap_or_default()
-                ));
-            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let not_applied = resp
+                    .headers()
+                    .get("x-metasrv-not-applied")
+                    .is_some_and(|v| v == "true");
                 let answered_by = resp
                     .headers()
                     .get("x-metasrv-answered-by")
                     .and_then(|v| v.to_str().ok())
                     .map(String::from);
                 let text = resp.text().await.unwrap_or_default();
-                let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                return Ok(Reply {
+                let attempt = Attempt::Answered {
                     status,
-                    body,
-                    answered_by,
-                });
+                    not_applied,
+                };
+                match next(idempotent, attempt, last) {
+                    Next::TryNext => errors.push(format!("{endpoint}: {status} {text}")),
+                    Next::Stop => {
+                        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                        return Ok(Reply {
+                            status,
+                            body,
+                            answered_by,
+                            outcome_unknown: uncertain(idempotent, attempt),
+                        });
+                    }
+                }
             }
             Err(e) => {
                 let mut why = common_proto::error::explain(&e);
@@ -219,11 +235,79 @@ async fn call(
                     why.push_str(" (if the admin HTTP serves TLS, pass --cacert CA.pem)");
                 }
                 errors.push(format!("{endpoint}: {why}"));
+                let attempt = if e.is_connect() {
+                    Attempt::Refused
+                } else {
+                    Attempt::Lost
+                };
+                if next(idempotent, attempt, last) == Next::Stop {
+                    return Err(Failure::Uncertain(errors.join("; ")));
+                }
             }
         }
     }
     Err(Failure::Unreachable(errors.join("; ")))
 }
+
+/// How one attempt at an endpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// The connection was refused: nothing was sent.
+    Refused,
+    /// Sent, but no reply came (a reset, a timeout): it may have been applied.
+    Lost,
+    /// A reply came; `not_applied` when the member says no leader saw the request.
+    Answered { status: u16, not_applied: bool },
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    TryNext,
+    Stop,
+}
+
+/// The retry rule: a read may go to the next endpoint after any failure to get an
+/// answer for the cluster (refused, lost, 502–504); a change only when it surely reached
+/// no leader (refused, or marked not applied), so it never runs twice. The last endpoint
+/// has no next.
+fn next(idempotent: bool, attempt: Attempt, last: bool) -> Next {
+    let retry = match attempt {
+        Attempt::Refused => true,
+        Attempt::Lost => idempotent,
+        Attempt::Answered {
+            status,
+            not_applied,
+        } => matches!(status, 502..=504) && (idempotent || not_applied),
+    };
+    if retry && !last {
+        Next::TryNext
+    } else {
+        Next::Stop
+    }
+}
+
+/// Whether a change's final reply leaves its outcome unknown: a gateway error that may
+/// have reached the leader.
+fn uncertain(idempotent: bool, attempt: Attempt) -> bool {
+    !idempotent
+        && matches!(
+            attempt,
+            Attempt::Answered {
+                status: 502..=504,
+                not_applied: false
+            }
+        )
+}
+
+/// `metactl cluster`'s timing columns and the `/cluster` keys they show.
+const TIMING_COLUMNS: [(&str, &str); 5] = [
+    ("heartbeat", "heartbeat_interval_ms"),
+    ("region_lease", "region_lease_ms"),
+    ("failover_wait", "failover_wait_ms"),
+    ("node_lease", "node_lease_ms"),
+    ("meta_lease", "meta_lease_ms"),
+];
 
 fn cell(v: &Value) -> String {
     match v {
@@ -300,16 +384,44 @@ fn human(cmd: &Cmd, body: &Value) -> String {
             &["name", "calls", "errors", "refusals", "total_nanos"],
         ),
         Cmd::Cluster => {
-            let members = body["members"].as_array().cloned().unwrap_or_default();
-            format!(
+            // Each member's timings, one column each, in seconds as configured.
+            let members: Vec<Value> = body["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut m| {
+                    for (column, key) in TIMING_COLUMNS {
+                        let secs = m["timings"][key]
+                            .as_u64()
+                            .map_or(Value::Null, |ms| json!(format!("{}s", ms as f64 / 1000.0)));
+                        m[column] = secs;
+                    }
+                    m
+                })
+                .collect();
+            let mut columns = vec!["addr", "http_addr", "leader"];
+            columns.extend(TIMING_COLUMNS.iter().map(|(c, _)| *c));
+            columns.push("version");
+            let mut out = format!(
                 "leader: {}  term: {}  maintenance: {}  region_failover: {}  drained: {}\n{}",
                 cell(&body["leader"]),
                 cell(&body["term"]),
                 cell(&body["maintenance"]),
                 cell(&body["region_failover"]),
                 cell(&body["drained_nodes"]),
-                table(&members, &["addr", "http_addr", "leader"])
-            )
+                table(&members, &columns)
+            );
+            if let Some(differ) = body["members_with_other_timings"]
+                .as_array()
+                .filter(|d| !d.is_empty())
+            {
+                out.push_str(&format!(
+                    "\nwarning: timings differ from the leader's on: {}",
+                    cell(&Value::Array(differ.clone()))
+                ));
+            }
+            out
         }
         _ => match body {
             Value::Object(map) => map
@@ -351,11 +463,39 @@ async fn execute(cli: &Cli) -> Result<Reply, Failure> {
             action: NodeCmd::Undrain { id },
         } => (Method::DELETE, format!("/nodes/{id}/drain"), None),
     };
-    let reply = call(cli, method, &path, body).await?;
+    let resign = matches!(
+        cli.command,
+        Cmd::Leader {
+            action: LeaderCmd::Resign
+        }
+    );
+    let reply = match call(cli, method, &path, body).await {
+        // A resign whose reply was lost, or whose leader changed while it was forwarded,
+        // did its work: the leader it reached is gone. Sending it again would only
+        // depose the successor.
+        Err(Failure::Uncertain(why)) if resign => return Ok(resign_done(why)),
+        other => other?,
+    };
+    if reply.outcome_unknown && resign {
+        return Ok(resign_done(cell(&reply.body)));
+    }
     if reply.status >= 400 {
         return Err(Failure::Answered(reply.status, reply.body));
     }
     Ok(reply)
+}
+
+/// The reply of a resign whose leader went away while it was in flight.
+fn resign_done(why: String) -> Reply {
+    Reply {
+        status: 200,
+        body: json!({
+            "resigned": true,
+            "note": format!("the leader went away while the resign was in flight; counted as done ({why})"),
+        }),
+        answered_by: None,
+        outcome_unknown: false,
+    }
 }
 
 /// Prints a result line. A reader that closed the pipe early (`metactl regions | head`)
@@ -404,9 +544,72 @@ fn main() -> ExitCode {
             eprintln!("metactl: no endpoint answered: {why}");
             ExitCode::from(3)
         }
+        Err(Failure::Uncertain(why)) => {
+            eprintln!(
+                "metactl: sent, but no reply came; it may or may not have been applied, and is not sent again (check with a read): {why}"
+            );
+            ExitCode::from(4)
+        }
         Err(Failure::Usage(why)) => {
             eprintln!("metactl: {why}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: [u16; 3] = [502, 503, 504];
+
+    #[test]
+    fn a_change_goes_to_the_next_endpoint_only_when_it_surely_reached_no_leader() {
+        assert_eq!(next(false, Attempt::Refused, false), Next::TryNext);
+        assert_eq!(next(false, Attempt::Lost, false), Next::Stop);
+        for status in GATEWAY {
+            let maybe = Attempt::Answered {
+                status,
+                not_applied: false,
+            };
+            assert_eq!(next(false, maybe, false), Next::Stop, "{status}");
+            assert!(uncertain(false, maybe), "{status}");
+            let unapplied = Attempt::Answered {
+                status,
+                not_applied: true,
+            };
+            assert_eq!(next(false, unapplied, false), Next::TryNext, "{status}");
+            assert!(!uncertain(false, unapplied));
+        }
+        let refused = Attempt::Answered {
+            status: 409,
+            not_applied: false,
+        };
+        assert_eq!(next(false, refused, false), Next::Stop);
+        assert!(
+            !uncertain(false, refused),
+            "a 409 is an answer, not an unknown"
+        );
+    }
+
+    #[test]
+    fn a_read_goes_to_the_next_endpoint_after_any_failure_and_the_last_has_none() {
+        assert_eq!(next(true, Attempt::Refused, false), Next::TryNext);
+        assert_eq!(next(true, Attempt::Lost, false), Next::TryNext);
+        for status in GATEWAY {
+            let a = Attempt::Answered {
+                status,
+                not_applied: false,
+            };
+            assert_eq!(next(true, a, false), Next::TryNext);
+            assert_eq!(next(true, a, true), Next::Stop);
+            assert!(!uncertain(true, a), "a read is never uncertain");
+        }
+        let ok = Attempt::Answered {
+            status: 200,
+            not_applied: false,
+        };
+        assert_eq!(next(true, ok, false), Next::Stop);
+        assert_eq!(next(false, Attempt::Refused, true), Next::Stop);
     }
 }

@@ -74,6 +74,7 @@ pub struct EtcdElection {
     members_prefix: String,
     addr: String,
     http_addr: Option<String>,
+    timings: Option<crate::timings::MemberTimings>,
     ttl: Duration,
     margin: Duration,
     op_timeout: Duration,
@@ -125,6 +126,7 @@ impl EtcdElection {
             members_prefix: format!("{prefix}/__members/"),
             addr: addr.to_string(),
             http_addr: None,
+            timings: None,
             ttl,
             margin,
             op_timeout: (ttl / 3).max(Duration::from_millis(300)),
@@ -141,6 +143,13 @@ impl EtcdElection {
     /// requests to the leader.
     pub fn with_http_addr(mut self, http_addr: Option<String>) -> Self {
         self.http_addr = http_addr;
+        self
+    }
+
+    /// Registers this member's timings (and version) with it, for `/cluster` and the
+    /// agreement check ([`crate::timings`]).
+    pub fn with_timings(mut self, timings: crate::timings::MemberTimings) -> Self {
+        self.timings = Some(timings);
         self
     }
 
@@ -436,6 +445,8 @@ impl EtcdElection {
         let member = Member {
             addr: self.addr.clone(),
             http_addr: self.http_addr.clone(),
+            version: Some(common_proto::process::VERSION.to_string()),
+            timings: self.timings,
         };
         let record = serde_json::to_string(&member).unwrap_or_else(|_| self.addr.clone());
         let put = self
@@ -649,6 +660,8 @@ impl Election for EtcdElection {
                 serde_json::from_slice(kv.value()).unwrap_or_else(|_| Member {
                     addr: String::from_utf8_lossy(kv.value()).into_owned(),
                     http_addr: None,
+                    version: None,
+                    timings: None,
                 })
             })
             .collect())

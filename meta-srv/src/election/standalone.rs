@@ -17,6 +17,7 @@ use crate::Result;
 pub struct StandaloneElection {
     addr: String,
     http_addr: Option<String>,
+    timings: Option<crate::timings::MemberTimings>,
     signal: LeaderSignal,
 }
 
@@ -29,6 +30,7 @@ impl StandaloneElection {
         Self {
             addr,
             http_addr: None,
+            timings: None,
             signal,
         }
     }
@@ -36,6 +38,13 @@ impl StandaloneElection {
     /// Names this member's admin HTTP address in `members()`.
     pub fn with_http_addr(mut self, http_addr: Option<String>) -> Self {
         self.http_addr = http_addr;
+        self
+    }
+
+    /// Registers this member's timings (and version) with it, for `/cluster` and the
+    /// agreement check ([`crate::timings`]).
+    pub fn with_timings(mut self, timings: crate::timings::MemberTimings) -> Self {
+        self.timings = Some(timings);
         self
     }
 
@@ -88,6 +97,8 @@ impl Election for StandaloneElection {
         Ok(vec![Member {
             addr: self.addr.clone(),
             http_addr: self.http_addr.clone(),
+            version: Some(common_proto::process::VERSION.to_string()),
+            timings: self.timings,
         }])
     }
 }

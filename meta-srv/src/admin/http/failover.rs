@@ -102,10 +102,33 @@ pub(super) async fn migrate(
         })?
     };
     ensure_leader(&srv)?;
-    let started = srv
+    let started = match srv
         .migrations()
         .start(id, req.to, MigrationReason::Manual)
-        .await?;
+        .await
+    {
+        Ok(started) => started,
+        // A repeat of a running move (the same target, or none named) joins it, so a
+        // retried request neither starts a second move nor fails: migrate is idempotent.
+        Err(MigrationError::AlreadyMigrating { to, .. }) if req.to.is_none_or(|t| t == to) => {
+            match srv.migrations().in_flight(id).await {
+                Some(running) => running,
+                // It finished in between: its outcome is in the history, read by wait.
+                None => {
+                    srv.migrations()
+                        .wait(id, Duration::ZERO)
+                        .await
+                        .ok_or_else(|| {
+                            ApiError(
+                        StatusCode::CONFLICT,
+                        format!("region {id}'s migration to node {to} ended meanwhile; ask again"),
+                    )
+                        })?
+                }
+            }
+        }
+        Err(err) => return Err(err.into()),
+    };
     match srv.migrations().wait(id, within).await {
         // Dropped while it moved: the region is gone, as for a migrate of an unknown one.
         Some(done)

@@ -19,7 +19,12 @@
 //!   so a stale view can never loop.
 //!
 //! Every reply carries `x-metasrv-answered-by` (the advertised gRPC address of the member
-//! whose state answered), and forwarded ones `x-metasrv-forwarded-by` too.
+//! whose state answered), and forwarded ones `x-metasrv-forwarded-by` too. An error this
+//! member is sure reached no leader (no leader known, the leader's address unknown or
+//! refusing connections, a forwarded request refused by a non-leader) carries
+//! `x-metasrv-not-applied: true`: a client may send it again elsewhere. Any other error
+//! of a forwarded request (the leader changed while it waited, its reply was lost) may
+//! have been applied, and a non-idempotent request must not be repeated blindly.
 
 use std::time::Duration;
 
@@ -39,6 +44,8 @@ use super::{AdminState, ApiError};
 pub const ANSWERED_BY: HeaderName = HeaderName::from_static("x-metasrv-answered-by");
 /// The member that forwarded a request to the leader.
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-metasrv-forwarded-by");
+/// On an error reply: the request surely reached no leader, so it was not applied.
+pub const NOT_APPLIED: HeaderName = HeaderName::from_static("x-metasrv-not-applied");
 
 /// Paths every member answers about itself.
 const LOCAL_PATHS: &[&str] = &[
@@ -111,14 +118,14 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
     }
     let resp = if let Some(from) = req.headers().get(&FORWARDED_BY) {
         let from = String::from_utf8_lossy(from.as_bytes()).into_owned();
-        unavailable(format!(
+        not_applied(unavailable(format!(
             "{from} forwarded this request here, but this member ({me}) is not the leader \
              (any more); ask again"
-        ))
+        )))
     } else {
         match leader_http(&srv).await {
             Ok(target) => forward(&srv, req, &me, &target).await,
-            Err(resp) => resp,
+            Err(resp) => not_applied(resp),
         }
     };
     // An error this member made up itself (no leader, leader unreachable) names it.
@@ -127,6 +134,13 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
     } else {
         stamp(resp, ANSWERED_BY, &me)
     }
+}
+
+/// Marks an error reply as surely not applied (see the module docs).
+fn not_applied(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(NOT_APPLIED, HeaderValue::from_static("true"));
+    resp
 }
 
 fn unavailable(reason: String) -> Response {
@@ -245,11 +259,19 @@ async fn forward(
             }
             stamp(resp, FORWARDED_BY, me)
         }
-        Ok(Err(e)) => ApiError(
-            StatusCode::BAD_GATEWAY,
-            format!("cannot reach the leader {leader} at {http}: {e}"),
-        )
-        .into_response(),
+        Ok(Err(e)) => {
+            let resp = ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach the leader {leader} at {http}: {e}"),
+            )
+            .into_response();
+            // Refused at connect: nothing was sent. Otherwise it may have been applied.
+            if e.is_connect() {
+                not_applied(resp)
+            } else {
+                resp
+            }
+        }
         Err(_) => ApiError(
             StatusCode::GATEWAY_TIMEOUT,
             format!("the leader {leader} at {http} did not answer within {FORWARD_TIMEOUT:?}"),
