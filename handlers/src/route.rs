@@ -175,6 +175,45 @@ impl KvRegionRouteStore {
         Ok(n)
     }
 
+    /// After a write the backend failed (`err`), which may still have been applied (an
+    /// etcd request that timed out): reads the route back and makes the cache what the
+    /// backend holds, so memory never disagrees with what a restart or the next leader
+    /// reads. `Ok` when the backend holds what was written (`wanted`; `None`: deleted),
+    /// else `err`. If the read fails too, the cache is left as it was, and `err` returns.
+    async fn settle(
+        &self,
+        kv: &KvBackendRef,
+        region_id: u64,
+        wanted: Option<&RegionRoute>,
+        err: crate::Error,
+    ) -> Result<()> {
+        let Ok(bytes) = kv.get(Self::key(region_id).as_bytes()).await else {
+            return Err(err);
+        };
+        let held = match bytes {
+            Some(b) => match serde_json::from_slice::<RegionRoute>(&b) {
+                Ok(route) => Some(route),
+                Err(_) => return Err(err),
+            },
+            None => None,
+        };
+        let applied = held.as_ref() == wanted;
+        let mut cache = self.cache_write();
+        match held {
+            Some(route) => {
+                cache.insert(route);
+            }
+            None => {
+                cache.remove(region_id);
+            }
+        }
+        if applied {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
     fn key(region_id: u64) -> String {
         format!("{ROUTE_PREFIX}{region_id}")
     }
@@ -214,9 +253,18 @@ impl RegionRouteStore for KvRegionRouteStore {
             return Ok(true);
         };
         let key = Self::key(route.region_id);
-        let created = kv
+        let created = match kv
             .compare_and_put(key.as_bytes(), None, &Self::encode(&route)?)
-            .await?;
+            .await
+        {
+            Ok(created) => created,
+            Err(err) => {
+                return self
+                    .settle(kv, route.region_id, Some(&route), err)
+                    .await
+                    .map(|_| true)
+            }
+        };
         if created {
             self.cache_write().insert(route);
         }
@@ -226,7 +274,9 @@ impl RegionRouteStore for KvRegionRouteStore {
     async fn put(&self, route: RegionRoute) -> Result<()> {
         if let Some(kv) = &self.kv {
             let key = Self::key(route.region_id);
-            kv.put(key.as_bytes(), &Self::encode(&route)?).await?;
+            if let Err(err) = kv.put(key.as_bytes(), &Self::encode(&route)?).await {
+                return self.settle(kv, route.region_id, Some(&route), err).await;
+            }
         }
         self.cache_write().insert(route);
         Ok(())
@@ -242,13 +292,22 @@ impl RegionRouteStore for KvRegionRouteStore {
             return Ok(true);
         };
         let key = Self::key(new.region_id);
-        let swapped = kv
+        let swapped = match kv
             .compare_and_put(
                 key.as_bytes(),
                 Some(&Self::encode(expected)?),
                 &Self::encode(&new)?,
             )
-            .await?;
+            .await
+        {
+            Ok(swapped) => swapped,
+            Err(err) => {
+                return self
+                    .settle(kv, new.region_id, Some(&new), err)
+                    .await
+                    .map(|_| true)
+            }
+        };
         if swapped {
             self.cache_write().insert(new);
         }
@@ -257,7 +316,10 @@ impl RegionRouteStore for KvRegionRouteStore {
 
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>> {
         if let Some(kv) = &self.kv {
-            kv.delete(Self::key(region_id).as_bytes()).await?;
+            if let Err(err) = kv.delete(Self::key(region_id).as_bytes()).await {
+                let old = self.cache_read().get(region_id);
+                return self.settle(kv, region_id, None, err).await.map(|_| old);
+            }
         }
         Ok(self.cache_write().remove(region_id))
     }
@@ -283,7 +345,125 @@ impl RegionRouteStore for KvRegionRouteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryKvBackend;
+    use crate::{KvBackend as _, MemoryKvBackend};
+
+    /// A backend whose writes all fail, after being applied (`applied`: an etcd request
+    /// that timed out but committed) or not.
+    #[derive(Debug)]
+    struct FailingWrites {
+        inner: MemoryKvBackend,
+        applied: bool,
+    }
+
+    impl FailingWrites {
+        fn fail(&self, op: &'static str) -> crate::Error {
+            use snafu::IntoError as _;
+            crate::error::KvSnafu {
+                backend: "test",
+                op,
+                key: String::new(),
+            }
+            .into_error("timed out".into())
+        }
+    }
+
+    #[async_trait]
+    impl crate::KvBackend for FailingWrites {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+            if self.applied {
+                self.inner.put(key, value).await?;
+            }
+            Err(self.fail("put"))
+        }
+        async fn delete(&self, key: &[u8]) -> Result<bool> {
+            if self.applied {
+                self.inner.delete(key).await?;
+            }
+            Err(self.fail("delete"))
+        }
+        async fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<crate::KeyValue>> {
+            self.inner.range_prefix(prefix).await
+        }
+        async fn compare_and_put(
+            &self,
+            key: &[u8],
+            expect: Option<&[u8]>,
+            value: &[u8],
+        ) -> Result<bool> {
+            if self.applied {
+                self.inner.compare_and_put(key, expect, value).await?;
+            }
+            Err(self.fail("compare_and_put"))
+        }
+        async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<()> {
+            if self.applied {
+                self.inner.batch(ops).await?;
+            }
+            Err(self.fail("batch"))
+        }
+    }
+
+    fn led_by(region_id: u64, leader: u64) -> RegionRoute {
+        RegionRoute {
+            region_id,
+            leader: Some(leader),
+            followers: vec![],
+        }
+    }
+
+    /// A store over a failing backend that already holds region 1 led by node 1.
+    async fn over_failing(applied: bool) -> KvRegionRouteStore {
+        let inner = MemoryKvBackend::new();
+        let r1 = led_by(1, 1);
+        inner
+            .put(
+                KvRegionRouteStore::key(1).as_bytes(),
+                &KvRegionRouteStore::encode(&r1).expect("encode"),
+            )
+            .await
+            .expect("seed");
+        let store = KvRegionRouteStore::new(Arc::new(FailingWrites { inner, applied }));
+        store.load().await.expect("load");
+        store
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_that_was_not_applied_leaves_memory_unchanged() {
+        let store = over_failing(false).await;
+        assert!(store.create(led_by(2, 1)).await.is_err());
+        assert!(store
+            .compare_and_put(&led_by(1, 1), led_by(1, 2))
+            .await
+            .is_err());
+        assert!(store.put(led_by(1, 3)).await.is_err());
+        assert!(store.delete(1).await.is_err());
+        assert_eq!(store.list().await.expect("list"), [led_by(1, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_that_was_applied_is_read_back_and_reported_done() {
+        let store = over_failing(true).await;
+        assert!(store
+            .create(led_by(2, 1))
+            .await
+            .expect("created, read back"));
+        assert!(store
+            .compare_and_put(&led_by(1, 1), led_by(1, 2))
+            .await
+            .expect("swapped, read back"));
+        assert_eq!(store.get(1).await.expect("get"), Some(led_by(1, 2)));
+        assert_eq!(
+            store.delete(2).await.expect("deleted, read back"),
+            Some(led_by(2, 1))
+        );
+        assert_eq!(store.list().await.expect("list"), [led_by(1, 2)]);
+    }
 
     #[tokio::test]
     async fn routes_survive_a_reload_and_create_refuses_duplicates() {

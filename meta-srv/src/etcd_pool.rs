@@ -317,8 +317,11 @@ fn classify(e: &etcd_client::Error) -> Fate {
         E::GRpcStatus(s) => {
             let m = s.message().to_ascii_lowercase();
             match s.code() {
+                // Only failures before a connection carried the request: "connect" alone
+                // would also match "connection reset", after the request went out.
                 tonic::Code::Unavailable
-                    if m.contains("connect")
+                    if m.contains("connect error")
+                        || m.contains("error trying to connect")
                         || m.contains("connection refused")
                         || m.contains("no leader")
                         || m.contains("dns error") =>
@@ -376,6 +379,25 @@ mod tests {
                 "etcdserver: request timed out"
             )),
             Fate::Unknown
+        );
+        // The request went out before the connection broke: it may have been applied.
+        for broken in [
+            "connection reset by peer",
+            "transport error: connection closed before message completed",
+            "error reading a body from connection",
+        ] {
+            assert_eq!(
+                classify(&status(tonic::Code::Unavailable, broken)),
+                Fate::Unknown,
+                "{broken}"
+            );
+        }
+        assert_eq!(
+            classify(&status(
+                tonic::Code::Unavailable,
+                "error trying to connect: tcp connect error: Connection refused"
+            )),
+            Fate::Unsent
         );
         assert_eq!(
             classify(&status(tonic::Code::Unknown, "election: no leader")),

@@ -15,12 +15,16 @@
 //! - `election/`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`,
 //!   leadership held as a deadline.
 //! - `leader/`: [`leader::LeaderScope`], a term's state and tasks; `leader::gate`,
-//!   leadership as handlers see it; `leader::sweeper`, node-lease expiry and stats flushes.
+//!   leadership as handlers see it; `leader::lease_bound`, the longest region lease any
+//!   leader may have granted, recorded for every successor; `leader::sweeper`, node-lease
+//!   expiry and stats flushes.
+//! - `timings`: each member's registered timings, and the warning when they differ.
 //! - `failover/`: the phi-accrual detector, the target selector, the region supervisor.
 //! - `procedure/`: the region-migration procedure (failover, migrate, drain).
 //! - `maintenance`: the persisted switch that pauses failover.
 //! - `metrics`: the Prometheus registry behind `GET /metrics`.
 //! - `admin/`: the admin HTTP API and region creation and removal.
+//! - `kv_health`: the KV backend watched for failed writes (persist, then apply; `/ready`).
 //! - `kv_etcd`: `EtcdKvBackend`, the KV port on etcd; `etcd_pool`: [`EtcdPool`], one
 //!   client per etcd endpoint with failover between them.
 //! - `tls`: TLS for the gRPC port, the admin HTTP, the forwarder and etcd, and the node
@@ -37,6 +41,7 @@ pub mod failover;
 pub mod heap;
 #[cfg(feature = "etcd")]
 pub mod kv_etcd;
+pub mod kv_health;
 pub mod leader;
 pub mod maintenance;
 pub mod metasrv;

@@ -172,6 +172,9 @@ impl MetasrvBuilder {
                 (Arc::new(kv), true)
             }
         };
+        // Every write is watched: a failure is logged, counted, and shown by /ready.
+        let kv_health = crate::kv_health::WatchedKv::new(kv);
+        let kv: KvBackendRef = kv_health.clone();
         let election: ElectionRef = match (self.election, etcd_election) {
             (Some(e), _) => e,
             (None, Some(e)) => e,
@@ -274,6 +277,7 @@ impl MetasrvBuilder {
         let forwarder = crate::admin::http::forward::client(&options.tls())?;
         Ok(Arc::new(Metasrv {
             forwarder,
+            kv_health,
             options,
             ctx,
             group: Arc::new(group),
@@ -305,6 +309,8 @@ pub struct Metasrv {
     pub(crate) shutdown: CancellationToken,
     /// Followers' client to the leader's admin HTTP (over TLS when it is on).
     pub(crate) forwarder: crate::admin::http::forward::ForwardClient,
+    /// The KV backend's write health, for `/ready`.
+    pub(crate) kv_health: Arc<crate::kv_health::WatchedKv>,
 }
 
 impl Metasrv {
@@ -387,6 +393,7 @@ impl Metasrv {
             admin: self.region_admin(),
             leader: self.leader.clone(),
             forwarder: self.forwarder.clone(),
+            kv_health: self.kv_health.clone(),
         }
     }
 

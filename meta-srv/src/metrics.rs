@@ -27,7 +27,9 @@
 //!   (changes of term this member saw);
 //! - `metasrv_node_expiries_total`: nodes whose lease ran out.
 //!
-//! Backend: `metasrv_etcd_request_duration_seconds{op}`, `metasrv_etcd_errors_total{op}`;
+//! Backend: `metasrv_kv_write_failures_total{op}` (writes refused: nothing applied, see
+//! [`crate::kv_health`]); `metasrv_etcd_request_duration_seconds{op}`,
+//! `metasrv_etcd_errors_total{op}`;
 //! `metasrv_stats_flushes_total{outcome}` and `metasrv_stats_flushed_nodes_total`.
 //!
 //! TLS: `metasrv_tls_handshake_failures_total{listener}` (`grpc`, `admin`): clients
@@ -147,6 +149,8 @@ pub struct Metrics {
     /// Members whose registered timings differ from the leader's, as this member saw at
     /// the last leader change.
     pub timings_differ: IntGauge,
+    /// KV writes the backend refused, by operation.
+    pub kv_write_failures: IntCounterVec,
 }
 
 /// Registers `metric` (a valid, once-registered family; a failure here is a bug in this
@@ -300,6 +304,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &r,
             "metasrv_timings_differ_from_leader",
             "Members whose registered timings differ from the leader's (seen at the last leader change).",
+        ),
+        kv_write_failures: counter_vec(
+            &r,
+            "metasrv_kv_write_failures_total",
+            "KV writes the backend refused (nothing was applied), by operation.",
+            &["op"],
         ),
         registry: r,
     };

@@ -53,7 +53,12 @@ async fn one_resign_is_one_leader_change_wherever_the_leader_stands_in_the_endpo
     })
     .await;
     let addr = |i: usize| c.ms(i).http.trim_start_matches("http://").to_string();
-    for case in ["leader first", "leader second", "leader last", "a follower alone"] {
+    for case in [
+        "leader first",
+        "leader second",
+        "leader last",
+        "a follower alone",
+    ] {
         let leader = c.wait_leader(None, Duration::from_secs(15)).await;
         let f: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
         let order = match case {

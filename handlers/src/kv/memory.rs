@@ -4,8 +4,11 @@
 //! ranges come out in key order like etcd's.
 //!
 //! Optionally durable: [`MemoryKvBackend::with_snapshot`] loads a JSON snapshot file and
-//! rewrites it (to a temporary file, then renamed, so a crash leaves the old or the new
-//! one, never half of one) after every mutation. That lets a standalone metasrv restart
+//! rewrites it (to a temporary file, synced, then renamed, so a crash leaves the old or
+//! the new one, never half of one) after every mutation. **A write is applied only if
+//! its snapshot is written:** when persisting fails (a full disk), the change is undone
+//! and the error returned, so memory, the file and every later restart agree that it
+//! did not happen. That lets a standalone metasrv restart
 //! without forgetting its region routes; without it, a restart starts empty.
 
 use std::collections::BTreeMap;
@@ -66,17 +69,58 @@ impl MemoryKvBackend {
         })
     }
 
-    /// Writes the snapshot, if configured. Called with the write lock held, so snapshots
-    /// are written in mutation order.
+    /// Writes the snapshot, if configured, and syncs it to disk before it replaces the
+    /// old one. Called with the write lock held, so snapshots are written in mutation
+    /// order.
     fn persist(&self, map: &Map) -> Result<()> {
+        use std::io::Write as _;
         let Some(path) = &self.snapshot else {
             return Ok(());
         };
         let pairs: Vec<(&Vec<u8>, &Vec<u8>)> = map.iter().collect();
         let bytes = serde_json::to_vec(&pairs).map_err(|e| kv_error("encode snapshot", path, e))?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| kv_error("write snapshot", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| kv_error("write snapshot", path, e))
+        let write = |tmp: &Path| -> std::io::Result<()> {
+            let mut file = std::fs::File::create(tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        };
+        if let Err(e) = write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(kv_error("write snapshot", &tmp, e));
+        }
+        std::fs::rename(&tmp, path).map_err(|e| kv_error("write snapshot", path, e))?;
+        // The rename itself is durable once the directory is synced.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| kv_error("sync snapshot directory", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` (a key and its new value, `None` to delete) to `map` (the
+    /// locked map) and persists them; if persisting fails, every change is undone before
+    /// the error returns, so a failed write never shows, now or after a restart.
+    fn apply(&self, map: &mut Map, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let mut undo = Vec::with_capacity(changes.len());
+        for (key, value) in changes {
+            let old = match value {
+                Some(v) => map.insert(key.clone(), v),
+                None => map.remove(&key),
+            };
+            undo.push((key, old));
+        }
+        if let Err(err) = self.persist(map) {
+            for (key, old) in undo.into_iter().rev() {
+                match old {
+                    Some(v) => map.insert(key, v),
+                    None => map.remove(&key),
+                };
+            }
+            return Err(err);
+        }
+        Ok(())
     }
 
     fn read(&self) -> parking_lot::RwLockReadGuard<'_, Map> {
@@ -99,18 +143,20 @@ impl KvBackend for MemoryKvBackend {
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut map = self.write();
-        map.insert(key.to_vec(), value.to_vec());
-        self.persist(&map)
+        self.apply(
+            &mut self.write(),
+            vec![(key.to_vec(), Some(value.to_vec()))],
+        )
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool> {
+        // Decided and applied under one lock: a concurrent writer cannot slip between.
         let mut map = self.write();
-        let existed = map.remove(key).is_some();
-        if existed {
-            self.persist(&map)?;
+        if !map.contains_key(key) {
+            return Ok(false);
         }
-        Ok(existed)
+        self.apply(&mut map, vec![(key.to_vec(), None)])?;
+        Ok(true)
     }
 
     async fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
@@ -135,24 +181,19 @@ impl KvBackend for MemoryKvBackend {
         if map.get(key).map(Vec::as_slice) != expect {
             return Ok(false);
         }
-        map.insert(key.to_vec(), value.to_vec());
-        self.persist(&map)?;
+        self.apply(&mut map, vec![(key.to_vec(), Some(value.to_vec()))])?;
         Ok(true)
     }
 
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        let mut map = self.write();
-        for op in ops {
-            match op {
-                BatchOp::Put(kv) => {
-                    map.insert(kv.key, kv.value);
-                }
-                BatchOp::Delete(key) => {
-                    map.remove(&key);
-                }
-            }
-        }
-        self.persist(&map)
+        let changes = ops
+            .into_iter()
+            .map(|op| match op {
+                BatchOp::Put(kv) => (kv.key, Some(kv.value)),
+                BatchOp::Delete(key) => (key, None),
+            })
+            .collect();
+        self.apply(&mut self.write(), changes)
     }
 }
 
@@ -183,5 +224,56 @@ mod tests {
         assert_eq!(kv.get(b"route/1").await.expect("get"), Some(b"a".to_vec()));
         assert_eq!(kv.get(b"route/2").await.expect("get"), None);
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_snapshot_fails_is_undone_in_memory_and_after_a_restart() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("kv.json");
+        let kv = MemoryKvBackend::with_snapshot(&path).expect("open");
+        kv.put(b"a", b"1").await.expect("put");
+        kv.put(b"b", b"2").await.expect("put");
+        let saved = std::fs::read(&path).expect("snapshot");
+        // The disk goes away: every kind of write fails and leaves nothing behind.
+        std::fs::remove_dir_all(&dir).expect("remove");
+        assert!(kv.put(b"a", b"changed").await.is_err());
+        assert!(kv.put(b"c", b"new").await.is_err());
+        assert!(kv.delete(b"b").await.is_err());
+        assert!(kv.compare_and_put(b"a", Some(b"1"), b"x").await.is_err());
+        assert!(kv.compare_and_put(b"d", None, b"x").await.is_err());
+        let batch = vec![
+            BatchOp::Put(KeyValue {
+                key: b"e".to_vec(),
+                value: b"x".to_vec(),
+            }),
+            BatchOp::Delete(b"a".to_vec()),
+        ];
+        assert!(kv.batch(batch).await.is_err());
+        let all = kv.range_prefix(b"").await.expect("range");
+        let pairs: Vec<(&[u8], &[u8])> = all
+            .iter()
+            .map(|p| (p.key.as_slice(), p.value.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [(&b"a"[..], &b"1"[..]), (b"b", b"2")],
+            "memory unchanged"
+        );
+        // The disk is back: a restart reads what was acknowledged, and nothing else.
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(&path, &saved).expect("restore");
+        kv.put(b"f", b"3").await.expect("writes work again");
+        let reopened = MemoryKvBackend::with_snapshot(&path).expect("reopen");
+        let keys: Vec<Vec<u8>> = reopened
+            .range_prefix(b"")
+            .await
+            .expect("range")
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"f".to_vec()]);
+        assert_eq!(reopened.get(b"a").await.expect("get"), Some(b"1".to_vec()));
     }
 }

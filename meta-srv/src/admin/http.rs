@@ -51,6 +51,8 @@ pub struct AdminState {
     pub(crate) leader: Arc<LeaderScope>,
     /// Followers forward admin requests to the leader with it.
     pub(crate) forwarder: forward::ForwardClient,
+    /// Whether the KV backend's writes fail.
+    pub(crate) kv_health: Arc<crate::kv_health::WatchedKv>,
 }
 
 impl AdminState {
@@ -283,9 +285,10 @@ async fn ready(State(srv): State<AdminState>) -> (StatusCode, Json<serde_json::V
     // than a timeout of its own; the two checks run at once.
     const WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
     let mut reasons = Vec::new();
-    let (leader, kv) = tokio::join!(
+    let (leader, kv, writes) = tokio::join!(
         tokio::time::timeout(WITHIN, srv.election.leader_addr()),
         tokio::time::timeout(WITHIN, srv.ctx.kv.get(b"__meta/ready")),
+        tokio::time::timeout(WITHIN, srv.kv_health.probe()),
     );
     let leader = match leader {
         Ok(Ok(Some(addr))) => Some(addr),
@@ -306,6 +309,13 @@ async fn ready(State(srv): State<AdminState>) -> (StatusCode, Json<serde_json::V
         Ok(Ok(_)) => {}
         Ok(Err(err)) => reasons.push(format!("the KV backend fails: {err}")),
         Err(_) => reasons.push(format!("the KV backend did not answer within {WITHIN:?}")),
+    }
+    match writes {
+        Ok(None) => {}
+        Ok(Some(err)) => reasons.push(format!("the KV backend refuses writes: {err}")),
+        Err(_) => reasons.push(format!(
+            "the KV backend refused a write, and a retry did not answer within {WITHIN:?}"
+        )),
     }
     if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
         reasons.push("elected, but the leader state is not loaded yet".into());

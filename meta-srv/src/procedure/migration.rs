@@ -570,15 +570,26 @@ impl Migrations {
             region_id,
             message: e.to_string(),
         })?;
-        let created = self
+        let created = match self
             .deps
             .kv
             .compare_and_put(key(region_id).as_bytes(), None, &value)
             .await
-            .map_err(|e| MigrationError::Store {
-                region_id,
-                message: e.to_string(),
-            })?;
+        {
+            Ok(created) => created,
+            // A failure may still have been applied (an etcd request that timed out): the
+            // record is read back, so an applied start runs instead of leaving a record
+            // behind a reported failure, to be resumed by the next leader.
+            Err(e) => match self.deps.kv.get(key(region_id).as_bytes()).await {
+                Ok(Some(held)) if held == value => true,
+                _ => {
+                    return Err(MigrationError::Store {
+                        region_id,
+                        message: e.to_string(),
+                    })
+                }
+            },
+        };
         if !created {
             return AlreadyMigratingSnafu { region_id, to }.fail();
         }
