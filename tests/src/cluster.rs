@@ -28,6 +28,8 @@ pub struct ClusterSpec {
     pub regions: usize,
     /// 1: one etcd, reached through a proxy per metasrv; 3: a 3-member etcd cluster.
     pub etcd_members: usize,
+    /// Flags for metasrv `i` alone, after `metasrv_args` (members configured apart).
+    pub member_args: Vec<Vec<String>>,
 }
 
 impl ClusterSpec {
@@ -39,6 +41,7 @@ impl ClusterSpec {
             shared: false,
             regions: 6,
             etcd_members: 1,
+            member_args: Vec::new(),
         }
     }
 }
@@ -95,6 +98,7 @@ impl EtcdCluster {
                 (None, None) => unreachable!("one etcd or the other"),
             };
             let mut args = spec.metasrv_args.clone();
+            args.extend(spec.member_args.get(i).into_iter().flatten().cloned());
             args.extend(
                 [
                     "--backend",

@@ -488,10 +488,24 @@ impl Http {
         key: &str,
         value: &str,
     ) -> Option<u16> {
+        self.try_write_row_within(node, region, key, value, Duration::from_secs(2))
+            .await
+    }
+
+    /// As [`try_write_row`](Self::try_write_row), waiting at most `within` for the answer
+    /// (a write queued on a stopped node is answered when it resumes).
+    pub async fn try_write_row_within(
+        &self,
+        node: &str,
+        region: u64,
+        key: &str,
+        value: &str,
+        within: Duration,
+    ) -> Option<u16> {
         let url = format!("{node}/regions/{region}/rows/{key}");
         self.client
             .put(&url)
-            .timeout(Duration::from_secs(2))
+            .timeout(within)
             .body(value.to_string())
             .send()
             .await
