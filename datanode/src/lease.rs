@@ -391,6 +391,27 @@ mod tests {
         assert!(leases.is_empty());
     }
 
+    /// A region closed and opened again is a new opening: a grant sent (anchored) before
+    /// it was reopened was decided for the old opening, perhaps before the region moved
+    /// away and back, and must not make the new one writable.
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_anchored_before_a_region_was_reopened_is_ignored() {
+        let leases = RegionLeases::new(Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let before = leases.duration_since_epoch();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        leases.track(1);
+        assert_eq!(
+            leases.grant(1, before, LEASE),
+            None,
+            "anchored before the opening"
+        );
+        assert!(!leases.is_live(1));
+        let after = leases.duration_since_epoch();
+        assert!(leases.grant(1, after, LEASE).is_some(), "anchored after it");
+        assert!(leases.is_live(1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_revoke_fences_off_a_grant_anchored_in_the_same_millisecond() {
         let leases = RegionLeases::new(Duration::ZERO);

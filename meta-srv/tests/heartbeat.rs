@@ -279,3 +279,64 @@ async fn ask_leader_names_the_advertised_address() {
     assert_eq!(resp.leader.expect("leader").addr, "10.1.2.3:3002");
     server.stop().await;
 }
+
+/// A handler last in the chain that ends this member's leadership while the chain runs
+/// (a slow handler outliving the deadline, a process paused mid-chain).
+#[derive(Debug)]
+struct LosesLeadership(Arc<StandaloneElection>);
+
+#[async_trait::async_trait]
+impl handlers::HeartbeatHandler for LosesLeadership {
+    fn name(&self) -> &str {
+        "loses_leadership"
+    }
+
+    fn is_acceptable(&self, role: common_proto::v1::Role) -> bool {
+        role == common_proto::v1::Role::Datanode
+    }
+
+    async fn handle(
+        &self,
+        _req: &common_proto::v1::HeartbeatRequest,
+        _ctx: &handlers::Context,
+        _acc: &mut handlers::HeartbeatAccumulator,
+    ) -> handlers::Result<handlers::HandleControl> {
+        self.0.set_leader(false);
+        Ok(handlers::HandleControl::Continue)
+    }
+}
+
+#[tokio::test]
+async fn a_grant_decided_by_a_leader_that_lapsed_during_the_chain_never_leaves() {
+    let election = Arc::new(StandaloneElection::new("127.0.0.1:1"));
+    let loses = LosesLeadership(election.clone());
+    let builder = MetasrvBuilder::new(fast_options())
+        .election(election.clone())
+        .handlers(move |b| b.push(loses));
+    let server = start_with(builder).await;
+    server
+        .srv
+        .context()
+        .routes
+        .put(RegionRoute {
+            region_id: 1,
+            leader: Some(1),
+            followers: vec![],
+        })
+        .await
+        .expect("route");
+    let mut node = FakeNode::connect(server.addr, 1, 100).await;
+    // CheckLeader passed at the start of the chain; leadership ended before the end.
+    match node.heartbeat(&[1]).await {
+        Ok(resp) => {
+            assert!(
+                resp.region_lease.is_none(),
+                "a lease granted after leadership lapsed: {resp:?}"
+            );
+            let code = resp.header.and_then(|h| h.error).map(|e| e.code);
+            assert_eq!(code, Some(ErrorCode::NotLeader as i32));
+        }
+        // The stream closed on the step-down before the response: nothing granted either.
+        Err(status) => assert!(status.message().contains("not leader"), "{status:?}"),
+    }
+}

@@ -71,6 +71,86 @@ mod tests {
     use crate::test_util::{fixture, request, run};
     use crate::{HandlerGroupBuilder, NodeKey, RegionRoute};
 
+    /// A route store that notes, at each `roles_for`, the node's last grant as the lease
+    /// store holds it then.
+    #[derive(Debug)]
+    struct NotesGrantAtRead {
+        inner: crate::RegionRouteStoreRef,
+        leases: crate::NodeLeaseStoreRef,
+        seen: parking_lot::Mutex<Vec<Option<tokio::time::Instant>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::RegionRouteStore for NotesGrantAtRead {
+        async fn get(&self, region_id: u64) -> crate::Result<Option<RegionRoute>> {
+            self.inner.get(region_id).await
+        }
+        async fn list(&self) -> crate::Result<Vec<RegionRoute>> {
+            self.inner.list().await
+        }
+        async fn create(&self, route: RegionRoute) -> crate::Result<bool> {
+            self.inner.create(route).await
+        }
+        async fn put(&self, route: RegionRoute) -> crate::Result<()> {
+            self.inner.put(route).await
+        }
+        async fn compare_and_put(
+            &self,
+            expected: &RegionRoute,
+            new: RegionRoute,
+        ) -> crate::Result<bool> {
+            self.inner.compare_and_put(expected, new).await
+        }
+        async fn delete(&self, region_id: u64) -> crate::Result<Option<RegionRoute>> {
+            self.inner.delete(region_id).await
+        }
+        async fn roles_for(
+            &self,
+            node_id: u64,
+            region_ids: &[u64],
+        ) -> crate::Result<Vec<Option<RegionRole>>> {
+            let granted = self
+                .leases
+                .get(NodeKey::datanode(node_id))
+                .and_then(|l| l.last_granted);
+            self.seen.lock().push(granted);
+            self.inner.roles_for(node_id, region_ids).await
+        }
+    }
+
+    /// S1 across a migration: a grant that read the route before the fence must be
+    /// visible to the migration, which waits out `last_granted + lease`. So the grant is
+    /// recorded before the route is read, never after.
+    #[tokio::test]
+    async fn the_grant_is_recorded_before_the_routes_are_read() {
+        let mut f = fixture();
+        let notes = std::sync::Arc::new(NotesGrantAtRead {
+            inner: f.ctx.routes.clone(),
+            leases: f.ctx.node_leases.clone(),
+            seen: parking_lot::Mutex::default(),
+        });
+        f.ctx.routes = notes.clone();
+        f.ctx
+            .routes
+            .put(RegionRoute {
+                region_id: 1,
+                leader: Some(7),
+                followers: vec![],
+            })
+            .await
+            .expect("route");
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        let now = f.ctx.clock.now();
+        run(&group, &f.ctx, &request(7, Role::Datanode, &[1], 1)).await;
+        assert_eq!(
+            *notes.seen.lock(),
+            [Some(now)],
+            "recorded when the route was read"
+        );
+    }
+
     #[tokio::test]
     async fn region_lease_grants_owned_roles_echoes_duration_and_lists_closeable() {
         let f = fixture();

@@ -843,6 +843,69 @@ async fn a_switch_over_a_route_led_by_a_stranger_retries_instead_of_overwriting_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_switch_is_a_compare_and_put_so_a_route_changed_underneath_is_never_overwritten() {
+    let h = Harness::new().await;
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(None, vec![2, 1]).await;
+    // Another writer (a stale leader, an operator's tool) changed the stored route after
+    // this leader's copy was read.
+    let stranger = RegionRoute {
+        region_id: REGION,
+        leader: Some(5),
+        followers: vec![],
+    };
+    let key = format!("__meta/route/{REGION}");
+    h.deps
+        .kv
+        .put(
+            key.as_bytes(),
+            &serde_json::to_vec(&stranger).expect("encode"),
+        )
+        .await
+        .expect("put");
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Manual)
+        .await;
+    h.migrations.begin_term(CancellationToken::new()).await;
+
+    let stuck = h.record_until(|s| s.last_error.is_some()).await;
+    assert_eq!(stuck.step, Step::Switch);
+    let stored: RegionRoute = serde_json::from_slice(
+        &h.deps
+            .kv
+            .get(key.as_bytes())
+            .await
+            .expect("get")
+            .expect("stored"),
+    )
+    .expect("decode");
+    assert_eq!(
+        stored, stranger,
+        "the switch never overwrote a route it did not read"
+    );
+    assert!(h.told().is_empty(), "nobody upgraded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_no_longer_leads_takes_no_step() {
+    let mut h = Harness::new().await;
+    let lease = Arc::new(LeaderLease::new(true, None));
+    h.deps.leadership = lease.clone();
+    h.migrations = Arc::new(Migrations::new(h.deps.clone()));
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(None, vec![2, 1]).await;
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
+        .await;
+    // Leadership is lost just as the term's procedures resume.
+    lease.set(false, None);
+    h.migrations.begin_term(CancellationToken::new()).await;
+    tokio::time::sleep(LEASE * 3).await;
+    assert_eq!(h.route().await.leader, None, "still fenced: no switch");
+    assert!(h.told().is_empty(), "no instruction from a former leader");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_resumed_fence_skips_what_the_route_shows_was_done() {
     // Already switched to the target: straight to the upgrade.
     let h = Harness::new().await;
