@@ -11,6 +11,6 @@
 //!   (`procedure::migration`).
 
 pub mod detector;
-mod judgement;
+pub(crate) mod judgement;
 pub mod selector;
 pub mod supervisor;

@@ -247,6 +247,11 @@ impl MetasrvBuilder {
                 tick: (options.heartbeat_interval / 4).max(std::time::Duration::from_millis(20)),
                 node_lease: options.node_lease,
                 phi: PhiOptions::from_timings(options.heartbeat_interval, options.region_lease),
+                silence_limit: crate::failover::judgement::silence_limit(
+                    options.heartbeat_interval,
+                    options.region_lease,
+                    options.lease_drift_margin,
+                ),
             },
             migrations.clone(),
             maintenance.clone(),

@@ -1,8 +1,10 @@
 //! The failover measurement behind `heartbeat-bench datanode-kill`: a standalone metasrv
 //! and 3 datanodes on a shared directory, 6 regions; the datanode leading the most
 //! regions is SIGKILLed, and each of its regions is timed from the kill until a write to
-//! its new owner succeeds. A figure, not an assertion (the failover process tests check
-//! the mechanism: one writer, no lost row).
+//! its new owner succeeds, and against the safe floor: the victim's last grant (read from
+//! `/nodes` just before the kill) + the region lease + the drift margin, the earliest S1
+//! allows. A figure, not an assertion (the failover process tests check the mechanism:
+//! one writer, no lost row).
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +12,19 @@ use serde_json::json;
 
 use crate::{eventually, DatanodeProc};
 
+/// One moved region's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Moved {
+    /// From the kill until a write to the new owner succeeded.
+    pub after_kill: Duration,
+    /// How far past the safe floor that was (ms; negative would break S1).
+    pub over_floor_ms: i64,
+}
+
 /// Starts the cluster with the metasrv flags `timings`, kills the busiest datanode, and
-/// returns, per region it led, the time until the region was writable elsewhere.
-pub async fn run_once(timings: &[&str]) -> Vec<Duration> {
+/// returns, per region it led, when the region was writable elsewhere. `floor` is the
+/// region lease + drift margin those timings give.
+pub async fn run_once(timings: &[&str], floor: Duration) -> Vec<Moved> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args: Vec<String> = timings.iter().map(|s| s.to_string()).collect();
     args.extend([
@@ -50,7 +62,14 @@ pub async fn run_once(timings: &[&str]) -> Vec<Duration> {
         .filter(|(_, l)| *l == victim)
         .map(|(r, _)| *r)
         .collect();
+    let (_, listed) = http.get(&format!("{}/nodes", ms.http)).await;
+    let granted_ms_ago = listed
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node_id"] == victim))
+        .and_then(|n| n["granted_ms_ago"].as_u64())
+        .expect("the victim was granted");
     let killed_at = Instant::now();
+    let floor_at = (killed_at - Duration::from_millis(granted_ms_ago)) + floor;
     if let Some(d) = nodes.iter_mut().find(|d| d.node_id == victim) {
         d.proc.kill();
     }
@@ -72,11 +91,19 @@ pub async fn run_once(timings: &[&str]) -> Vec<Duration> {
                 }
                 let url = url_of(leader, nodes)?;
                 (http.try_write_row(&url, region, "after", "v").await == Some(200))
-                    .then(|| killed_at.elapsed())
+                    .then(Instant::now)
             },
         )
         .await;
-        times.push(at);
+        let over_floor_ms = if at >= floor_at {
+            (at - floor_at).as_millis() as i64
+        } else {
+            -((floor_at - at).as_millis() as i64)
+        };
+        times.push(Moved {
+            after_kill: at - killed_at,
+            over_floor_ms,
+        });
     }
     times
 }

@@ -203,5 +203,14 @@ fn datanode_kill_mode_times_every_moved_region() {
     for run in runs {
         let times = run["writable_elsewhere_ms"].as_array().expect("times");
         assert!(!times.is_empty(), "the killed node led regions: {run}");
+        // Never writable elsewhere before the old owner's lease surely ran out (S1).
+        let over = run["over_safe_floor_ms"]
+            .as_array()
+            .expect("over the floor");
+        assert_eq!(over.len(), times.len(), "{run}");
+        assert!(
+            over.iter().all(|o| o.as_i64().is_some_and(|ms| ms >= 0)),
+            "writable before the safe floor: {run}"
+        );
     }
 }

@@ -2,14 +2,17 @@
 //! regions away.
 //!
 //! Every tick (a quarter heartbeat interval) it feeds one [`PhiAccrualDetector`] per
-//! datanode with the node's last heartbeat time, then, for each node judged failed,
+//! datanode with the node's last heartbeat time, then, for each node judged failed (its
+//! detector crossed the threshold, or it was silent for the silence limit, a little less
+//! than the lease wait, so that only the switch waits for the lease; see
+//! [`super::judgement`]),
 //! schedules a failover (a [`Migrations`] procedure) of every region it leads, to a target
 //! the selector picks, never the failed node. Regions share their node's fate, so the
 //! detectors are per node, not per region.
 //!
 //! What it refuses to do:
-//! - judge a node in its first node lease of this term (a new leader knows nothing of
-//!   the nodes' history; each gets a full grace);
+//! - judge a node in its first node lease of this term before it has heartbeated to this
+//!   term (a new leader knows nothing of the nodes' history; each gets a full grace);
 //! - judge anyone after a **stall of its own**: a tick gap far longer than the tick means
 //!   this process did not run (SIGSTOP, a starved runtime) and heard nothing through no
 //!   fault of the nodes; it resets every detector and grants every node a fresh grace;
@@ -54,6 +57,9 @@ pub struct SupervisorOptions {
     pub node_lease: Duration,
     /// The detectors' tuning.
     pub phi: PhiOptions,
+    /// Silence after which a node is failed whatever its detector says
+    /// ([`super::judgement::silence_limit`]).
+    pub silence_limit: Duration,
 }
 
 /// Leader-only failure detection and failover scheduling.
@@ -185,7 +191,12 @@ impl RegionSupervisor {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
-        let mut judgement = Judgement::new(self.options.phi, self.options.node_lease, last_tick);
+        let mut judgement = Judgement::new(
+            self.options.phi,
+            self.options.node_lease,
+            self.options.silence_limit,
+            last_tick,
+        );
         let mut schedule = Schedule::new(self.options.node_lease, MigrationReason::Failover);
         let mut drains = Schedule::new(self.options.node_lease, MigrationReason::Drain);
         let mut paused_logged = false;
@@ -212,7 +223,7 @@ impl RegionSupervisor {
                     "the supervisor itself was stalled; resetting every detector and granting every node a fresh grace"
                 );
                 deps.node_leases.grace(now);
-                judgement.reset();
+                judgement.reset(now);
                 continue;
             }
             let datanodes = deps
@@ -352,7 +363,7 @@ impl RegionSupervisor {
         for node_id in failed.iter().filter(|f| !prev.contains(f)) {
             warn!(
                 node_id,
-                "datanode judged failed by the phi-accrual detector"
+                "datanode judged failed: silent past the silence limit, or by the phi-accrual detector"
             );
         }
         *prev = failed.to_vec();

@@ -650,9 +650,10 @@ async fn leader_kill(json_out: bool, runs: usize, datanodes: u64) {
 }
 
 async fn datanode_kill(json_out: bool, runs: usize) {
-    let sets: [(&str, &[&str]); 2] = [
+    // The safe floor after the last grant: region lease + the default 500 ms margin.
+    let sets: [(&str, &[&str], Duration); 2] = [
         (
-            "fast (heartbeat 1 s, region lease 3 s, failover wait 4 s)",
+            "fast (heartbeat 1 s, region lease 3 s)",
             &[
                 "--heartbeat-interval",
                 "1s",
@@ -660,24 +661,28 @@ async fn datanode_kill(json_out: bool, runs: usize) {
                 "3s",
                 "--node-lease",
                 "3s",
-                "--failover-wait",
-                "4s",
             ],
+            Duration::from_millis(3_500),
         ),
         (
-            "defaults (heartbeat 3 s, region lease 10 s, failover wait 12 s)",
+            "defaults (heartbeat 3 s, region lease 10 s)",
             &[],
+            Duration::from_millis(10_500),
         ),
     ];
-    for (name, timings) in sets {
+    for (name, timings, floor) in sets {
         for run in 1..=runs {
-            let times = tests::datanode_kill::run_once(timings).await;
-            let ms: Vec<u64> = times.iter().map(|d| d.as_millis() as u64).collect();
+            let moved = tests::datanode_kill::run_once(timings, floor).await;
+            let ms: Vec<u64> = moved
+                .iter()
+                .map(|m| m.after_kill.as_millis() as u64)
+                .collect();
+            let over: Vec<i64> = moved.iter().map(|m| m.over_floor_ms).collect();
             emit(
                 json_out,
-                &json!({"mode": "datanode-kill", "timings": name, "run": run, "writable_elsewhere_ms": ms}),
+                &json!({"mode": "datanode-kill", "timings": name, "run": run, "writable_elsewhere_ms": ms, "over_safe_floor_ms": over}),
                 || {
-                    format!("datanode-kill, {name}, run {run}: its regions writable elsewhere after {ms:?} ms")
+                    format!("datanode-kill, {name}, run {run}: its regions writable elsewhere after {ms:?} ms, {over:?} ms past the safe floor (last grant + lease + margin)")
                 },
             );
         }
