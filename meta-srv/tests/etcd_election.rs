@@ -121,12 +121,14 @@ impl Candidate {
 
     /// A candidate on a meta lease of `ttl`.
     async fn start_with(etcd: &Etcd, addr: &str, ttl: Duration) -> Candidate {
-        let pool = EtcdPool::connect(
-            std::slice::from_ref(&etcd.endpoint),
-            &PoolOptions::for_meta_lease(ttl),
-        )
-        .await
-        .expect("pool");
+        Self::start_at(&etcd.endpoint, addr, ttl).await
+    }
+
+    /// A candidate reaching etcd at `endpoint` (a proxy, say), on a meta lease of `ttl`.
+    async fn start_at(endpoint: &str, addr: &str, ttl: Duration) -> Candidate {
+        let pool = EtcdPool::connect(&[endpoint.to_string()], &PoolOptions::for_meta_lease(ttl))
+            .await
+            .expect("pool");
         let election = Arc::new(
             EtcdElection::new(Arc::new(pool), "/test", addr, ttl, MARGIN)
                 .with_http_addr(Some(format!("{addr}-http"))),
@@ -477,5 +479,155 @@ async fn asking_for_the_leader_tells_no_leader_from_an_etcd_that_cannot_answer()
     assert!(
         err.to_string().contains("reading the leader"),
         "the error names the call: {err}"
+    );
+}
+
+/// A TCP proxy in front of etcd whose answers (etcd to client) can be delayed or held
+/// back, while requests still go through: an answer that is late, or lost after its
+/// request was applied.
+struct SlowAnswers {
+    endpoint: String,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl SlowAnswers {
+    async fn start(target: &str) -> SlowAnswers {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = listener.local_addr().expect("addr").to_string();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, h, target) = (delay_ms.clone(), hold.clone(), target.to_string());
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_r, mut client_w) = inbound.into_split();
+                let (mut etcd_r, mut etcd_w) = outbound.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_r, &mut etcd_w).await;
+                });
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+                let delay = d.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = etcd_r.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let at = Instant::now() + Duration::from_millis(delay.load(SeqCst));
+                        if tx.send((at, buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let hold = h.clone();
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = rx.recv().await {
+                        while hold.load(SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        tokio::time::sleep_until(at).await;
+                        if client_w.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowAnswers {
+            endpoint,
+            delay_ms,
+            hold,
+            task,
+        }
+    }
+}
+
+impl Drop for SlowAnswers {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// etcd starts a lease's TTL when it receives the keep-alive, so the leadership deadline
+/// counts from the keep-alive's send time: an acknowledgement that comes late must not
+/// move the deadline further than the send time allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_counts_from_the_keep_alives_send_time_not_its_late_acknowledgement() {
+    const LATE: Duration = Duration::from_millis(300);
+    let etcd = Etcd::start().await;
+    let proxy = SlowAnswers::start(&etcd.endpoint).await;
+    let c = Candidate::start_at(&proxy.endpoint, "m1:1", TTL).await;
+    eventually("m1 leads", || async {
+        c.election.leadership().is_leader().then_some(())
+    })
+    .await;
+    proxy
+        .delay_ms
+        .store(LATE.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    // Past the answers already in flight, every acknowledgement is LATE after its send.
+    tokio::time::sleep(TTL / 2).await;
+    let mut most = Duration::ZERO;
+    let until = Instant::now() + 2 * TTL;
+    while Instant::now() < until {
+        let left = c
+            .election
+            .leadership()
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        most = most.max(left);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        c.election.leadership().is_leader(),
+        "still leading through late answers"
+    );
+    let allowed = TTL - MARGIN - LATE + Duration::from_millis(60);
+    assert!(
+        most <= allowed,
+        "leadership reached {most:?} ahead, more than TTL - margin - the answer's delay ({allowed:?}): the deadline counted from the acknowledgement"
+    );
+    c.stop().await;
+}
+
+/// A compare-and-put whose answer was lost may have been applied: it is not sent again
+/// to another member (where it would find its own write and report "not written").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_put_whose_answer_was_lost_is_not_sent_to_another_member() {
+    use handlers::KvBackend as _;
+    let etcd = Etcd::start().await;
+    let proxy = SlowAnswers::start(&etcd.endpoint).await;
+    let pool = EtcdPool::connect(
+        &[proxy.endpoint.clone(), etcd.endpoint.clone()],
+        &PoolOptions::for_meta_lease(TTL),
+    )
+    .await
+    .expect("pool");
+    let kv = meta_srv::kv_etcd::EtcdKvBackend::new(Arc::new(pool), "/cas", Duration::from_secs(2));
+    // The connection through the proxy is up (the first member is preferred).
+    kv.get(b"warm").await.expect("get through the proxy");
+    proxy.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = kv.compare_and_put(b"k", None, b"v").await;
+    proxy.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        outcome.is_err(),
+        "an unanswered compare-and-put is reported as unknown, not retried: {outcome:?}"
+    );
+    let mut direct = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .expect("client");
+    let held = direct.get("/cas/k", None).await.expect("get");
+    assert_eq!(
+        held.kvs().first().map(|kv| kv.value().to_vec()),
+        Some(b"v".to_vec()),
+        "it was applied: the failure really was ambiguous"
     );
 }

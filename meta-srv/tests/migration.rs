@@ -726,7 +726,14 @@ async fn a_drain_move_that_rolled_back_is_retried_until_the_node_leads_nothing()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let done = server.srv.migrations().last_finished(5).expect("finished");
+    // The route names the target before the upgrade finishes: wait for the procedure's
+    // own end, not the route's switch.
+    let done = server
+        .srv
+        .migrations()
+        .wait(5, Duration::from_secs(10))
+        .await
+        .expect("finished");
     assert_eq!(
         (done.reason, done.step),
         (MigrationReason::Drain, Step::Done)

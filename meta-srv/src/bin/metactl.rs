@@ -240,7 +240,10 @@ async fn call(
                 } else {
                     Attempt::Lost
                 };
-                if next(idempotent, attempt, last) == Next::Stop {
+                // A change that may have reached a leader stops here; anything else goes on
+                // to the next endpoint, and past the last one is "unreachable".
+                // (With endpoints left, the rule stops only a change that may have applied.)
+                if next(idempotent, attempt, false) == Next::Stop {
                     return Err(Failure::Uncertain(errors.join("; ")));
                 }
             }
