@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{fast_options, start_with};
-use handlers::{BatchOp, KeyValue, KvBackend, LeadershipView as _, MemoryKvBackend, RegionRoute};
+use handlers::{BatchOp, KeyValue, KvBackend, MemoryKvBackend, RegionRoute};
 use meta_srv::{MetasrvBuilder, StandaloneElection};
 
 /// A memory KV whose range reads take a while when `slow` is set (a loaded etcd).
