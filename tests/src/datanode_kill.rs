@@ -62,11 +62,8 @@ pub async fn run_once(timings: &[&str], floor: Duration) -> Vec<Moved> {
         .filter(|(_, l)| *l == victim)
         .map(|(r, _)| *r)
         .collect();
-    let (_, listed) = http.get(&format!("{}/nodes", ms.http)).await;
-    let granted_ms_ago = listed
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["node_id"] == victim))
-        .and_then(|n| n["granted_ms_ago"].as_u64())
+    let granted_ms_ago = crate::granted_ms_ago(&http, &ms.http, victim)
+        .await
         .expect("the victim was granted");
     let killed_at = Instant::now();
     let floor_at = (killed_at - Duration::from_millis(granted_ms_ago)) + floor;

@@ -623,6 +623,22 @@ pub async fn heartbeat_on(
     }
 }
 
+/// Runs `metactl --endpoints endpoints args…` (blocking, off the async runtime's threads).
+pub async fn metactl(endpoints: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(bin_path("metactl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run metactl"))
+        .await
+        .expect("join")
+}
+
+/// How long ago the metasrv at `ms_http` last granted datanode `node_id` leases, from its
+/// `/nodes`; `None` if it never did.
+pub async fn granted_ms_ago(http: &Http, ms_http: &str, node_id: u64) -> Option<u64> {
+    let (_, nodes) = http.get(&format!("{ms_http}/nodes")).await;
+    nodes.as_array()?.iter().find(|n| n["node_id"] == node_id)?["granted_ms_ago"].as_u64()
+}
+
 /// A standalone metasrv (flags `metasrv_args`, logs and data under `dir`) and datanodes
 /// `1..=nodes` sharing one region-data directory (so regions can move), waited on until
 /// every datanode is connected.

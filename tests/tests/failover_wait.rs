@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::{eventually, standalone_shared};
+use tests::{eventually, granted_ms_ago, standalone_shared};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_wait_longer_than_the_lease_is_honoured_from_the_last_grant() {
@@ -43,25 +43,12 @@ async fn a_failover_wait_longer_than_the_lease_is_honoured_from_the_last_grant()
     )
     .await;
     // Past the supervisor's grace, so only the wait decides.
-    eventually(
-        "the owner heard and granted",
-        Duration::from_secs(10),
-        || async {
-            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-            n.as_array()?
-                .iter()
-                .find(|n| n["node_id"] == owner)
-                .and_then(|n| n["granted_ms_ago"].as_u64())
-                .filter(|ms| *ms < 200)
-        },
-    )
+    let granted_ms_ago = eventually("a fresh grant", Duration::from_secs(10), || async {
+        granted_ms_ago(&http, &ms.http, owner)
+            .await
+            .filter(|ms| *ms < 200)
+    })
     .await;
-    let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-    let granted_ms_ago = n
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["node_id"] == owner))
-        .and_then(|n| n["granted_ms_ago"].as_u64())
-        .expect("granted");
     let last_grant = Instant::now() - Duration::from_millis(granted_ms_ago);
     victim[0].proc.kill();
     // Poll the other node until it accepts the region's writes.

@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use tests::{bin_path, DatanodeProc, Http, MetasrvProc};
+use tests::{bin_path, metactl, DatanodeProc, Http, MetasrvProc};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -41,15 +41,6 @@ async fn setup_with(extra: &[&str]) -> Setup {
         _nodes: nodes,
         http,
     }
-}
-
-/// Runs metactl against `endpoints` (blocking, off the async runtime's threads).
-async fn metactl(endpoints: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin_path("metactl"));
-    cmd.arg("--endpoints").arg(endpoints).args(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run metactl"))
-        .await
-        .expect("join")
 }
 
 fn stdout(o: &Output) -> String {

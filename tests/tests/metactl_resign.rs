@@ -3,11 +3,10 @@
 //! follower alone. A change is never sent again to the next endpoint once it may have
 //! reached a leader (a forwarded resign sees its leader go away: that is its success).
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use tests::cluster::{ClusterSpec, EtcdCluster};
-use tests::{always_for, bin_path, eventually};
+use tests::{always_for, eventually, metactl};
 
 const TIMINGS: &[&str] = &[
     "--heartbeat-interval",
@@ -19,14 +18,6 @@ const TIMINGS: &[&str] = &[
     "--meta-lease",
     "3s",
 ];
-
-async fn metactl(endpoints: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin_path("metactl"));
-    cmd.arg("--endpoints").arg(endpoints).args(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run metactl"))
-        .await
-        .expect("join")
-}
 
 /// Terms that began at or after `since_ms`, over every member's grant log: each is one
 /// leader change.

@@ -679,28 +679,36 @@ async fn storage_kinds_are_read_from_the_flushed_stats_when_memory_has_none() {
     assert_eq!(h.deps.check_movable(REGION, None).await, Ok(()));
 }
 
+impl Harness {
+    /// Fails the region over from node 1, last granted `after` from now, to node 2, and
+    /// waits for the end; returns the last grant. The move must wait out the lease.
+    async fn fail_over_1_to_2(&self, after: Duration) -> Instant {
+        self.alive(1, &[REGION], true).await;
+        self.alive(2, &[], true).await;
+        self.connect(2);
+        let granted = Instant::now() + after;
+        tokio::time::advance(after).await;
+        self.deps
+            .node_leases
+            .record_grant(NodeKey::datanode(1), granted);
+        self.put_route(Some(1), vec![]).await;
+        self.persist(Some(1), 2, Step::AddFollower, MigrationReason::Failover)
+            .await;
+        self.migrations.begin_term(CancellationToken::new()).await;
+        let done = self.finished().await;
+        assert_eq!(done.step, Step::Done);
+        assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+        granted
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
     let h = Harness::new().await;
     // Judged failed, though its stream is still open (a stalled process): asking it
     // would only wait out the instruction timeout.
-    h.alive(1, &[REGION], true).await;
     h.connect(1);
-    h.alive(2, &[], true).await;
-    h.connect(2);
-    let granted = Instant::now() + Duration::from_secs(3);
-    tokio::time::advance(Duration::from_secs(3)).await;
-    h.deps
-        .node_leases
-        .record_grant(NodeKey::datanode(1), granted);
-    h.put_route(Some(1), vec![]).await;
-    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Failover)
-        .await;
-    h.migrations.begin_term(CancellationToken::new()).await;
-
-    let done = h.finished().await;
-    assert_eq!(done.step, Step::Done);
-    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    let granted = h.fail_over_1_to_2(Duration::from_secs(3)).await;
     assert!(
         Instant::now() >= granted + LEASE + h.deps.lease_wait.margin,
         "the switch came before the last grant's lease could have run out"
@@ -720,21 +728,7 @@ async fn failover_switch_time(wait: LeaseWait, earlier: Duration) -> (Instant, I
     h.deps.lease_wait = wait;
     h.migrations = Arc::new(Migrations::new(h.deps.clone()));
     h.deps.gate.open(2, 2, earlier);
-    h.alive(1, &[REGION], true).await;
-    h.alive(2, &[], true).await;
-    h.connect(2);
-    let granted = Instant::now() + Duration::from_secs(1);
-    tokio::time::advance(Duration::from_secs(1)).await;
-    h.deps
-        .node_leases
-        .record_grant(NodeKey::datanode(1), granted);
-    h.put_route(Some(1), vec![]).await;
-    h.persist(Some(1), 2, Step::AddFollower, MigrationReason::Failover)
-        .await;
-    h.migrations.begin_term(CancellationToken::new()).await;
-    let done = h.finished().await;
-    assert_eq!(done.step, Step::Done);
-    assert_eq!(done.released_by.as_deref(), Some("lease waited out"));
+    let granted = h.fail_over_1_to_2(Duration::from_secs(1)).await;
     (granted, Instant::now())
 }
 
