@@ -15,8 +15,10 @@ use async_trait::async_trait;
 use crate::Result;
 
 pub mod conformance;
+pub mod faulty;
 pub mod memory;
 
+pub use faulty::FaultyKv;
 pub use memory::MemoryKvBackend;
 
 /// One key and its value.

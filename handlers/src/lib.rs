@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use group::{HandlerGroup, HandlerTiming};
 pub use handler::{ErrorPolicy, HandleControl, HeartbeatHandler};
 pub use instructions::{InstructionSender, InstructionSenderRef};
-pub use kv::{BatchOp, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
+pub use kv::{BatchOp, FaultyKv, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
 pub use leadership::{LeaderLease, LeadershipRef, LeadershipView};
 pub use node_lease::{MemoryNodeLeaseStore, NodeKey, NodeLease, NodeLeaseStore, NodeLeaseStoreRef};
 pub use route::{KvRegionRouteStore, RegionRoute, RegionRouteStore, RegionRouteStoreRef};

@@ -345,69 +345,7 @@ impl RegionRouteStore for KvRegionRouteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KvBackend as _, MemoryKvBackend};
-
-    /// A backend whose writes all fail, after being applied (`applied`: an etcd request
-    /// that timed out but committed) or not.
-    #[derive(Debug)]
-    struct FailingWrites {
-        inner: MemoryKvBackend,
-        applied: bool,
-    }
-
-    impl FailingWrites {
-        fn fail(&self, op: &'static str) -> crate::Error {
-            use snafu::IntoError as _;
-            crate::error::KvSnafu {
-                backend: "test",
-                op,
-                key: String::new(),
-            }
-            .into_error("timed out".into())
-        }
-    }
-
-    #[async_trait]
-    impl crate::KvBackend for FailingWrites {
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.inner.get(key).await
-        }
-        async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-            if self.applied {
-                self.inner.put(key, value).await?;
-            }
-            Err(self.fail("put"))
-        }
-        async fn delete(&self, key: &[u8]) -> Result<bool> {
-            if self.applied {
-                self.inner.delete(key).await?;
-            }
-            Err(self.fail("delete"))
-        }
-        async fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<crate::KeyValue>> {
-            self.inner.range_prefix(prefix).await
-        }
-        async fn compare_and_put(
-            &self,
-            key: &[u8],
-            expect: Option<&[u8]>,
-            value: &[u8],
-        ) -> Result<bool> {
-            if self.applied {
-                self.inner.compare_and_put(key, expect, value).await?;
-            }
-            Err(self.fail("compare_and_put"))
-        }
-        async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<()> {
-            if self.applied {
-                self.inner.batch(ops).await?;
-            }
-            Err(self.fail("batch"))
-        }
-    }
+    use crate::MemoryKvBackend;
 
     fn led_by(region_id: u64, leader: u64) -> RegionRoute {
         RegionRoute {
@@ -417,19 +355,13 @@ mod tests {
         }
     }
 
-    /// A store over a failing backend that already holds region 1 led by node 1.
+    /// A store over a backend that holds region 1 led by node 1, whose writes fail from
+    /// now on (after being applied, if `applied`).
     async fn over_failing(applied: bool) -> KvRegionRouteStore {
-        let inner = MemoryKvBackend::new();
-        let r1 = led_by(1, 1);
-        inner
-            .put(
-                KvRegionRouteStore::key(1).as_bytes(),
-                &KvRegionRouteStore::encode(&r1).expect("encode"),
-            )
-            .await
-            .expect("seed");
-        let store = KvRegionRouteStore::new(Arc::new(FailingWrites { inner, applied }));
-        store.load().await.expect("load");
+        let kv = Arc::new(crate::FaultyKv::new());
+        let store = KvRegionRouteStore::new(kv.clone());
+        store.put(led_by(1, 1)).await.expect("seed");
+        kv.fail_writes(applied);
         store
     }
 

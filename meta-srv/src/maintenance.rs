@@ -13,7 +13,8 @@
 //! Both are persisted in the KV backend (etcd in a cluster) under one key, so they
 //! survive a leader change: a new leader reads them when its term begins, before its
 //! supervisor may act. Reads on the hot paths hit an in-memory copy; writes are
-//! serialized, persisted, then applied. Manual migrations and drains still work while
+//! serialized, persisted, then applied (a write that failed is read back: memory follows
+//! what the backend holds). Manual migrations and drains still work while
 //! failover is paused: they are the operator's own moves.
 
 use std::collections::BTreeSet;
@@ -87,12 +88,22 @@ impl Maintenance {
         let mut next = self.state.lock().clone();
         change(&mut next);
         let value = serde_json::to_vec(&next).unwrap_or_default();
-        self.kv
-            .put(KEY.as_bytes(), &value)
-            .await
-            .context(StoreSnafu {
+        if let Err(err) = self.kv.put(KEY.as_bytes(), &value).await {
+            // A write that failed may still have been applied (an etcd request that timed
+            // out): memory follows what the backend holds, if it can be read.
+            if let Ok(Some(held)) = self.kv.get(KEY.as_bytes()).await {
+                if let Ok(state) = serde_json::from_slice::<MaintenanceState>(&held) {
+                    let applied = held == value;
+                    *self.state.lock() = state;
+                    if applied {
+                        return Ok(());
+                    }
+                }
+            }
+            return Err(err).context(StoreSnafu {
                 op: "write maintenance mode",
-            })?;
+            });
+        }
         *self.state.lock() = next;
         Ok(())
     }
@@ -145,6 +156,23 @@ mod tests {
     use handlers::MemoryKvBackend;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_changes_nothing_unless_the_backend_applied_it() {
+        let faulty = Arc::new(handlers::FaultyKv::new());
+        let kv: KvBackendRef = faulty.clone();
+        let m = Maintenance::new(kv.clone());
+        m.load().await.expect("load");
+        faulty.fail_writes(false);
+        assert!(m.set(true).await.is_err());
+        assert!(m.set_drained(4, true).await.is_err());
+        assert!(!m.is_enabled() && !m.is_drained(4), "memory unchanged");
+        // A write that failed but was applied (an etcd timeout that committed): memory
+        // follows the backend, and the call reports it done.
+        faulty.fail_writes(true);
+        m.set(true).await.expect("applied after all");
+        assert!(m.is_enabled());
+    }
 
     #[tokio::test]
     async fn the_switch_survives_a_new_reader_as_a_new_leader_would() {

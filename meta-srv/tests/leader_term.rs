@@ -3,54 +3,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{fast_options, start_with};
-use handlers::{BatchOp, KeyValue, KvBackend, MemoryKvBackend, RegionRoute};
+use handlers::{FaultyKv, KvBackend as _, RegionRoute};
 use meta_srv::{MetasrvBuilder, StandaloneElection};
-
-/// A memory KV whose range reads take a while when `slow` is set (a loaded etcd).
-#[derive(Debug, Default)]
-struct SlowRanges {
-    inner: MemoryKvBackend,
-    slow: AtomicBool,
-}
-
-#[async_trait]
-impl KvBackend for SlowRanges {
-    fn name(&self) -> &'static str {
-        "slow-ranges"
-    }
-    async fn get(&self, key: &[u8]) -> handlers::Result<Option<Vec<u8>>> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &[u8], value: &[u8]) -> handlers::Result<()> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&self, key: &[u8]) -> handlers::Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn range_prefix(&self, prefix: &[u8]) -> handlers::Result<Vec<KeyValue>> {
-        if self.slow.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        self.inner.range_prefix(prefix).await
-    }
-    async fn compare_and_put(
-        &self,
-        key: &[u8],
-        expect: Option<&[u8]>,
-        value: &[u8],
-    ) -> handlers::Result<bool> {
-        self.inner.compare_and_put(key, expect, value).await
-    }
-    async fn batch(&self, ops: Vec<BatchOp>) -> handlers::Result<()> {
-        self.inner.batch(ops).await
-    }
-}
 
 fn led_by(leader: u64) -> RegionRoute {
     RegionRoute {
@@ -62,7 +20,7 @@ fn led_by(leader: u64) -> RegionRoute {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_elected_leader_opens_its_gate_only_after_reloading_the_routes() {
-    let kv = Arc::new(SlowRanges::default());
+    let kv = Arc::new(FaultyKv::new());
     let election = Arc::new(StandaloneElection::new("127.0.0.1:1"));
     let server = start_with(
         MetasrvBuilder::new(fast_options())
@@ -79,7 +37,7 @@ async fn a_re_elected_leader_opens_its_gate_only_after_reloading_the_routes() {
     common::eventually("following", || !ctx.leadership.is_leader()).await;
     let moved = serde_json::to_vec(&led_by(2)).expect("encode");
     kv.put(b"__meta/route/1", &moved).await.expect("put");
-    kv.slow.store(true, Ordering::SeqCst);
+    kv.slow_ranges(Duration::from_millis(300));
 
     // Re-elected: the moment the gate opens, the routes are the reloaded ones.
     election.set_leader(true);

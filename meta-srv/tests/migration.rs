@@ -347,6 +347,47 @@ async fn the_supervisor_moves_a_silent_nodes_regions_to_the_least_loaded_live_no
     server.stop().await;
 }
 
+/// Maintenance mode pauses automatic failover: a silent node is judged failed, and
+/// nothing of it moves until the mode is lifted.
+#[tokio::test]
+async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lifted() {
+    let server = start(MetasrvOptions {
+        region_failover: true,
+        ..fast_options()
+    })
+    .await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let srv = server.srv.clone();
+    srv.maintenance().set(true).await.expect("maintenance on");
+    n1.kill().await;
+    eventually("node 1 judged failed", || {
+        srv.supervisor().failed_nodes() == vec![1]
+    })
+    .await;
+    // Well past the failover's lease wait (2.5 s): still where it was.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(route(&server, 5).await.leader, Some(1), "moved while paused");
+        assert!(srv.migrations().in_flight(5).await.is_none(), "a move started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    srv.maintenance().set(false).await.expect("maintenance off");
+    let migrations = srv.migrations().clone();
+    eventually("region 5 failed over once lifted", || {
+        migrations
+            .history()
+            .iter()
+            .any(|s| s.region_id == 5 && s.step == Step::Done)
+    })
+    .await;
+    assert_eq!(route(&server, 5).await.leader, Some(2));
+    n2.kill().await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_dead_nodes_local_only_region_is_reported_unavailable_not_moved() {
     let server = start(MetasrvOptions {
