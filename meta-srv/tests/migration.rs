@@ -370,8 +370,15 @@ async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lift
     // Well past the failover's lease wait (2.5 s): still where it was.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        assert_eq!(route(&server, 5).await.leader, Some(1), "moved while paused");
-        assert!(srv.migrations().in_flight(5).await.is_none(), "a move started");
+        assert_eq!(
+            route(&server, 5).await.leader,
+            Some(1),
+            "moved while paused"
+        );
+        assert!(
+            srv.migrations().in_flight(5).await.is_none(),
+            "a move started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     srv.maintenance().set(false).await.expect("maintenance off");
@@ -384,6 +391,45 @@ async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lift
     })
     .await;
     assert_eq!(route(&server, 5).await.leader, Some(2));
+    n2.kill().await;
+    server.stop().await;
+}
+
+/// A stall of the leader's own (here the whole runtime, blocked for longer than the
+/// silence limit) is not the nodes' silence: the supervisor judges nobody on that gap.
+#[tokio::test]
+async fn a_stall_of_the_leaders_own_fails_over_nothing() {
+    let server = start(MetasrvOptions {
+        region_failover: true,
+        ..fast_options()
+    })
+    .await;
+    put_route(&server, 5, 1).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let srv = server.srv.clone();
+    let start = Instant::now();
+    eventually("the grace passed", || {
+        start.elapsed() > Duration::from_millis(2_500)
+    })
+    .await;
+    // Every task of this process stops for 4 s (a SIGSTOP, a starved runtime).
+    std::thread::sleep(Duration::from_secs(4));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(
+            srv.supervisor().failed_nodes().is_empty(),
+            "judged on its own stall"
+        );
+        assert!(
+            srv.migrations().in_flight(5).await.is_none(),
+            "a move started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(route(&server, 5).await.leader, Some(1));
+    n1.kill().await;
     n2.kill().await;
     server.stop().await;
 }
