@@ -46,9 +46,18 @@ impl WatchedKv {
 
     /// While writes fail, tries one (of a key nothing else reads); returns the error if
     /// the backend still fails, `None` when it writes (or never failed).
+    /// The probe's own failure is not counted or logged again: it is the same failure.
     pub async fn probe(&self) -> Option<String> {
         self.failing()?;
-        self.put(PROBE_KEY, b"1").await.err().map(|e| e.to_string())
+        match self.inner.put(PROBE_KEY, b"1").await {
+            Ok(()) => {
+                if self.failing.lock().take().is_some() {
+                    tracing::info!("the KV backend accepts writes again");
+                }
+                None
+            }
+            Err(err) => Some(err.to_string()),
+        }
     }
 
     fn observe<T>(

@@ -39,7 +39,7 @@ async fn lower_bound_at(
     kv: handlers::KvBackendRef,
     gate: Arc<LeaderGate>,
     written: lease_bound::BoundRecord,
-    own: std::time::Duration,
+    own: lease_bound::Bound,
     at: tokio::time::Instant,
     term: CancellationToken,
 ) {
@@ -52,7 +52,7 @@ async fn lower_bound_at(
     }
     match lease_bound::lower(&kv, written, own).await {
         Ok(true) => info!(
-            lease_bound_ms = own.as_millis() as u64,
+            lease_bound_ms = own.lease.as_millis() as u64,
             "the earlier terms' longer leases have run out; lease bound lowered to this term's"
         ),
         Ok(false) => info!("the lease bound changed since this term recorded it; left alone"),
@@ -119,17 +119,18 @@ impl LeaderScope {
                 true
             }
         };
-        let own = self.ctx.leases.region_lease;
+        let wait = self.migrations.deps().lease_wait;
+        let own = wait.bound();
         let (earlier, written) = lease_bound::record(&self.ctx.kv, own, term).await?;
         self.gate.open(seq, term, earlier);
         let token = self.shutdown.child_token();
         *self.term.lock() = Some(token.clone());
-        let wait = self.migrations.deps().lease_wait;
         if let Some(at) = self.gate.term_start().and_then(|t| wait.lowerable_at(t)) {
             info!(
-                earlier_ms = earlier.as_millis() as u64,
-                own_ms = own.as_millis() as u64,
-                "an earlier term granted longer region leases; every lease wait honours them until they have run out"
+                earlier_ms = earlier.lease.as_millis() as u64,
+                earlier_failover_wait_ms = earlier.failover_wait.as_millis() as u64,
+                own_ms = own.lease.as_millis() as u64,
+                "an earlier term granted longer region leases (or waited longer); every lease wait honours them until they have run out"
             );
             tokio::spawn(lower_bound_at(
                 self.ctx.kv.clone(),

@@ -146,8 +146,7 @@ pub struct Metrics {
     pub migrations_in_flight: IntGauge,
     /// TLS handshakes that failed, by listener.
     pub tls_handshake_failures: IntCounterVec,
-    /// Members whose registered timings differ from the leader's, as this member saw at
-    /// the last leader change.
+    /// Members whose registered timings differ from the leader's (refreshed every 10 s).
     pub timings_differ: IntGauge,
     /// KV writes the backend refused, by operation.
     pub kv_write_failures: IntCounterVec,
@@ -303,7 +302,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         timings_differ: gauge(
             &r,
             "metasrv_timings_differ_from_leader",
-            "Members whose registered timings differ from the leader's (seen at the last leader change).",
+            "Members whose registered timings differ from the leader's (refreshed every 10 s).",
         ),
         kv_write_failures: counter_vec(
             &r,

@@ -8,7 +8,8 @@
 //! timings and version with the election ([`crate::election::Member`]), `/cluster` and
 //! `metactl cluster` show them, and every member compares its own with the leader's at
 //! start and at every leader change: a difference is a warning naming each timing, and
-//! `metasrv_timings_differ_from_leader` counts the members that differ.
+//! `metasrv_timings_differ_from_leader` counts the members that differ (refreshed every
+//! 10 s, as members come and go).
 
 use std::time::Duration;
 
@@ -100,8 +101,12 @@ pub fn differing<'a>(members: &'a [Member], leader_addr: &str) -> Vec<&'a Member
         .collect()
 }
 
+/// How often the gauge is refreshed between leader changes (members come and go).
+const REFRESH: Duration = Duration::from_secs(10);
+
 /// At start and at every leader change: compares this member's timings with the
-/// leader's, warns on a difference, and sets the gauge. Runs until `shutdown`.
+/// leader's and warns on a difference; every [`REFRESH`], recounts the members that
+/// differ for the gauge. Runs until `shutdown`.
 pub async fn watch_agreement(
     election: ElectionRef,
     me: String,
@@ -113,22 +118,21 @@ pub async fn watch_agreement(
     loop {
         let state = changes.borrow_and_update().clone();
         if let Some(leader) = state.leader_addr.clone() {
-            let key = (state.term, leader.clone());
-            if checked.as_ref() != Some(&key) {
-                // The leader registers as it is elected: a missing record is asked again
-                // at the next change, or on the retry below.
-                match election.members().await {
-                    Ok(members) => {
-                        let found = members
-                            .iter()
-                            .find(|m| m.addr == leader)
-                            .and_then(|m| m.timings);
-                        if let Some(theirs) = found {
+            match election.members().await {
+                Ok(members) => {
+                    let theirs = members
+                        .iter()
+                        .find(|m| m.addr == leader)
+                        .and_then(|m| m.timings);
+                    // The leader registers as it is elected: a missing record is looked
+                    // for again at the next wake.
+                    if let Some(theirs) = theirs {
+                        crate::metrics::METRICS
+                            .timings_differ
+                            .set(differing(&members, &leader).len() as i64);
+                        let key = (state.term, leader.clone());
+                        if checked.as_ref() != Some(&key) {
                             checked = Some(key);
-                            let differ = differing(&members, &leader);
-                            crate::metrics::METRICS
-                                .timings_differ
-                                .set(differ.len() as i64);
                             let diff = mine.differences(&theirs);
                             if diff.is_empty() {
                                 info!(leader = %leader, "this member's timings agree with the leader's");
@@ -142,15 +146,19 @@ pub async fn watch_agreement(
                             }
                         }
                     }
-                    Err(err) => warn!(error = %err, "cannot read the members' timings"),
                 }
+                Err(err) => warn!(error = %err, "cannot read the members' timings"),
             }
         }
-        let retry = checked.is_none() && state.leader_addr.is_some();
+        let pause = if checked.is_none() && state.leader_addr.is_some() {
+            Duration::from_secs(1)
+        } else {
+            REFRESH
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -183,6 +183,9 @@ async fn call(
     };
     let idempotent = method == reqwest::Method::GET;
     let mut errors = Vec::new();
+    // The last member that answered (502–504) while others went on: its answer beats
+    // "unreachable" if every later endpoint fails to connect.
+    let mut answered: Option<(u16, String, Option<String>)> = None;
     for (n, endpoint) in cli.endpoints.iter().enumerate() {
         let last = n + 1 == cli.endpoints.len();
         let base = if endpoint.starts_with("http") {
@@ -215,7 +218,10 @@ async fn call(
                     not_applied,
                 };
                 match next(idempotent, attempt, last) {
-                    Next::TryNext => errors.push(format!("{endpoint}: {status} {text}")),
+                    Next::TryNext => {
+                        errors.push(format!("{endpoint}: {status} {text}"));
+                        answered = Some((status, text, answered_by));
+                    }
                     Next::Stop => {
                         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
                         return Ok(Reply {
@@ -248,6 +254,15 @@ async fn call(
                 }
             }
         }
+    }
+    if let Some((status, text, answered_by)) = answered {
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        return Ok(Reply {
+            status,
+            body,
+            answered_by,
+            outcome_unknown: false,
+        });
     }
     Err(Failure::Unreachable(errors.join("; ")))
 }

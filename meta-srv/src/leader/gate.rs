@@ -14,7 +14,6 @@
 //! that no two ever acted as leader at the same time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use handlers::{LeadershipRef, LeadershipView};
 use parking_lot::{Mutex, MutexGuard};
@@ -23,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::election::LeaderState;
-use crate::leader::lease_bound::TermStart;
+use crate::leader::lease_bound::{Bound, TermStart};
 
 /// One leadership term of this metasrv, as recorded.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -133,11 +132,11 @@ impl LeaderGate {
 
     /// Opens the gate for the election state numbered `seq` (cluster term `term`), once
     /// leader state is ready and the lease bound is recorded: earlier terms may have
-    /// granted leases up to `earlier_lease`.
-    pub fn open(&self, seq: u64, term: u64, earlier_lease: Duration) {
+    /// granted leases up to `earlier`.
+    pub fn open(&self, seq: u64, term: u64, earlier: Bound) {
         *self.term_started.lock() = Some(TermStart {
             at: Instant::now(),
-            earlier_lease,
+            earlier,
         });
         self.grants.begin(term);
         self.ready_seq.store(seq, Ordering::SeqCst);
@@ -234,7 +233,7 @@ mod tests {
         assert!(!g.is_leader(), "closed until opened");
         assert_eq!(g.ready_seq(), 0);
         assert_eq!(g.term_started(), None);
-        g.open(5, 7, Duration::ZERO);
+        g.open(5, 7, Bound::default());
         assert!(g.is_leader());
         assert_eq!(g.ready_seq(), 5);
         assert_eq!(g.term_started(), Some(Instant::now()));
@@ -269,7 +268,7 @@ mod tests {
             let g = g.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                g.open(3, 1, Duration::ZERO);
+                g.open(3, 1, Bound::default());
             })
         };
         let start = Instant::now();

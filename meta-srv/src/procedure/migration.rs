@@ -914,7 +914,8 @@ impl Migrations {
                     from,
                     wait_ms = wait.as_millis() as u64,
                     own_lease_ms = self.deps.lease_wait.own.as_millis() as u64,
-                    earlier_bound_ms = term.earlier_lease.as_millis() as u64,
+                    earlier_bound_ms = term.earlier.lease.as_millis() as u64,
+                    earlier_failover_wait_ms = term.earlier.failover_wait.as_millis() as u64,
                     failover_wait_ms = self.deps.lease_wait.failover_wait.as_millis() as u64,
                     "waiting out the old owner's lease"
                 );

@@ -24,7 +24,8 @@
 //! refusing connections, a forwarded request refused by a non-leader) carries
 //! `x-metasrv-not-applied: true`: a client may send it again elsewhere. Any other error
 //! of a forwarded request (the leader changed while it waited, its reply was lost) may
-//! have been applied, and a non-idempotent request must not be repeated blindly.
+//! have been applied, and a non-idempotent request must not be repeated blindly. The one
+//! exception is a resign: its leader going away while it waited is its success (200).
 
 use std::time::Duration;
 
@@ -241,6 +242,20 @@ async fn forward(
                     continue;
                 }
                 let now = changes.borrow_and_update().leader_addr.clone();
+                if now.as_deref() != Some(leader.as_str())
+                    && path.split('?').next() == Some("/leader/resign")
+                {
+                    // The leader it reached went away: that is what a resign does.
+                    return (
+                        StatusCode::OK,
+                        axum::Json(serde_json::json!({
+                            "resigned": true,
+                            "leader": now,
+                            "note": format!("the leader {leader} handed over while this resign was forwarded"),
+                        })),
+                    )
+                        .into_response();
+                }
                 if now.as_deref() != Some(leader.as_str()) {
                     return unavailable(format!(
                         "the leader changed from {leader} to {} while this request waited on \

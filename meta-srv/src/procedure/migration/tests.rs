@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::election::LeaderState;
 use crate::failover::selector::LeastRegionsSelector;
+use crate::leader::lease_bound::Bound;
 use crate::service::pusher::ResponseTx;
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -56,7 +57,7 @@ impl Harness {
             leadership.clone(),
             tokio::sync::watch::channel(LeaderState::default()).1,
         ));
-        gate.open(1, 1, Duration::ZERO);
+        gate.open(1, 1, Bound::default());
         let deps = MigrationDeps {
             kv: kv.clone(),
             maintenance: Arc::new(crate::maintenance::Maintenance::new(kv.clone())),
@@ -724,6 +725,10 @@ async fn a_failed_over_owner_is_waited_out_from_its_last_grant_not_asked() {
 /// lease waits `wait` and earlier terms bounded by `earlier`; returns the last grant and
 /// the instant of the switch.
 async fn failover_switch_time(wait: LeaseWait, earlier: Duration) -> (Instant, Instant) {
+    let earlier = Bound {
+        lease: earlier,
+        failover_wait: Duration::ZERO,
+    };
     let mut h = Harness::new().await;
     h.deps.lease_wait = wait;
     h.migrations = Arc::new(Migrations::new(h.deps.clone()));
