@@ -137,6 +137,37 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn it_is_the_backend_it_watches_for_every_operation() {
+        let kv = WatchedKv::new(Arc::new(MemoryKvBackend::new()));
+        assert_eq!(kv.name(), "memory");
+        handlers::kv::conformance::run_all(kv.as_ref()).await;
+        assert_eq!(kv.failing(), None);
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_failed_write_is_remembered() {
+        let faulty = Arc::new(handlers::FaultyKv::new());
+        let kv = WatchedKv::new(faulty.clone());
+        kv.put(b"a", b"1").await.expect("put");
+        faulty.fail_writes(false);
+        assert!(kv.delete(b"a").await.is_err());
+        assert!(kv.failing().is_some(), "delete");
+        faulty
+            .fail_writes
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(kv.compare_and_put(b"b", None, b"2").await.expect("cas"));
+        assert_eq!(kv.failing(), None, "a write that works clears it");
+        faulty.fail_writes(false);
+        assert!(kv.compare_and_put(b"c", None, b"3").await.is_err());
+        assert!(kv.failing().is_some(), "compare_and_put");
+        assert!(kv
+            .batch(vec![handlers::BatchOp::Delete(b"a".to_vec())])
+            .await
+            .is_err());
+        assert!(kv.failing().is_some(), "batch");
+    }
+
+    #[tokio::test]
     async fn a_failed_write_is_remembered_until_a_write_succeeds_and_probe_tries_one() {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("data");
