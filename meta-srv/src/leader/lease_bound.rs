@@ -283,6 +283,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_member_records_its_own_timings_and_never_waits_less_than_its_lease() {
+        assert_eq!(
+            WAIT.bound(),
+            Bound {
+                lease: S(3),
+                failover_wait: Duration::from_millis(3_500)
+            }
+        );
+        // Even with a failover wait below lease + margin (the config refuses it; the
+        // wait does not rely on that), the lease + margin is waited from the last grant.
+        let at = Instant::now();
+        let unchecked = LeaseWait {
+            failover_wait: Duration::ZERO,
+            ..WAIT
+        };
+        assert_eq!(
+            unchecked.safe_at(Some(at + S(1)), started(at, Bound::default())),
+            at + Duration::from_millis(4_500)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn only_a_longer_earlier_bound_is_lowered_and_only_after_it_ran_out() {
         let at = Instant::now();
         assert_eq!(
