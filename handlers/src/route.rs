@@ -347,6 +347,72 @@ mod tests {
     use super::*;
     use crate::MemoryKvBackend;
 
+    #[test]
+    fn a_route_names_each_nodes_role() {
+        let r = RegionRoute {
+            region_id: 1,
+            leader: Some(1),
+            followers: vec![2],
+        };
+        assert_eq!(r.role_of(1), Some(RegionRole::Leader));
+        assert_eq!(r.role_of(2), Some(RegionRole::Follower));
+        assert_eq!(r.role_of(3), None);
+    }
+
+    /// A store with only the required methods: the trait's own `led_by` and `leaders`.
+    #[derive(Debug)]
+    struct RequiredOnly(KvRegionRouteStore);
+
+    #[async_trait]
+    impl RegionRouteStore for RequiredOnly {
+        async fn get(&self, region_id: u64) -> Result<Option<RegionRoute>> {
+            self.0.get(region_id).await
+        }
+        async fn list(&self) -> Result<Vec<RegionRoute>> {
+            self.0.list().await
+        }
+        async fn create(&self, route: RegionRoute) -> Result<bool> {
+            self.0.create(route).await
+        }
+        async fn put(&self, route: RegionRoute) -> Result<()> {
+            self.0.put(route).await
+        }
+        async fn compare_and_put(&self, expected: &RegionRoute, new: RegionRoute) -> Result<bool> {
+            self.0.compare_and_put(expected, new).await
+        }
+        async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>> {
+            self.0.delete(region_id).await
+        }
+        async fn roles_for(
+            &self,
+            node_id: u64,
+            region_ids: &[u64],
+        ) -> Result<Vec<Option<RegionRole>>> {
+            self.0.roles_for(node_id, region_ids).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_led_by_and_leaders_answer_as_the_indexed_ones() {
+        let store = RequiredOnly(KvRegionRouteStore::memory_only());
+        for (region, leader) in [(1, 7), (2, 8), (3, 7)] {
+            store.put(led_by(region, leader)).await.expect("put");
+        }
+        let led: Vec<u64> = store
+            .led_by(7)
+            .await
+            .expect("led_by")
+            .iter()
+            .map(|r| r.region_id)
+            .collect();
+        assert_eq!(led, [1, 3]);
+        assert_eq!(store.leaders().await.expect("leaders"), [7, 8]);
+        assert_eq!(
+            store.0.leaders().await.expect("leaders"),
+            store.leaders().await.expect("leaders")
+        );
+    }
+
     fn led_by(region_id: u64, leader: u64) -> RegionRoute {
         RegionRoute {
             region_id,

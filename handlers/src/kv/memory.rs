@@ -226,6 +226,15 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
+    #[test]
+    fn a_snapshot_that_cannot_be_read_is_an_error_not_an_empty_store() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: reading it fails, and not as "absent".
+        let err = MemoryKvBackend::with_snapshot(root.path()).expect_err("unreadable");
+        assert!(err.to_string().contains("load snapshot"), "{err}");
+        assert_eq!(MemoryKvBackend::new().name(), "memory");
+    }
+
     #[tokio::test]
     async fn a_write_whose_snapshot_fails_is_undone_in_memory_and_after_a_restart() {
         let root = tempfile::tempdir().expect("tempdir");
