@@ -580,10 +580,9 @@ async fn leader_history(State(srv): State<AdminState>) -> Json<serde_json::Value
 }
 
 /// Gives up leadership now (for maintenance); this metasrv campaigns again later.
-/// Refused (409) on a standalone metasrv, and on etcd while no other member is
-/// registered: nobody could take over, so resigning would leave the cluster with no
-/// leader and regions readonly. (On etcd, members that resigned a moment ago campaign
-/// again within a meta lease.)
+/// Refused (409) on a standalone metasrv: no other member could ever take over, so
+/// resigning would leave it with no leader and every region readonly. (On etcd, members
+/// that resigned a moment ago campaign again within a meta lease.)
 async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     if !srv.election.can_hand_over() {
         return Err(ApiError(
@@ -592,18 +591,6 @@ async fn resign(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>
                 "no other member could take over from {}: a standalone metasrv always leads; \
                  resigning would leave it with no leader and every region readonly",
                 srv.options.advertised_addr()
-            ),
-        ));
-    }
-    // On etcd too: with no other member registered (the others down), a resign would
-    // leave the cluster without a leader for a meta lease, until this one wins again.
-    let me = srv.options.advertised_addr();
-    let members = srv.election.members().await?;
-    if !members.iter().any(|m| m.addr != me) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "no other member is registered to take over from {me}: resigning would leave                  the cluster with no leader for a meta lease and regions readonly; start                  another member first"
             ),
         ));
     }
