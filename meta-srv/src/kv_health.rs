@@ -51,12 +51,17 @@ impl WatchedKv {
         self.failing()?;
         match self.inner.put(PROBE_KEY, b"1").await {
             Ok(()) => {
-                if self.failing.lock().take().is_some() {
-                    tracing::info!("the KV backend accepts writes again");
-                }
+                self.recovered("probe");
                 None
             }
             Err(err) => Some(err.to_string()),
+        }
+    }
+
+    /// A write of `op` succeeded: the backend accepts writes (again, if it failed).
+    fn recovered(&self, op: &'static str) {
+        if self.failing.lock().take().is_some() {
+            tracing::info!(op, "the KV backend accepts writes again");
         }
     }
 
@@ -67,11 +72,7 @@ impl WatchedKv {
         r: handlers::Result<T>,
     ) -> handlers::Result<T> {
         match &r {
-            Ok(_) => {
-                if self.failing.lock().take().is_some() {
-                    tracing::info!(op, "the KV backend accepts writes again");
-                }
-            }
+            Ok(_) => self.recovered(op),
             Err(err) => {
                 crate::metrics::METRICS
                     .kv_write_failures

@@ -347,10 +347,12 @@ async fn the_supervisor_moves_a_silent_nodes_regions_to_the_least_loaded_live_no
     server.stop().await;
 }
 
-/// Maintenance mode pauses automatic failover: a silent node is judged failed, and
-/// nothing of it moves until the mode is lifted.
-#[tokio::test]
-async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lifted() {
+/// A server with failover on, region 5 led by node 1 (on shared storage if
+/// `shared_1`), and nodes 1 and 2 (shared) heartbeating; with the log of what they were
+/// told.
+async fn failover_pair(
+    shared_1: bool,
+) -> (TestServer, Node, Node, Arc<Mutex<Vec<(u64, Instruction)>>>) {
     let server = start(MetasrvOptions {
         region_failover: true,
         ..fast_options()
@@ -358,8 +360,38 @@ async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lift
     .await;
     put_route(&server, 5, 1).await;
     let log = Arc::new(Mutex::new(Vec::new()));
-    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
+    let n1 = Node::start(&server, 1, &[5], shared_1, Answer::Ok, log.clone()).await;
     let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    (server, n1, n2, log)
+}
+
+/// Waits past the supervisor's grace of one node lease (2 s).
+async fn past_the_grace() {
+    let start = Instant::now();
+    eventually("the grace passed", || {
+        start.elapsed() > Duration::from_millis(2_500)
+    })
+    .await;
+}
+
+/// Asserts on every poll for `window` that region 5 is led by node 1, with no move.
+async fn stays_on_node_1(server: &TestServer, window: Duration) {
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        assert_eq!(route(server, 5).await.leader, Some(1), "region 5 moved");
+        assert!(
+            server.srv.migrations().in_flight(5).await.is_none(),
+            "a move of region 5 started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Maintenance mode pauses automatic failover: a silent node is judged failed, and
+/// nothing of it moves until the mode is lifted.
+#[tokio::test]
+async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lifted() {
+    let (server, n1, n2, _) = failover_pair(true).await;
     let srv = server.srv.clone();
     srv.maintenance().set(true).await.expect("maintenance on");
     n1.kill().await;
@@ -368,19 +400,7 @@ async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lift
     })
     .await;
     // Well past the failover's lease wait (2.5 s): still where it was.
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        assert_eq!(
-            route(&server, 5).await.leader,
-            Some(1),
-            "moved while paused"
-        );
-        assert!(
-            srv.migrations().in_flight(5).await.is_none(),
-            "a move started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stays_on_node_1(&server, Duration::from_secs(4)).await;
     srv.maintenance().set(false).await.expect("maintenance off");
     let migrations = srv.migrations().clone();
     eventually("region 5 failed over once lifted", || {
@@ -399,21 +419,9 @@ async fn maintenance_mode_keeps_a_failed_nodes_regions_where_they_are_until_lift
 /// silence limit) is not the nodes' silence: the supervisor judges nobody on that gap.
 #[tokio::test]
 async fn a_stall_of_the_leaders_own_fails_over_nothing() {
-    let server = start(MetasrvOptions {
-        region_failover: true,
-        ..fast_options()
-    })
-    .await;
-    put_route(&server, 5, 1).await;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let n1 = Node::start(&server, 1, &[5], true, Answer::Ok, log.clone()).await;
-    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let (server, n1, n2, _) = failover_pair(true).await;
     let srv = server.srv.clone();
-    let start = Instant::now();
-    eventually("the grace passed", || {
-        start.elapsed() > Duration::from_millis(2_500)
-    })
-    .await;
+    past_the_grace().await;
     // Every task of this process stops for 4 s (a SIGSTOP, a starved runtime).
     std::thread::sleep(Duration::from_secs(4));
     let until = Instant::now() + Duration::from_secs(2);
@@ -422,13 +430,8 @@ async fn a_stall_of_the_leaders_own_fails_over_nothing() {
             srv.supervisor().failed_nodes().is_empty(),
             "judged on its own stall"
         );
-        assert!(
-            srv.migrations().in_flight(5).await.is_none(),
-            "a move started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        stays_on_node_1(&server, Duration::from_millis(20)).await;
     }
-    assert_eq!(route(&server, 5).await.leader, Some(1));
     n1.kill().await;
     n2.kill().await;
     server.stop().await;
@@ -436,21 +439,9 @@ async fn a_stall_of_the_leaders_own_fails_over_nothing() {
 
 #[tokio::test]
 async fn a_dead_nodes_local_only_region_is_reported_unavailable_not_moved() {
-    let server = start(MetasrvOptions {
-        region_failover: true,
-        ..fast_options()
-    })
-    .await;
-    put_route(&server, 5, 1).await;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let n1 = Node::start(&server, 1, &[5], false, Answer::Ok, log.clone()).await;
-    let n2 = Node::start(&server, 2, &[], true, Answer::Ok, log.clone()).await;
+    let (server, n1, n2, log) = failover_pair(false).await;
     let srv = server.srv.clone();
-    let start = Instant::now();
-    eventually("the grace passed", || {
-        start.elapsed() > Duration::from_millis(2_500)
-    })
-    .await;
+    past_the_grace().await;
     n1.kill().await;
     eventually("region 5 reported unavailable", || {
         srv.supervisor().unavailable().contains_key(&5)

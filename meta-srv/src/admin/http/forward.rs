@@ -242,21 +242,19 @@ async fn forward(
                     continue;
                 }
                 let now = changes.borrow_and_update().leader_addr.clone();
-                if now.as_deref() != Some(leader.as_str())
-                    && path.split('?').next() == Some("/leader/resign")
-                {
-                    // The leader it reached went away: that is what a resign does.
-                    return (
-                        StatusCode::OK,
-                        axum::Json(serde_json::json!({
-                            "resigned": true,
-                            "leader": now,
-                            "note": format!("the leader {leader} handed over while this resign was forwarded"),
-                        })),
-                    )
-                        .into_response();
-                }
                 if now.as_deref() != Some(leader.as_str()) {
+                    // The leader a resign reached went away: that is what a resign does.
+                    if path.split('?').next() == Some("/leader/resign") {
+                        return (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({
+                                "resigned": true,
+                                "leader": now,
+                                "note": format!("the leader {leader} handed over while this resign was forwarded"),
+                            })),
+                        )
+                            .into_response();
+                    }
                     return unavailable(format!(
                         "the leader changed from {leader} to {} while this request waited on \
                          it (it may or may not have been applied there); ask again",
