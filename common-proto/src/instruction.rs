@@ -40,13 +40,23 @@ pub enum Instruction {
         region_id: u64,
         /// The role to open it in.
         role: OpenRole,
+        /// The route's region epoch (see `handlers::route`); 0 from a metasrv that
+        /// predates epochs.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Close the region and forget its lease.
     CloseRegion(RegionIdent),
     /// Leader → readonly follower, after a flush, so another node can take over.
     DowngradeRegion(RegionIdent),
-    /// Follower → leader; writes start once the leader lease arrives.
-    UpgradeRegion(RegionIdent),
+    /// Follower → leader; writes start once the leader lease arrives, under `epoch`.
+    UpgradeRegion {
+        /// The region.
+        region_id: u64,
+        /// The route's region epoch that names this node leader.
+        #[serde(default)]
+        epoch: u64,
+    },
 }
 
 impl Instruction {
@@ -56,17 +66,16 @@ impl Instruction {
             Instruction::OpenRegion { .. } => "open_region",
             Instruction::CloseRegion(_) => "close_region",
             Instruction::DowngradeRegion(_) => "downgrade_region",
-            Instruction::UpgradeRegion(_) => "upgrade_region",
+            Instruction::UpgradeRegion { .. } => "upgrade_region",
         }
     }
 
     /// The region the instruction is about.
     pub fn region_id(&self) -> u64 {
         match self {
-            Instruction::OpenRegion { region_id, .. } => *region_id,
-            Instruction::CloseRegion(r)
-            | Instruction::DowngradeRegion(r)
-            | Instruction::UpgradeRegion(r) => r.region_id,
+            Instruction::OpenRegion { region_id, .. }
+            | Instruction::UpgradeRegion { region_id, .. } => *region_id,
+            Instruction::CloseRegion(r) | Instruction::DowngradeRegion(r) => r.region_id,
         }
     }
 }
@@ -202,14 +211,19 @@ mod tests {
             Instruction::OpenRegion {
                 region_id: 1,
                 role: OpenRole::Leader,
+                epoch: 4,
             },
             Instruction::OpenRegion {
                 region_id: 2,
                 role: OpenRole::Follower,
+                epoch: 0,
             },
             Instruction::CloseRegion(RegionIdent { region_id: 3 }),
             Instruction::DowngradeRegion(RegionIdent { region_id: 4 }),
-            Instruction::UpgradeRegion(RegionIdent { region_id: 5 }),
+            Instruction::UpgradeRegion {
+                region_id: 5,
+                epoch: 6,
+            },
         ]
     }
 
@@ -231,12 +245,23 @@ mod tests {
         let json = Instruction::OpenRegion {
             region_id: 9,
             role: OpenRole::Leader,
+            epoch: 2,
         }
         .to_json()
         .expect("encode");
         assert_eq!(
             json,
-            r#"{"type":"open_region","region_id":9,"role":"leader"}"#
+            r#"{"type":"open_region","region_id":9,"role":"leader","epoch":2}"#
+        );
+        // From a metasrv that predates epochs: epoch 0.
+        let old = Instruction::from_json(r#"{"type":"upgrade_region","region_id":9}"#, "x")
+            .expect("decode");
+        assert_eq!(
+            old,
+            Instruction::UpgradeRegion {
+                region_id: 9,
+                epoch: 0
+            }
         );
     }
 

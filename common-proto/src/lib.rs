@@ -104,6 +104,8 @@ mod tests {
                 approximate_bytes: 3,
                 row_count: 4,
                 shared_storage: true,
+                epoch: 3,
+                unavailable: String::new(),
             }],
             mailbox_message: None,
             extensions: [("version".to_string(), "1.2.0".to_string())].into(),

@@ -159,7 +159,10 @@ impl RegionAliveKeeper {
                 continue;
             }
             let was_live = self.leases.deadline(id).is_some_and(|d| now < d);
-            let Some(deadline) = self.leases.grant(id, lease.duration_since_epoch, length) else {
+            let Some(deadline) =
+                self.leases
+                    .grant_under(id, granted.epoch, lease.duration_since_epoch, length)
+            else {
                 continue;
             };
             outcome.renewed += 1;
@@ -234,6 +237,7 @@ mod tests {
                 .map(|&(id, r)| GrantedRegion {
                     region_id: id,
                     role: r as i32,
+                    epoch: 0,
                 })
                 .collect(),
             duration_since_epoch: duration_ms,
@@ -256,7 +260,7 @@ mod tests {
         let engine = Arc::new(MemoryRegionEngine::new(leases.clone()));
         for &id in ids {
             engine
-                .open_region(id, RegionRole::Leader)
+                .open_region(id, RegionRole::Leader, 1)
                 .await
                 .expect("open");
         }
@@ -403,7 +407,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_outcome_counts_renewals_and_names_only_regions_that_just_became_writable() {
         let (engine, keeper, _t) = keeper_with(&[1, 2, 3], false).await;
-        engine.set_role(3, RegionRole::Follower).expect("follower");
+        engine
+            .set_role(3, RegionRole::Follower, 1)
+            .expect("follower");
         tokio::time::advance(Duration::from_secs(1)).await;
         let d = keeper.duration_since_epoch();
         let leaders = [

@@ -11,6 +11,15 @@
 //! and must refuse the write unless the region's role is leader. A write path that skips
 //! either check can accept writes on a lapsed lease, while the metasrv may already have
 //! granted the region to another node: two writers (invariant S1 broken).
+//!
+//! **The fencing rule for shared storage.** A lease stops this node from *deciding* to
+//! write; it cannot stop a write decided just before a pause from reaching storage after
+//! the region moved. So every write is stamped with the **region epoch** of its ticket
+//! ([`WriteTicket::region_epoch`](crate::lease::WriteTicket::region_epoch)), which grows each time
+//! the region's writable owner changes; the engine receives it too when a region is opened
+//! or upgraded to leader. Storage must refuse, or ignore on replay, anything written under
+//! an epoch older than the newest it has seen for that region. The demo engine does it with
+//! one log segment per owner, sealed by the next (`region_log`).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -22,7 +31,7 @@ use serde::Serialize;
 use crate::Result;
 
 /// One region's state and load, as the heartbeat reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegionInfo {
     /// The region id.
     pub region_id: u64,
@@ -40,6 +49,11 @@ pub struct RegionInfo {
     /// Whether the region's data lives on shared storage that any datanode can open
     /// (reported to the metasrv: only such a region can fail over).
     pub shared_storage: bool,
+    /// The newest region epoch this node holds the region under.
+    pub epoch: u64,
+    /// Set when the region's storage could not be read: the reason. Such a region takes
+    /// no writes, and is reported so the metasrv and operators see it.
+    pub unavailable: Option<String>,
 }
 
 fn role_label<S: serde::Serializer>(role: &RegionRole, s: S) -> Result<S::Ok, S::Error> {
@@ -56,16 +70,19 @@ pub trait RegionEngine: Send + Sync + Debug + 'static {
     /// One region's state.
     fn region(&self, region_id: u64) -> Option<RegionInfo>;
 
-    /// Opens (or creates) a region in `role`. It stays readonly until a lease is granted
-    /// (the keeper tracks it from then on). Opening an open region only updates its role.
-    async fn open_region(&self, region_id: u64, role: RegionRole) -> Result<()>;
+    /// Opens (or creates) a region in `role`, under the route's region `epoch`. It stays
+    /// readonly until a lease is granted (the keeper tracks it from then on). Opening an
+    /// open region only updates its role and epoch. Refuse it if the storage has already
+    /// seen a newer epoch: the instruction is stale.
+    async fn open_region(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()>;
 
     /// Closes a region; returns whether it was open.
     async fn close_region(&self, region_id: u64) -> Result<bool>;
 
-    /// Sets a region's role. Becoming leader on shared storage must first catch up with
-    /// what the previous leader wrote there.
-    fn set_role(&self, region_id: u64, role: RegionRole) -> Result<()>;
+    /// Sets a region's role, under the route's region `epoch` (the one naming this node
+    /// leader, on an upgrade). Becoming leader on shared storage must first catch up with
+    /// what the previous leader wrote there; its first write fences older writers.
+    fn set_role(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()>;
 
     /// Whether this engine can open regions on the cluster's shared storage, reported to
     /// the metasrv: only then may regions move here. Local-only engines keep the default.

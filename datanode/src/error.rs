@@ -25,6 +25,39 @@ pub enum Error {
         /// The region.
         region_id: u64,
     },
+    /// The region's storage was taken over under a newer region epoch: this node's
+    /// ownership is stale, and its writes would never be replayed.
+    #[snafu(display(
+        "region {region_id} moved: its storage was taken over under epoch {storage_epoch}, \
+         newer than this node's epoch {epoch}"
+    ))]
+    Fenced {
+        /// The region.
+        region_id: u64,
+        /// The epoch this node holds.
+        epoch: u64,
+        /// The newest epoch the storage has seen.
+        storage_epoch: u64,
+    },
+    /// The region's storage could not be read when it was opened; it takes no writes
+    /// until it opens cleanly (the rest of the node serves on).
+    #[snafu(display(
+        "region {region_id} is unavailable: its storage could not be read: {reason}"
+    ))]
+    Unavailable {
+        /// The region.
+        region_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A stored file is not what it should be (other than unparsable JSON).
+    #[snafu(display("unreadable data at {path}: {reason}"))]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading or writing the data directory failed.
     #[snafu(display("storage error at {path}: {source}"))]
     Storage {

@@ -176,6 +176,8 @@ impl HeartbeatTask {
                 approximate_bytes: r.bytes,
                 row_count: r.rows,
                 shared_storage: r.shared_storage,
+                epoch: r.epoch,
+                unavailable: r.unavailable.unwrap_or_default(),
             })
             .collect();
         self.status.update(|s| s.status.sent += 1);

@@ -3,12 +3,14 @@
 //! Every handler is idempotent (a redelivered instruction gives the same result) and
 //! answers with an [`InstructionReply`]; a message that is not a valid instruction gets an
 //! `Error` reply, never a panic.
-//! - `OpenRegion`: open in the given role, **readonly** until a lease arrives.
+//! - `OpenRegion`: open in the given role under the route's region epoch, **readonly**
+//!   until a lease arrives.
 //! - `CloseRegion`: close and stop tracking its lease; closing an absent region is ok.
 //! - `DowngradeRegion`: leader → readonly follower: revoke the lease (fenced, so a late
 //!   grant cannot revive it), flush, then hand over the role, so another node can take
 //!   over without losing acknowledged writes.
-//! - `UpgradeRegion`: follower → leader; writable once the leader lease arrives.
+//! - `UpgradeRegion`: follower → leader under the epoch naming this node; writable once
+//!   the leader lease arrives, and its first write fences the old owner's storage.
 
 use std::sync::Arc;
 
@@ -71,14 +73,15 @@ impl InstructionHandler {
             "handling instruction"
         );
         match ins {
-            Instruction::OpenRegion { role, .. } => {
+            Instruction::OpenRegion { role, epoch, .. } => {
                 let role = match role {
                     OpenRole::Leader => RegionRole::Leader,
                     OpenRole::Follower => RegionRole::Follower,
                 };
-                let res = self.engine.open_region(region_id, role).await;
+                let res = self.engine.open_region(region_id, role, epoch).await;
                 if res.is_ok() {
                     self.keeper.register(region_id);
+                    self.keeper.leases().raise_region_epoch(region_id, epoch);
                 }
                 InstructionReply::OpenRegion(reply(region_id, res))
             }
@@ -91,8 +94,11 @@ impl InstructionHandler {
                 let res = self.downgrade(region_id).await;
                 InstructionReply::DowngradeRegion(reply(region_id, res))
             }
-            Instruction::UpgradeRegion(_) => {
-                let res = self.engine.set_role(region_id, RegionRole::Leader);
+            Instruction::UpgradeRegion { epoch, .. } => {
+                let res = self.engine.set_role(region_id, RegionRole::Leader, epoch);
+                if res.is_ok() {
+                    self.keeper.leases().raise_region_epoch(region_id, epoch);
+                }
                 InstructionReply::UpgradeRegion(reply(region_id, res))
             }
         }
@@ -102,7 +108,8 @@ impl InstructionHandler {
         // Stop writes first, then flush what was acknowledged, then hand over the role.
         self.keeper.leases().revoke(region_id);
         self.engine.flush(region_id).await?;
-        self.engine.set_role(region_id, RegionRole::Follower)
+        let epoch = self.keeper.leases().region_epoch(region_id).unwrap_or(0);
+        self.engine.set_role(region_id, RegionRole::Follower, epoch)
     }
 }
 
@@ -126,6 +133,7 @@ mod tests {
         let open = Instruction::OpenRegion {
             region_id: 1,
             role: OpenRole::Leader,
+            epoch: 1,
         };
         for _ in 0..2 {
             assert!(h.handle(open.clone()).await.is_ok());
@@ -142,7 +150,10 @@ mod tests {
         }
         for _ in 0..2 {
             assert!(h
-                .handle(Instruction::UpgradeRegion(RegionIdent { region_id: 1 }))
+                .handle(Instruction::UpgradeRegion {
+                    region_id: 1,
+                    epoch: 2
+                })
                 .await
                 .is_ok());
             assert_eq!(engine.region(1).expect("open").role, RegionRole::Leader);
@@ -155,7 +166,10 @@ mod tests {
             assert!(engine.region(1).is_none());
         }
         let reply = h
-            .handle(Instruction::UpgradeRegion(RegionIdent { region_id: 1 }))
+            .handle(Instruction::UpgradeRegion {
+                region_id: 1,
+                epoch: 3,
+            })
             .await;
         assert!(!reply.is_ok(), "upgrading an absent region fails clearly");
     }

@@ -27,6 +27,14 @@
 //!
 //! **Startup.** Every tracked region starts with its deadline at the epoch: readonly until
 //! its first leader grant.
+//!
+//! **Region epochs.** Each region also carries the newest *region epoch* this node was
+//! given for it (by an open or upgrade instruction, or a grant), which only grows. A grant
+//! under an older region epoch is from an ownership that has ended and is ignored; one
+//! under a newer epoch moves the region to it. A [`WriteTicket`] carries the region epoch
+//! the write is decided under, and the engine stamps the write with it, so storage can
+//! fence a writer whose ownership has ended (see `engine`). (Not to be confused with
+//! [`RegionLeases::epoch`], the monotonic instant heartbeats count from.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
@@ -46,6 +54,8 @@ struct Lease {
     deadline: Instant,
     /// Grants anchored before this (ms since the epoch) are stale and ignored.
     fence_ms: u64,
+    /// The newest region epoch given for the region.
+    region_epoch: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,9 +91,15 @@ pub struct RegionLeases {
 pub struct WriteTicket<'a> {
     leases: &'a RegionLeases,
     region_id: u64,
+    region_epoch: u64,
 }
 
 impl WriteTicket<'_> {
+    /// The region epoch the write is decided under: stamp the write with it.
+    pub fn region_epoch(&self) -> u64 {
+        self.region_epoch
+    }
+
     /// Checks the lease again, now. `Err(LeaseExpired)` means the write must not be
     /// acknowledged (it may or may not have been applied).
     pub fn confirm(self) -> Result<()> {
@@ -133,7 +149,25 @@ impl RegionLeases {
         self.write().by_region.entry(region_id).or_insert(Lease {
             deadline: self.epoch,
             fence_ms,
+            region_epoch: 0,
         });
+    }
+
+    /// Moves a tracked region to `region_epoch` if that is newer (an open or upgrade
+    /// instruction names it). Returns the region's epoch now, `None` if not tracked.
+    pub fn raise_region_epoch(&self, region_id: u64, region_epoch: u64) -> Option<u64> {
+        let mut inner = self.write();
+        let lease = inner.by_region.get_mut(&region_id)?;
+        lease.region_epoch = lease.region_epoch.max(region_epoch);
+        Some(lease.region_epoch)
+    }
+
+    /// The newest region epoch given for a tracked region.
+    pub fn region_epoch(&self, region_id: u64) -> Option<u64> {
+        self.read()
+            .by_region
+            .get(&region_id)
+            .map(|l| l.region_epoch)
     }
 
     /// Stops tracking a region (it was closed): writes to it are refused from now on.
@@ -153,16 +187,35 @@ impl RegionLeases {
     /// for `lease`. Returns the new deadline if it moved forward; `None` if the region is
     /// not tracked, the grant is stale (anchored before a fence), or it would not extend
     /// the current deadline.
+    /// The grant is under the region's current region epoch (see
+    /// [`grant_under`](Self::grant_under)).
     pub fn grant(&self, region_id: u64, anchor_ms: u64, lease: Duration) -> Option<Instant> {
+        let region_epoch = self.region_epoch(region_id)?;
+        self.grant_under(region_id, region_epoch, anchor_ms, lease)
+    }
+
+    /// [`grant`](Self::grant) under `region_epoch`: ignored (`None`) if older than the
+    /// region's; a newer one moves the region to it.
+    pub fn grant_under(
+        &self,
+        region_id: u64,
+        region_epoch: u64,
+        anchor_ms: u64,
+        lease: Duration,
+    ) -> Option<Instant> {
         let deadline = (self.epoch + Duration::from_millis(anchor_ms) + lease)
             .checked_sub(self.margin)
             .unwrap_or(self.epoch)
             .max(self.epoch);
         let mut inner = self.write();
         let mut current = *inner.by_region.get(&region_id)?;
-        if anchor_ms < current.fence_ms || deadline <= current.deadline {
+        if anchor_ms < current.fence_ms
+            || region_epoch < current.region_epoch
+            || deadline <= current.deadline
+        {
             return None;
         }
+        current.region_epoch = region_epoch;
         inner.set_deadline(region_id, &mut current, deadline);
         inner.by_region.insert(region_id, current);
         Some(deadline)
@@ -217,11 +270,17 @@ impl RegionLeases {
     /// Checks the lease at the start of a write. Confirm the ticket again before the
     /// acknowledgement.
     pub fn begin_write(&self, region_id: u64) -> Result<WriteTicket<'_>> {
-        self.check(region_id)?;
-        Ok(WriteTicket {
-            leases: self,
-            region_id,
-        })
+        let lease = self.read().by_region.get(&region_id).copied();
+        // The clock after the lease, as in `check`.
+        let now = Instant::now();
+        match lease {
+            Some(l) if now < l.deadline => Ok(WriteTicket {
+                leases: self,
+                region_id,
+                region_epoch: l.region_epoch,
+            }),
+            _ => LeaseExpiredSnafu { region_id }.fail(),
+        }
     }
 
     /// The earliest granted deadline after `after`, for the keeper's timer.

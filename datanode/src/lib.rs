@@ -36,6 +36,7 @@ pub mod lease;
 pub mod memory_engine;
 pub mod meta_client;
 pub mod metrics;
+pub mod region_log;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -5,10 +5,11 @@
 //! applied and again before it is acknowledged (fail closed; see `lease`).
 //!
 //! With a data directory it is durable enough to survive a restart: a manifest
-//! (`regions.json`) lists the open regions and their roles, and each region's rows are an
-//! append-only log (`region-<id>.log`, one JSON `[key, value]` per line) replayed on
-//! open. After a restart every region comes back **readonly**: no lease survives a
-//! restart.
+//! (`regions.json`) lists the open regions and their roles, and each region's rows are a
+//! fenced log (`region_log`) replayed on open. After a restart every region comes back
+//! **readonly**: no lease survives a restart. A region whose log cannot be read is kept
+//! aside as unavailable, with the reason (in `/status` and the heartbeat); the node starts
+//! and serves its other regions.
 //!
 //! With a **shared directory** (standing in for the object storage GreptimeDB uses), the
 //! region logs live there instead, so any datanode can open any region's data: a write is
@@ -16,10 +17,13 @@
 //! row the old owner acknowledged. Such regions are reported as on shared storage, and
 //! only they fail over. A follower that is upgraded replays the log again first, to catch
 //! up with what the old leader wrote while it followed.
+//!
+//! **Fencing.** The first write under a region epoch takes the log over under that epoch
+//! (sealing the previous owner's segment) and replays exactly what it sealed; every write
+//! goes to the segment of the ticket's epoch. An old owner's late append is never
+//! replayed, and an open under an older epoch than the log has seen is refused.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,11 +31,15 @@ use async_trait::async_trait;
 use common_proto::v1::RegionRole;
 use parking_lot::RwLock;
 use snafu::ResultExt;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::engine::{RegionEngine, RegionInfo};
-use crate::error::{CorruptSnafu, RegionFollowerSnafu, RegionNotFoundSnafu, Result, StorageSnafu};
+use crate::error::{
+    CorruptSnafu, FencedSnafu, RegionFollowerSnafu, RegionNotFoundSnafu, Result, StorageSnafu,
+    UnavailableSnafu,
+};
 use crate::lease::RegionLeases;
+use crate::region_log::{LogWriter, RegionLog, Replay};
 
 #[derive(Debug)]
 struct Region {
@@ -40,9 +48,29 @@ struct Region {
     bytes: u64,
     reads: u64,
     writes: u64,
+    /// The newest region epoch given for it (instructions) or written under.
+    epoch: u64,
+    /// The log segment this node appends to, under its epoch; taken on the first write
+    /// under a new epoch, dropped on a downgrade.
+    writer: Option<LogWriter>,
+    /// Rows a stale owner appended after a seal, seen (and ignored) at the last replay.
+    stale_rows: u64,
 }
 
 impl Region {
+    fn new(role: RegionRole, epoch: u64) -> Self {
+        Region {
+            role,
+            rows: BTreeMap::new(),
+            bytes: 0,
+            reads: 0,
+            writes: 0,
+            epoch,
+            writer: None,
+            stale_rows: 0,
+        }
+    }
+
     fn info(&self, region_id: u64, shared_storage: bool) -> RegionInfo {
         RegionInfo {
             region_id,
@@ -52,8 +80,24 @@ impl Region {
             bytes: self.bytes,
             reads: self.reads,
             writes: self.writes,
+            epoch: self.epoch,
+            unavailable: None,
         }
     }
+
+    /// Takes the rows as a replay found them.
+    fn take(&mut self, replay: Replay) {
+        self.rows = replay.rows;
+        self.bytes = replay.bytes;
+        self.stale_rows = replay.stale_rows;
+    }
+}
+
+/// A region listed in the manifest whose storage could not be read at start.
+#[derive(Debug, Clone)]
+struct Unreadable {
+    role: RegionRole,
+    reason: String,
 }
 
 /// An in-memory region engine, optionally backed by a data directory.
@@ -66,6 +110,8 @@ pub struct MemoryRegionEngine {
     leases: Arc<RegionLeases>,
     // A std RwLock: no await happens while it is held.
     regions: RwLock<HashMap<u64, Region>>,
+    /// Regions whose storage could not be read; always locked after `regions`.
+    unreadable: parking_lot::Mutex<BTreeMap<u64, Unreadable>>,
 }
 
 fn role_name(role: RegionRole) -> &'static str {
@@ -87,6 +133,7 @@ impl MemoryRegionEngine {
             shared: None,
             leases,
             regions: RwLock::default(),
+            unreadable: Default::default(),
         }
     }
 
@@ -109,6 +156,7 @@ impl MemoryRegionEngine {
             shared: shared.map(Path::to_path_buf),
             leases,
             regions: RwLock::default(),
+            unreadable: Default::default(),
         };
         let manifest = engine.manifest_path();
         let listed: BTreeMap<u64, String> = match std::fs::read(&manifest) {
@@ -123,13 +171,29 @@ impl MemoryRegionEngine {
             }
         };
         for (region_id, role) in listed {
-            let region = engine.load_region(region_id, role_from(&role))?;
-            info!(
-                region_id,
-                rows = region.rows.len(),
-                "region reopened readonly"
-            );
-            engine.write_lock().insert(region_id, region);
+            let role = role_from(&role);
+            match engine.load_region(region_id, role, 0) {
+                Ok(region) => {
+                    info!(
+                        region_id,
+                        rows = region.rows.len(),
+                        "region reopened readonly"
+                    );
+                    engine.write_lock().insert(region_id, region);
+                }
+                Err(err) => {
+                    error!(
+                        region_id,
+                        error = %err,
+                        "region storage unreadable; the region is unavailable, the others are served"
+                    );
+                    let reason = err.to_string();
+                    engine
+                        .unreadable
+                        .lock()
+                        .insert(region_id, Unreadable { role, reason });
+                }
+            }
         }
         Ok(engine)
     }
@@ -149,46 +213,30 @@ impl MemoryRegionEngine {
             .join("regions.json")
     }
 
-    fn log_path(&self, region_id: u64) -> Option<PathBuf> {
+    fn log(&self, region_id: u64) -> Option<RegionLog> {
         self.shared
             .as_ref()
             .or(self.dir.as_ref())
-            .map(|d| d.join(format!("region-{region_id}.log")))
+            .map(|root| RegionLog::new(root, region_id))
     }
 
-    fn load_region(&self, region_id: u64, role: RegionRole) -> Result<Region> {
-        let mut region = Region {
-            role,
-            rows: BTreeMap::new(),
-            bytes: 0,
-            reads: 0,
-            writes: 0,
-        };
-        let Some(path) = self.log_path(region_id) else {
+    /// Reads a region's rows from its log. Opening as leader under an epoch older than
+    /// the log has seen is refused: the instruction is stale.
+    fn load_region(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<Region> {
+        let mut region = Region::new(role, epoch);
+        let Some(log) = self.log(region_id) else {
             return Ok(region);
         };
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(region),
-            Err(e) => {
-                return Err(e).context(StorageSnafu {
-                    path: path.display().to_string(),
-                })
+        let replay = log.replay()?;
+        if role == RegionRole::Leader && epoch > 0 && replay.epoch > epoch {
+            return FencedSnafu {
+                region_id,
+                epoch,
+                storage_epoch: replay.epoch,
             }
-        };
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.context(StorageSnafu {
-                path: path.display().to_string(),
-            })?;
-            if line.is_empty() {
-                continue;
-            }
-            let (k, v): (String, String) = serde_json::from_str(&line).context(CorruptSnafu {
-                path: path.display().to_string(),
-            })?;
-            region.bytes += (k.len() + v.len()) as u64;
-            region.rows.insert(k, v);
+            .fail();
         }
+        region.take(replay);
         Ok(region)
     }
 
@@ -197,9 +245,11 @@ impl MemoryRegionEngine {
             return Ok(());
         }
         let path = self.manifest_path();
+        let unreadable = self.unreadable.lock();
         let listed: BTreeMap<u64, &str> = regions
             .iter()
             .map(|(id, r)| (*id, role_name(r.role)))
+            .chain(unreadable.iter().map(|(id, u)| (*id, role_name(u.role))))
             .collect();
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&listed).context(CorruptSnafu {
@@ -216,34 +266,30 @@ impl MemoryRegionEngine {
     /// Writes a row. Refused with a clear error when the region is a follower or its
     /// lease is not live *now*; a write whose lease lapsed while it was applied is not
     /// acknowledged (it returns `LeaseExpired`, and may or may not have been applied).
+    /// The first write under a new region epoch takes the log over (`Fenced` if the log
+    /// has seen a newer one).
     pub fn write(&self, region_id: u64, key: &str, value: &str) -> Result<()> {
         let mut regions = self.write_lock();
-        let region = regions
-            .get_mut(&region_id)
-            .ok_or_else(|| RegionNotFoundSnafu { region_id }.build())?;
+        let region = match regions.get_mut(&region_id) {
+            Some(region) => region,
+            None => return Err(self.absent(region_id)),
+        };
         if region.role != RegionRole::Leader {
             return RegionFollowerSnafu { region_id }.fail();
         }
         let ticket = self.leases.begin_write(region_id)?;
-        if let Some(path) = self.log_path(region_id) {
-            let line = serde_json::to_string(&(key, value)).context(CorruptSnafu {
-                path: path.display().to_string(),
-            })?;
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .context(StorageSnafu {
-                    path: path.display().to_string(),
-                })?;
-            writeln!(f, "{line}").context(StorageSnafu {
-                path: path.display().to_string(),
-            })?;
-            if self.shared.is_some() {
-                // Durable where the next owner will read it, before the acknowledgement.
-                f.sync_data().context(StorageSnafu {
-                    path: path.display().to_string(),
-                })?;
+        let epoch = ticket.region_epoch();
+        if let Some(log) = self.log(region_id) {
+            if region.writer.as_ref().map(LogWriter::epoch) != Some(epoch) {
+                // The first write under this epoch: seal the older owner's segment, and
+                // serve exactly what was sealed.
+                let (writer, replay) = log.open_writer(epoch, self.shared.is_some())?;
+                region.take(replay);
+                region.writer = Some(writer);
+                region.epoch = region.epoch.max(epoch);
+            }
+            if let Some(writer) = region.writer.as_mut() {
+                writer.append(key, value)?;
             }
         }
         region.bytes += (key.len() + value.len()) as u64;
@@ -252,12 +298,31 @@ impl MemoryRegionEngine {
         ticket.confirm()
     }
 
+    /// The error for a region that is not open: unavailable (with why) if its storage
+    /// could not be read, else not found.
+    fn absent(&self, region_id: u64) -> crate::Error {
+        match self.unreadable.lock().get(&region_id) {
+            Some(u) => UnavailableSnafu {
+                region_id,
+                reason: u.reason.clone(),
+            }
+            .build(),
+            None => RegionNotFoundSnafu { region_id }.build(),
+        }
+    }
+
+    /// Rows a stale owner appended after a seal, which the last replay of the region
+    /// ignored.
+    pub fn stale_rows(&self, region_id: u64) -> Option<u64> {
+        self.read_lock().get(&region_id).map(|r| r.stale_rows)
+    }
+
     /// Reads a row; works on readonly regions too.
     pub fn read(&self, region_id: u64, key: &str) -> Result<Option<String>> {
         let mut regions = self.write_lock();
-        let region = regions
-            .get_mut(&region_id)
-            .ok_or_else(|| RegionNotFoundSnafu { region_id }.build())?;
+        let Some(region) = regions.get_mut(&region_id) else {
+            return Err(self.absent(region_id));
+        };
         region.reads += 1;
         Ok(region.rows.get(key).cloned())
     }
@@ -275,56 +340,78 @@ impl MemoryRegionEngine {
 #[async_trait]
 impl RegionEngine for MemoryRegionEngine {
     fn regions(&self) -> Vec<RegionInfo> {
-        let mut all: Vec<RegionInfo> = self
-            .read_lock()
+        let shared = self.shared.is_some();
+        let regions = self.read_lock();
+        let mut all: Vec<RegionInfo> = regions
             .iter()
-            .map(|(id, r)| r.info(*id, self.shared.is_some()))
+            .map(|(id, r)| r.info(*id, shared))
+            .chain(
+                self.unreadable
+                    .lock()
+                    .iter()
+                    .map(|(id, u)| unreadable_info(*id, u, shared)),
+            )
             .collect();
         all.sort_by_key(|r| r.region_id);
         all
     }
 
     fn region(&self, region_id: u64) -> Option<RegionInfo> {
-        self.read_lock()
-            .get(&region_id)
-            .map(|r| r.info(region_id, self.shared.is_some()))
+        let shared = self.shared.is_some();
+        match self.read_lock().get(&region_id) {
+            Some(r) => Some(r.info(region_id, shared)),
+            None => self
+                .unreadable
+                .lock()
+                .get(&region_id)
+                .map(|u| unreadable_info(region_id, u, shared)),
+        }
     }
 
-    async fn open_region(&self, region_id: u64, role: RegionRole) -> Result<()> {
+    async fn open_region(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()> {
         let mut regions = self.write_lock();
         if let Some(region) = regions.get_mut(&region_id) {
             region.role = role;
+            region.epoch = region.epoch.max(epoch);
         } else {
-            let region = self.load_region(region_id, role)?;
+            // An unreadable region is tried again: the operator may have repaired it.
+            let region = self.load_region(region_id, role, epoch)?;
             regions.insert(region_id, region);
+            self.unreadable.lock().remove(&region_id);
         }
         self.save_manifest(&regions)
     }
 
     async fn close_region(&self, region_id: u64) -> Result<bool> {
         let mut regions = self.write_lock();
-        let existed = regions.remove(&region_id).is_some();
+        let existed = regions.remove(&region_id).is_some()
+            | self.unreadable.lock().remove(&region_id).is_some();
         if existed {
             self.save_manifest(&regions)?;
         }
         Ok(existed)
     }
 
-    fn set_role(&self, region_id: u64, role: RegionRole) -> Result<()> {
+    fn set_role(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()> {
         let mut regions = self.write_lock();
-        let region = regions
-            .get_mut(&region_id)
-            .ok_or_else(|| RegionNotFoundSnafu { region_id }.build())?;
+        let Some(region) = regions.get_mut(&region_id) else {
+            return Err(self.absent(region_id));
+        };
         if role == RegionRole::Leader && region.role != RegionRole::Leader && self.shared.is_some()
         {
             // Catch up with what the previous leader wrote while this copy followed.
-            let fresh = self.load_region(region_id, role)?;
+            let fresh = self.load_region(region_id, role, epoch)?;
             let (reads, writes) = (region.reads, region.writes);
             *region = fresh;
             region.reads = reads;
             region.writes = writes;
         }
+        if role != RegionRole::Leader {
+            // A follower appends nothing; a later leader here seals this segment first.
+            region.writer = None;
+        }
         region.role = role;
+        region.epoch = region.epoch.max(epoch);
         self.save_manifest(&regions)
     }
 
@@ -338,8 +425,22 @@ impl RegionEngine for MemoryRegionEngine {
         if self.read_lock().contains_key(&region_id) {
             Ok(())
         } else {
-            RegionNotFoundSnafu { region_id }.fail()
+            Err(self.absent(region_id))
         }
+    }
+}
+
+fn unreadable_info(region_id: u64, u: &Unreadable, shared_storage: bool) -> RegionInfo {
+    RegionInfo {
+        region_id,
+        role: u.role,
+        rows: 0,
+        bytes: 0,
+        reads: 0,
+        writes: 0,
+        shared_storage,
+        epoch: 0,
+        unavailable: Some(u.reason.clone()),
     }
 }
 
@@ -360,7 +461,7 @@ mod tests {
     async fn writes_need_the_leader_role_and_a_live_lease_and_reads_always_work() {
         let (leases, engine) = engine();
         engine
-            .open_region(1, RegionRole::Leader)
+            .open_region(1, RegionRole::Leader, 1)
             .await
             .expect("open");
         leases.track(1);
@@ -368,7 +469,7 @@ mod tests {
         assert!(err.to_string().contains("region lease expired"), "{err}");
         leases.grant(1, leases.duration_since_epoch(), LEASE);
         engine.write(1, "k", "v").expect("leader with lease");
-        engine.set_role(1, RegionRole::Follower).expect("role");
+        engine.set_role(1, RegionRole::Follower, 1).expect("role");
         let err = engine.write(1, "k", "v2").expect_err("follower");
         assert!(err.to_string().contains("region is follower"), "{err}");
         assert_eq!(engine.read(1, "k").expect("read"), Some("v".into()));
@@ -385,7 +486,7 @@ mod tests {
     async fn with_no_timer_running_writes_are_refused_from_the_deadline_on() {
         let (leases, engine) = engine();
         engine
-            .open_region(1, RegionRole::Leader)
+            .open_region(1, RegionRole::Leader, 1)
             .await
             .expect("open");
         leases.track(1);
@@ -413,7 +514,7 @@ mod tests {
             let (leases, _) = engine();
             let engine = MemoryRegionEngine::open(dir.path(), leases.clone()).expect("open");
             engine
-                .open_region(3, RegionRole::Leader)
+                .open_region(3, RegionRole::Leader, 1)
                 .await
                 .expect("open region");
             leases.track(3);
@@ -448,18 +549,20 @@ mod tests {
         let (lb, _) = engine();
         let b = MemoryRegionEngine::open_with(&dir.path().join("b"), Some(&shared), lb.clone())
             .expect("open b");
-        a.open_region(5, RegionRole::Leader).await.expect("open");
+        a.open_region(5, RegionRole::Leader, 1).await.expect("open");
         la.track(5);
         la.grant(5, la.duration_since_epoch(), LEASE);
         a.write(5, "k1", "v1").expect("write");
         // b opens it as a follower and sees what a acknowledged…
-        b.open_region(5, RegionRole::Follower).await.expect("open");
+        b.open_region(5, RegionRole::Follower, 1)
+            .await
+            .expect("open");
         assert_eq!(b.read(5, "k1").expect("read"), Some("v1".into()));
         assert!(b.region(5).expect("open").shared_storage);
         // …a writes more while b follows…
         a.write(5, "k2", "v2").expect("write");
         // …and b, upgraded, catches up before it leads.
-        b.set_role(5, RegionRole::Leader).expect("upgrade");
+        b.set_role(5, RegionRole::Leader, 1).expect("upgrade");
         assert_eq!(b.read(5, "k2").expect("read"), Some("v2".into()));
         assert_eq!(b.row_count(5).expect("rows"), 2);
     }

@@ -101,6 +101,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             region_id: 1,
             leader: Some(1),
             followers: vec![2],
+            epoch: 1,
         })
         .await?;
 

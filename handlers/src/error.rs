@@ -73,6 +73,15 @@ pub enum Error {
         /// What was being done.
         what: String,
     },
+    /// A route change that breaks the epoch rule (see `route`): a caller's mistake,
+    /// refused before anything is written.
+    #[snafu(display("invalid change to the route of region {region_id}: {reason}"))]
+    InvalidRouteChange {
+        /// The region.
+        region_id: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A custom (operator) handler failed for its own reason.
     #[snafu(display("{message}"))]
     Custom {

@@ -226,6 +226,7 @@ mod tests {
                 region_id: 1,
                 leader: Some(5),
                 followers: vec![],
+                epoch: 1,
             })
             .await
             .expect("route");

@@ -29,7 +29,7 @@ async fn answer_next(node: &mut FakeNode, regions: &[u64]) -> Instruction {
         Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(reply),
         Instruction::CloseRegion(_) => InstructionReply::CloseRegion(reply),
         Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(reply),
-        Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(reply),
+        Instruction::UpgradeRegion { .. } => InstructionReply::UpgradeRegion(reply),
     };
     node.reply(
         reply.to_mailbox_message(msg.id, "dn", "ms").expect("enc"),

@@ -96,7 +96,7 @@ async fn each_bad_input_gets_a_clear_status_and_others_keep_being_served() {
                     role: RegionRole::Leader as i32,
                     ..Default::default()
                 };
-                r.region_stats = vec![s, s];
+                r.region_stats = vec![s.clone(), s];
             }),
         ),
         (

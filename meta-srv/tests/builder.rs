@@ -109,6 +109,7 @@ impl HeartbeatHandler for Relay {
             let open = Instruction::OpenRegion {
                 region_id: 42,
                 role: OpenRole::Leader,
+                epoch: 1,
             };
             mailbox.send_oneway(NodeKey::datanode(1), &open)?;
         }
@@ -128,7 +129,8 @@ async fn a_handler_can_instruct_another_node_through_the_context() {
         Instruction::from_mailbox_message(&msg).expect("decode"),
         Instruction::OpenRegion {
             region_id: 42,
-            role: OpenRole::Leader
+            role: OpenRole::Leader,
+            epoch: 1,
         }
     );
     server.stop().await;

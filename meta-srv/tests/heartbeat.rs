@@ -33,6 +33,7 @@ async fn leases_are_granted_for_owned_regions_only() {
             region_id: 1,
             leader: Some(1),
             followers: vec![2],
+            epoch: 1,
         })
         .await
         .expect("route");
@@ -41,6 +42,7 @@ async fn leases_are_granted_for_owned_regions_only() {
             region_id: 2,
             leader: Some(2),
             followers: vec![],
+            epoch: 1,
         })
         .await
         .expect("route");
@@ -54,7 +56,8 @@ async fn leases_are_granted_for_owned_regions_only() {
         lease.regions,
         vec![GrantedRegion {
             region_id: 1,
-            role: RegionRole::Leader as i32
+            role: RegionRole::Leader as i32,
+            epoch: 1,
         }]
     );
     assert_eq!(lease.closeable_region_ids, vec![2, 3]);
@@ -72,7 +75,8 @@ async fn leases_are_granted_for_owned_regions_only() {
         lease.regions,
         vec![GrantedRegion {
             region_id: 1,
-            role: RegionRole::Follower as i32
+            role: RegionRole::Follower as i32,
+            epoch: 1,
         }]
     );
     server.stop().await;
@@ -90,6 +94,7 @@ async fn a_follower_answers_not_leader_and_losing_leadership_closes_streams() {
             region_id: 1,
             leader: Some(1),
             followers: vec![],
+            epoch: 1,
         })
         .await
         .expect("route");
@@ -227,6 +232,7 @@ async fn a_hundred_concurrent_datanodes_are_all_served() {
                 region_id: id,
                 leader: Some(id),
                 followers: vec![],
+                epoch: 1,
             })
             .await
             .expect("route");
@@ -322,6 +328,7 @@ async fn a_grant_decided_by_a_leader_that_lapsed_during_the_chain_never_leaves()
             region_id: 1,
             leader: Some(1),
             followers: vec![],
+            epoch: 1,
         })
         .await
         .expect("route");

@@ -15,6 +15,7 @@ fn led_by(leader: u64) -> RegionRoute {
         region_id: 1,
         leader: Some(leader),
         followers: vec![],
+        epoch: 1,
     }
 }
 

@@ -16,6 +16,7 @@ fn open(region_id: u64) -> Instruction {
     Instruction::OpenRegion {
         region_id,
         role: OpenRole::Leader,
+        epoch: 1,
     }
 }
 

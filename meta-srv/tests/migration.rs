@@ -72,7 +72,7 @@ impl Node {
                             Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(rr),
                             Instruction::CloseRegion(_) => InstructionReply::CloseRegion(rr),
                             Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(rr),
-                            Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(rr),
+                            Instruction::UpgradeRegion { .. } => InstructionReply::UpgradeRegion(rr),
                         };
                         let mut req = request(&mut fake, &r);
                         req.mailbox_message = reply.to_mailbox_message(m.id, "dn", &m.from).ok();
@@ -119,6 +119,7 @@ async fn put_route(server: &TestServer, region_id: u64, leader: u64) {
             region_id,
             leader: Some(leader),
             followers: vec![],
+            epoch: 1,
         })
         .await
         .expect("route");
@@ -177,7 +178,8 @@ async fn a_live_migration_opens_fences_downgrades_switches_and_upgrades_in_that_
         RegionRoute {
             region_id: 5,
             leader: Some(2),
-            followers: vec![]
+            followers: vec![],
+            epoch: 2,
         }
     );
     assert!(migrations.in_flight(5).await.is_none(), "its state is gone");
@@ -208,7 +210,8 @@ async fn a_target_that_cannot_open_the_region_rolls_the_route_back() {
         RegionRoute {
             region_id: 5,
             leader: Some(1),
-            followers: vec![]
+            followers: vec![],
+            epoch: 1,
         },
         "the route is as it was"
     );
@@ -769,7 +772,8 @@ async fn a_region_dropped_while_it_moves_ends_the_move_and_its_id_waits_for_that
         RegionRoute {
             region_id: 5,
             leader: Some(2),
-            followers: vec![]
+            followers: vec![],
+            epoch: 2,
         }
     );
     assert!(migrations.in_flight(5).await.is_none());

@@ -101,6 +101,8 @@ pub fn heartbeat(node_id: u64, first_region: u64, regions: usize) -> HeartbeatRe
                 approximate_bytes: 64 << 20,
                 row_count: 1_000_000,
                 shared_storage: false,
+                epoch: 1,
+                unavailable: String::new(),
             })
             .collect(),
         ..Default::default()
@@ -280,6 +282,7 @@ impl Heartbeat for EchoServer {
                         .map(|s| GrantedRegion {
                             region_id: s.region_id,
                             role: s.role,
+                            epoch: s.epoch,
                         })
                         .collect(),
                     duration_since_epoch: req.duration_since_epoch,

@@ -125,6 +125,7 @@ async fn a_stopped_heartbeat_task_leaves_nothing_writable_past_the_deadline() {
             region_id: 1,
             leader: Some(7),
             followers: vec![],
+            epoch: 1,
         })
         .await
         .expect("route");
@@ -133,7 +134,7 @@ async fn a_stopped_heartbeat_task_leaves_nothing_writable_past_the_deadline() {
     let leases = RegionLeases::new(Duration::from_millis(500));
     let engine = Arc::new(MemoryRegionEngine::new(leases.clone()));
     engine
-        .open_region(1, RegionRole::Leader)
+        .open_region(1, RegionRole::Leader, 1)
         .await
         .expect("open");
     let client = MetaClient::new(vec![addr.to_string()], 1, 7, Duration::from_secs(1));

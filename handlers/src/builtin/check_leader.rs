@@ -64,6 +64,7 @@ mod tests {
                 region_id: 1,
                 leader: Some(1),
                 followers: vec![],
+                epoch: 1,
             })
             .await
             .expect("route");

@@ -47,9 +47,10 @@ impl HeartbeatHandler for RegionLeaseHandler {
         let mut closeable_region_ids = Vec::new();
         for (region_id, role) in ids.into_iter().zip(roles) {
             match role {
-                Some(role) => regions.push(GrantedRegion {
+                Some(held) => regions.push(GrantedRegion {
                     region_id,
-                    role: role as i32,
+                    role: held.role as i32,
+                    epoch: held.epoch,
                 }),
                 None => closeable_region_ids.push(region_id),
             }
@@ -88,7 +89,7 @@ mod tests {
         async fn list(&self) -> crate::Result<Vec<RegionRoute>> {
             self.inner.list().await
         }
-        async fn create(&self, route: RegionRoute) -> crate::Result<bool> {
+        async fn create(&self, route: RegionRoute) -> crate::Result<Option<RegionRoute>> {
             self.inner.create(route).await
         }
         async fn put(&self, route: RegionRoute) -> crate::Result<()> {
@@ -108,7 +109,7 @@ mod tests {
             &self,
             node_id: u64,
             region_ids: &[u64],
-        ) -> crate::Result<Vec<Option<RegionRole>>> {
+        ) -> crate::Result<Vec<Option<crate::route::Holding>>> {
             let granted = self
                 .leases
                 .get(NodeKey::datanode(node_id))
@@ -136,6 +137,7 @@ mod tests {
                 region_id: 1,
                 leader: Some(7),
                 followers: vec![],
+                epoch: 1,
             })
             .await
             .expect("route");
@@ -162,16 +164,19 @@ mod tests {
                 region_id: 1,
                 leader: Some(7),
                 followers: vec![8],
+                epoch: 3,
             },
             RegionRoute {
                 region_id: 2,
                 leader: Some(8),
                 followers: vec![7],
+                epoch: 5,
             },
             RegionRoute {
                 region_id: 3,
                 leader: Some(8),
                 followers: vec![],
+                epoch: 1,
             },
         ] {
             f.ctx.routes.put(route).await.expect("route");
@@ -190,11 +195,13 @@ mod tests {
             vec![
                 GrantedRegion {
                     region_id: 1,
-                    role: RegionRole::Leader as i32
+                    role: RegionRole::Leader as i32,
+                    epoch: 3,
                 },
                 GrantedRegion {
                     region_id: 2,
-                    role: RegionRole::Follower as i32
+                    role: RegionRole::Follower as i32,
+                    epoch: 5,
                 },
             ]
         );

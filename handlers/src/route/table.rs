@@ -1,10 +1,13 @@
 //! The route table in memory, compact because the leader holds every region's route.
 //!
-//! Nearly every route is "region R, led by node N, no followers": such a route is one
-//! `u64 → u64` entry in `led` (about 17 bytes of hash table, 35 at the table's worst
-//! fill), instead of a [`RegionRoute`] with its `Vec` (56 bytes an entry, more with a
-//! follower list). Routes with followers or without a leader (a region being moved, or
+//! Nearly every route is "region R, led by node N at epoch E, no followers": such a route
+//! is one `u64 → (u64, u64)` entry in `led` (about 25 bytes of hash table, 50 at the
+//! table's worst fill), instead of a [`RegionRoute`] with its `Vec` (64 bytes an entry,
+//! more with a follower list). Routes with followers or without a leader (a region being moved, or
 //! fenced) are kept whole in `other`; there are few of them at any time.
+//!
+//! A dropped region leaves its last epoch in `dropped` (its tombstone), so the region
+//! created again with that id starts above it.
 //!
 //! The per-node index (`by_node`) answers a heartbeat's question ("which of these regions
 //! does node N lead or follow?") from one small set per node, and failover's ("what does
@@ -18,21 +21,41 @@
 //! come from operators and authenticated datanodes, not from anonymous clients, so
 //! collision flooding is not the threat SipHash guards against here.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as MapEntry;
 use std::num::NonZeroU64;
 
 use common_proto::v1::RegionRole;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::RegionRoute;
+use super::{Holding, RegionRoute};
+
+/// What the table holds for one region id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Never created (or its tombstone was overwritten by an import).
+    Absent,
+    /// A live route.
+    Route(RegionRoute),
+    /// Dropped at this epoch.
+    Dropped(u64),
+}
+
+/// A `led` entry: the leader, and the route's epoch.
+#[derive(Debug, Clone, Copy)]
+struct Led {
+    leader: NonZeroU64,
+    epoch: u64,
+}
 
 /// Every route, and the per-node index, kept in step.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
-    /// Routes with a leader (not 0) and no followers: region → leader.
-    led: HashMap<u64, NonZeroU64>,
+    /// Routes with a leader (not 0) and no followers.
+    led: HashMap<u64, Led>,
     /// Every other route, as written.
     other: HashMap<u64, RegionRoute>,
+    /// Dropped regions: region → the epoch it had.
+    dropped: HashMap<u64, u64>,
     /// The regions each node leads and follows.
     by_node: HashMap<u64, NodeRegions>,
 }
@@ -58,11 +81,12 @@ impl NodeRegions {
 }
 
 /// The route a `led` entry stands for: a leader and no followers.
-fn plain(region_id: u64, leader: NonZeroU64) -> RegionRoute {
+fn plain(region_id: u64, led: Led) -> RegionRoute {
     RegionRoute {
         region_id,
-        leader: Some(leader.get()),
+        leader: Some(led.leader.get()),
         followers: Vec::new(),
+        epoch: led.epoch,
     }
 }
 
@@ -81,15 +105,43 @@ impl RouteTable {
     /// One route.
     pub(crate) fn get(&self, region_id: u64) -> Option<RegionRoute> {
         match self.led.get(&region_id) {
-            Some(&leader) => Some(plain(region_id, leader)),
+            Some(&led) => Some(plain(region_id, led)),
             None => self.other.get(&region_id).cloned(),
         }
     }
 
-    /// Writes a route, replacing the region's previous one; returns that.
+    /// What the table holds for `region_id`: its route, its tombstone, or nothing.
+    pub(crate) fn entry(&self, region_id: u64) -> Entry {
+        match (self.get(region_id), self.dropped.get(&region_id)) {
+            (Some(route), _) => Entry::Route(route),
+            (None, Some(&epoch)) => Entry::Dropped(epoch),
+            (None, None) => Entry::Absent,
+        }
+    }
+
+    /// Makes `region_id` hold `entry`.
+    pub(crate) fn apply(&mut self, region_id: u64, entry: Entry) {
+        match entry {
+            Entry::Route(route) => {
+                self.insert(route);
+            }
+            Entry::Dropped(epoch) => {
+                self.remove(region_id);
+                self.dropped.insert(region_id, epoch);
+            }
+            Entry::Absent => {
+                self.remove(region_id);
+                self.dropped.remove(&region_id);
+            }
+        }
+    }
+
+    /// Writes a route, replacing the region's previous one (or its tombstone); returns
+    /// that.
     pub(crate) fn insert(&mut self, route: RegionRoute) -> Option<RegionRoute> {
         let old = self.remove(route.region_id);
         let id = route.region_id;
+        self.dropped.remove(&id);
         if let Some(leader) = route.leader {
             self.by_node.entry(leader).or_default().leads.insert(id);
         }
@@ -98,7 +150,8 @@ impl RouteTable {
         }
         match route.leader.and_then(NonZeroU64::new) {
             Some(leader) if route.followers.is_empty() => {
-                self.led.insert(id, leader);
+                let epoch = route.epoch;
+                self.led.insert(id, Led { leader, epoch });
             }
             _ => {
                 self.other.insert(id, route);
@@ -107,14 +160,14 @@ impl RouteTable {
         old
     }
 
-    /// Deletes a route; returns it.
+    /// Deletes a route, leaving no tombstone; returns it.
     pub(crate) fn remove(&mut self, region_id: u64) -> Option<RegionRoute> {
         let old = match self.led.remove(&region_id) {
-            Some(leader) => plain(region_id, leader),
+            Some(led) => plain(region_id, led),
             None => self.other.remove(&region_id)?,
         };
         for node in old.leader.iter().chain(&old.followers) {
-            if let Entry::Occupied(mut regions) = self.by_node.entry(*node) {
+            if let MapEntry::Occupied(mut regions) = self.by_node.entry(*node) {
                 let r = regions.get_mut();
                 r.leads.remove(&region_id);
                 r.follows.remove(&region_id);
@@ -126,12 +179,22 @@ impl RouteTable {
         Some(old)
     }
 
-    /// For each region, the role `node_id` has for it.
-    pub(crate) fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Vec<Option<RegionRole>> {
-        match self.by_node.get(&node_id) {
-            Some(regions) => region_ids.iter().map(|id| regions.role(*id)).collect(),
-            None => vec![None; region_ids.len()],
-        }
+    /// For each region, what `node_id` holds of it.
+    pub(crate) fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Vec<Option<Holding>> {
+        let Some(regions) = self.by_node.get(&node_id) else {
+            return vec![None; region_ids.len()];
+        };
+        region_ids
+            .iter()
+            .map(|id| {
+                let role = regions.role(*id)?;
+                let epoch = match self.led.get(id) {
+                    Some(led) => led.epoch,
+                    None => self.other.get(id).map_or(0, |r| r.epoch),
+                };
+                Some(Holding { role, epoch })
+            })
+            .collect()
     }
 
     /// The regions `node_id` leads, by id.
@@ -162,7 +225,7 @@ impl RouteTable {
         let mut all: Vec<RegionRoute> = self
             .led
             .iter()
-            .map(|(&region_id, &leader)| plain(region_id, leader))
+            .map(|(&region_id, &led)| plain(region_id, led))
             .chain(self.other.values().cloned())
             .collect();
         all.sort_unstable_by_key(|r| r.region_id);
@@ -179,7 +242,48 @@ mod tests {
             region_id,
             leader,
             followers: followers.to_vec(),
+            epoch: region_id * 10,
         }
+    }
+
+    fn roles(t: &RouteTable, node_id: u64, ids: &[u64]) -> Vec<Option<RegionRole>> {
+        t.roles_for(node_id, ids)
+            .into_iter()
+            .map(|h| h.map(|h| h.role))
+            .collect()
+    }
+
+    #[test]
+    fn a_holding_carries_the_routes_epoch_in_either_form() {
+        let mut t = RouteTable::default();
+        t.insert(route(1, Some(10), &[]));
+        t.insert(route(2, Some(10), &[11]));
+        let held = t.roles_for(11, &[1, 2]);
+        assert_eq!(
+            held,
+            [
+                None,
+                Some(Holding {
+                    role: RegionRole::Follower,
+                    epoch: 20
+                })
+            ]
+        );
+        assert_eq!(t.roles_for(10, &[1])[0].map(|h| h.epoch), Some(10));
+    }
+
+    #[test]
+    fn a_tombstone_keeps_the_epoch_until_the_region_is_created_again() {
+        let mut t = RouteTable::default();
+        t.insert(route(3, Some(10), &[]));
+        t.apply(3, Entry::Dropped(30));
+        assert_eq!(t.entry(3), Entry::Dropped(30));
+        assert_eq!((t.get(3), t.len(), t.list()), (None, 0, vec![]));
+        assert_eq!(roles(&t, 10, &[3]), [None]);
+        t.insert(route(3, Some(11), &[]));
+        assert_eq!(t.entry(3), Entry::Route(route(3, Some(11), &[])));
+        t.apply(3, Entry::Absent);
+        assert_eq!(t.entry(3), Entry::Absent);
     }
 
     #[test]
@@ -232,14 +336,14 @@ mod tests {
         assert_eq!(old, Some(route(1, Some(10), &[])));
         assert_eq!(t.led_by(10), [2]);
         assert_eq!(
-            t.roles_for(10, &[1, 2, 3]),
+            roles(&t, 10, &[1, 2, 3]),
             [Some(RegionRole::Follower), Some(RegionRole::Leader), None]
         );
-        assert_eq!(t.roles_for(11, &[1, 2]), [Some(RegionRole::Follower), None]);
+        assert_eq!(roles(&t, 11, &[1, 2]), [Some(RegionRole::Follower), None]);
 
         t.insert(route(1, Some(11), &[]));
-        assert_eq!(t.roles_for(10, &[1]), [None]);
-        assert_eq!(t.roles_for(11, &[1]), [Some(RegionRole::Leader)]);
+        assert_eq!(roles(&t, 10, &[1]), [None]);
+        assert_eq!(roles(&t, 11, &[1]), [Some(RegionRole::Leader)]);
         assert_eq!(t.leaders(), [10, 11]);
         assert_eq!(t.len(), 2);
     }
@@ -248,7 +352,7 @@ mod tests {
     fn a_node_that_is_both_leader_and_follower_leads() {
         let mut t = RouteTable::default();
         t.insert(route(6, Some(13), &[13]));
-        assert_eq!(t.roles_for(13, &[6]), [Some(RegionRole::Leader)]);
+        assert_eq!(roles(&t, 13, &[6]), [Some(RegionRole::Leader)]);
         assert_eq!(t.led_by(13), [6]);
     }
 
@@ -260,7 +364,7 @@ mod tests {
         assert_eq!(t.remove(1), Some(route(1, Some(10), &[11])));
         assert_eq!(t.remove(1), None);
         assert!(!t.by_node.contains_key(&10) && !t.by_node.contains_key(&11));
-        assert_eq!(t.roles_for(11, &[1]), [None]);
+        assert_eq!(roles(&t, 11, &[1]), [None]);
         assert_eq!(t.leaders(), [12]);
         assert_eq!(t.led_by(10), Vec::<u64>::new());
         assert_eq!(t.len(), 1);

@@ -160,6 +160,7 @@ impl RegionAdmin {
             region_id,
             leader: Some(node_id),
             followers: vec![],
+            epoch: 0, // assigned by the store
         };
         // A migration of a dropped region with this id ends at its next step; until
         // then it could act on the new route, so the id waits.
@@ -170,17 +171,18 @@ impl RegionAdmin {
             }
             .fail();
         }
-        if !self
+        let Some(route) = self
             .routes
-            .create(route.clone())
+            .create(route)
             .await
             .context(StoreSnafu { op: "create route" })?
-        {
+        else {
             return RegionExistsSnafu { region_id }.fail();
-        }
+        };
         let ins = Instruction::OpenRegion {
             region_id,
             role: OpenRole::Leader,
+            epoch: route.epoch,
         };
         match self.instruct(node_id, &ins).await {
             Ok(()) => {
@@ -235,6 +237,7 @@ mod tests {
             region_id,
             leader: Some(1),
             followers: vec![],
+            epoch: 1,
         }
     }
 

@@ -837,6 +837,7 @@ impl Migrations {
                 let open = Instruction::OpenRegion {
                     region_id,
                     role: OpenRole::Follower,
+                    epoch: self.route(region_id).await?.epoch,
                 };
                 match self.instruct(state.to, open).await {
                     Ok(()) => Ok(Step::Fence),
@@ -859,11 +860,7 @@ impl Migrations {
                 }
                 let mut followers = vec![state.to];
                 followers.extend(state.from);
-                let fenced = RegionRoute {
-                    region_id,
-                    leader: None,
-                    followers,
-                };
+                let fenced = route.successor(None, followers);
                 if !self.cas(&route, fenced).await? {
                     return Err("the route changed; retrying".into());
                 }
@@ -965,21 +962,22 @@ impl Migrations {
                         Instruction::OpenRegion {
                             region_id,
                             role: OpenRole::Follower,
+                            epoch: route.epoch,
                         },
                     )
                     .await?;
                     state.to = next;
                     return Err("re-targeted; switching next".into());
                 }
-                let switched = RegionRoute {
-                    region_id,
-                    leader: Some(state.to),
-                    followers: Vec::new(),
-                };
+                let switched = route.successor(Some(state.to), Vec::new());
+                let epoch = switched.epoch;
                 if !self.cas(&route, switched).await? {
                     return Err("the route changed; retrying".into());
                 }
-                info!("route switched to the target");
+                info!(
+                    epoch,
+                    "route switched to the target under a new region epoch"
+                );
                 Ok(Step::Upgrade)
             }
             Step::Upgrade => {
@@ -989,9 +987,21 @@ impl Migrations {
                     state.last_error = Some(format!("target {} died before its upgrade", state.to));
                     return Ok(Step::Done);
                 }
+                // The epoch the switch wrote, read back: a resumed procedure (a new
+                // leader) never reuses or invents one.
+                let route = self.route(region_id).await?;
+                if route.leader != Some(state.to) {
+                    return Err(format!(
+                        "the route's leader is {:?}, not the target",
+                        route.leader
+                    ));
+                }
                 self.instruct(
                     state.to,
-                    Instruction::UpgradeRegion(RegionIdent { region_id }),
+                    Instruction::UpgradeRegion {
+                        region_id,
+                        epoch: route.epoch,
+                    },
                 )
                 .await?;
                 Ok(Step::Done)

@@ -318,6 +318,7 @@ mod tests {
         Instruction::OpenRegion {
             region_id,
             role: OpenRole::Leader,
+            epoch: 1,
         }
     }
 

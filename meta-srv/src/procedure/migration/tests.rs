@@ -163,7 +163,7 @@ impl Harness {
                     Instruction::OpenRegion { .. } => InstructionReply::OpenRegion(r),
                     Instruction::CloseRegion(_) => InstructionReply::CloseRegion(r),
                     Instruction::DowngradeRegion(_) => InstructionReply::DowngradeRegion(r),
-                    Instruction::UpgradeRegion(_) => InstructionReply::UpgradeRegion(r),
+                    Instruction::UpgradeRegion { .. } => InstructionReply::UpgradeRegion(r),
                 };
                 if answer != Answer::Silent {
                     let msg = reply
@@ -193,6 +193,7 @@ impl Harness {
                 region_id: REGION,
                 leader,
                 followers,
+                epoch: 1,
             })
             .await
             .expect("put route");
@@ -853,6 +854,7 @@ async fn a_switch_is_a_compare_and_put_so_a_route_changed_underneath_is_never_ov
         region_id: REGION,
         leader: Some(5),
         followers: vec![],
+        epoch: 1,
     };
     let key = format!("__meta/route/{REGION}");
     h.deps
