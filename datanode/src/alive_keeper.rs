@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common_proto::v1::{RegionLease, RegionRole};
+use std::collections::HashMap;
+
+use common_proto::v1::{RegionLease, RegionOwner, RegionRole};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -52,7 +54,13 @@ pub struct RegionAliveKeeper {
     wake: Notify,
     /// Whether a lease no longer than the margin was already reported (once is enough).
     margin_warned: std::sync::atomic::AtomicBool,
+    /// Who leads the regions this node reported but does not lead, as the metasrv last
+    /// said: where a refused writer should go. Bounded by [`MAX_OWNERS`].
+    owners: Mutex<HashMap<u64, RegionOwner>>,
 }
+
+/// The most owner hints kept; past it the map starts over (hints are only hints).
+const MAX_OWNERS: usize = 65_536;
 
 impl RegionAliveKeeper {
     /// A keeper over `leases`; tracks every region the engine already has, readonly until
@@ -68,6 +76,7 @@ impl RegionAliveKeeper {
             lapsed: AtomicU64::new(0),
             wake: Notify::new(),
             margin_warned: std::sync::atomic::AtomicBool::new(false),
+            owners: Mutex::default(),
         })
     }
 
@@ -106,6 +115,26 @@ impl RegionAliveKeeper {
         self.leases.len()
     }
 
+    /// Who leads `region_id` now, if the metasrv said so after this node lost it.
+    pub fn owner_of(&self, region_id: u64) -> Option<RegionOwner> {
+        self.owners.lock().get(&region_id).cloned()
+    }
+
+    fn note_owners(&self, lease: &RegionLease) {
+        let mut owners = self.owners.lock();
+        for granted in &lease.regions {
+            if granted.role() == RegionRole::Leader {
+                owners.remove(&granted.region_id);
+            }
+        }
+        if owners.len() + lease.owners.len() > MAX_OWNERS {
+            owners.clear();
+        }
+        for owner in &lease.owners {
+            owners.insert(owner.region_id, owner.clone());
+        }
+    }
+
     /// Whether no region is tracked.
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
@@ -137,6 +166,7 @@ impl RegionAliveKeeper {
     pub fn on_lease(&self, lease: &RegionLease) -> LeaseOutcome {
         let length = Duration::from_secs(lease.lease_seconds);
         self.report_lease_within_margin(lease, length);
+        self.note_owners(lease);
         let mut outcome = LeaseOutcome {
             to_close: lease.closeable_region_ids.clone(),
             ..Default::default()
@@ -243,6 +273,7 @@ mod tests {
             duration_since_epoch: duration_ms,
             lease_seconds: secs,
             closeable_region_ids: vec![],
+            owners: vec![],
         }
     }
 
@@ -334,6 +365,23 @@ mod tests {
             !writable(&engine, 1),
             "a stale grant must not make it writable"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_owner_named_for_a_region_lost_here_is_kept_until_it_is_granted_back() {
+        let (_engine, keeper, _t) = keeper_with(&[1], true).await;
+        let owner = RegionOwner {
+            region_id: 1,
+            node_id: 2,
+            addr: "10.0.0.2:4000".into(),
+            epoch: 7,
+        };
+        let mut l = lease(&[(1, RegionRole::Follower)], 0, 10);
+        l.owners = vec![owner.clone()];
+        keeper.on_lease(&l);
+        assert_eq!(keeper.owner_of(1), Some(owner));
+        keeper.on_lease(&lease(&[(1, RegionRole::Leader)], 0, 10));
+        assert_eq!(keeper.owner_of(1), None, "led here again");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,10 @@
 //! The demo engine's data API (axum) and the node's status view.
 //!
-//! - `PUT /regions/{id}/rows/{key}` (body: the value): refused with 409 and
-//!   `"code": "lease_expired"` or `"code": "follower"` when the region is readonly;
+//! - `PUT /regions/{id}/rows/{key}` (body: the value). Refusals are JSON with a
+//!   machine-readable `code` (see [`refusal`]): 421 `moved` when the region is led
+//!   elsewhere now (with the `owner` and its `epoch` when the metasrv named them), 409
+//!   `lease_expired` or `follower` when it is readonly here, 404 `not_found`, 503
+//!   `unavailable` when its storage could not be read;
 //! - `GET /regions/{id}/rows/{key}`: reads work whether or not the region is writable;
 //! - `GET /status`: heartbeat state and every region's role, writability and lease left;
 //! - `GET /metrics`: Prometheus metrics (regions by state, lease expiries, heartbeat
@@ -48,45 +51,67 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-struct ApiError(Error);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self.0 {
-            Error::RegionNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            Error::LeaseExpired { .. } => (StatusCode::CONFLICT, "lease_expired"),
-            Error::RegionFollower { .. } => (StatusCode::CONFLICT, "follower"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        (
-            status,
-            Json(json!({ "error": self.0.to_string(), "code": code })),
-        )
-            .into_response()
+/// The answer to a refused request about `region_id`: a status, and JSON with the
+/// error, a machine-readable `code`, this node's region epoch, and, when the region is led
+/// elsewhere now and the metasrv said by whom, the `owner` (`node_id`, `addr`, `epoch`),
+/// so a client can retry there at once.
+///
+/// | status | code | meaning |
+/// |---|---|---|
+/// | 421 | `moved` | led elsewhere now (or the storage was taken over under a newer epoch) |
+/// | 409 | `lease_expired` | readonly here: no live lease (yet), owner unknown |
+/// | 409 | `follower` | a follower here, owner unknown |
+/// | 404 | `not_found` | not open here, owner unknown |
+/// | 503 | `unavailable` | its storage could not be read here |
+pub fn refusal(s: &HttpState, region_id: u64, err: &Error) -> Response {
+    let owner = s.keeper.owner_of(region_id);
+    let (status, code) = match (err, &owner) {
+        (Error::Unavailable { .. }, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (Error::Fenced { .. }, _)
+        | (
+            Error::RegionNotFound { .. }
+            | Error::LeaseExpired { .. }
+            | Error::RegionFollower { .. },
+            Some(_),
+        ) => (StatusCode::MISDIRECTED_REQUEST, "moved"),
+        (Error::RegionNotFound { .. }, None) => (StatusCode::NOT_FOUND, "not_found"),
+        (Error::LeaseExpired { .. }, None) => (StatusCode::CONFLICT, "lease_expired"),
+        (Error::RegionFollower { .. }, None) => (StatusCode::CONFLICT, "follower"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let mut body = json!({
+        "error": err.to_string(),
+        "code": code,
+        "region_id": region_id,
+        "epoch": s.keeper.leases().region_epoch(region_id),
+    });
+    if let Some(o) = owner {
+        body["owner"] = json!({ "node_id": o.node_id, "addr": o.addr, "epoch": o.epoch });
     }
+    (status, Json(body)).into_response()
 }
 
 async fn write(
     State(s): State<HttpState>,
     Path((id, key)): Path<(u64, String)>,
     body: String,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    s.engine.write(id, &key, &body).map_err(ApiError)?;
-    Ok(Json(json!({ "ok": true })))
+) -> Response {
+    match s.engine.write(id, &key, &body) {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(err) => refusal(&s, id, &err),
+    }
 }
 
-async fn read(
-    State(s): State<HttpState>,
-    Path((id, key)): Path<(u64, String)>,
-) -> Result<Response, ApiError> {
-    Ok(match s.engine.read(id, &key).map_err(ApiError)? {
-        Some(value) => Json(json!({ "value": value })).into_response(),
-        None => (
+async fn read(State(s): State<HttpState>, Path((id, key)): Path<(u64, String)>) -> Response {
+    match s.engine.read(id, &key) {
+        Ok(Some(value)) => Json(json!({ "value": value })).into_response(),
+        Ok(None) => (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": format!("no row {key:?} in region {id}"), "code": "no_row" })),
         )
             .into_response(),
-    })
+        Err(err) => refusal(&s, id, &err),
+    }
 }
 
 /// Readiness: connected to a metasrv leader, and every region this node leads holds a
@@ -141,13 +166,18 @@ async fn status(State(s): State<HttpState>) -> Json<serde_json::Value> {
             let left = leases
                 .deadline(r.region_id)
                 .map(|d| d.saturating_duration_since(now).as_millis() as u64);
-            let writable = r.role == RegionRole::Leader && leases.is_live(r.region_id);
+            let writable = r.role == RegionRole::Leader
+                && r.unavailable.is_none()
+                && leases.is_live(r.region_id);
             json!({
                 "region_id": r.region_id,
                 "role": r.role.label(),
+                "epoch": leases.region_epoch(r.region_id).unwrap_or(r.epoch),
                 "writable": writable,
                 "lease_left_ms": left,
                 "rows": r.rows,
+                "unavailable": r.unavailable,
+                "stale_rows_ignored": s.engine.stale_rows(r.region_id),
             })
         })
         .collect();

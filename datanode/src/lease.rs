@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_grant_under_an_older_region_epoch_is_ignored_and_a_newer_one_moves_the_region() {
+        let leases = RegionLeases::new(Duration::ZERO);
+        leases.track(1);
+        assert_eq!(leases.raise_region_epoch(1, 3), Some(3));
+        assert_eq!(leases.raise_region_epoch(1, 2), Some(3), "never backwards");
+        assert_eq!(
+            leases.grant_under(1, 2, 0, LEASE),
+            None,
+            "an ended ownership"
+        );
+        assert!(!leases.is_live(1));
+        assert!(leases.grant_under(1, 4, 0, LEASE).is_some());
+        assert_eq!(leases.region_epoch(1), Some(4));
+        let ticket = leases.begin_write(1).expect("live");
+        assert_eq!(ticket.region_epoch(), 4, "the write is stamped with it");
+        ticket.confirm().expect("confirmed");
+        assert_eq!(leases.raise_region_epoch(9, 1), None, "not tracked");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_write_that_outlives_its_deadline_is_not_confirmed() {
         let leases = RegionLeases::new(Duration::ZERO);
         leases.track(1);

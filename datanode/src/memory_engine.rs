@@ -446,6 +446,8 @@ fn unreadable_info(region_id: u64, u: &Unreadable, shared_storage: bool) -> Regi
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
     use std::time::Duration;
 
     use super::*;
@@ -565,5 +567,121 @@ mod tests {
         b.set_role(5, RegionRole::Leader, 1).expect("upgrade");
         assert_eq!(b.read(5, "k2").expect("read"), Some("v2".into()));
         assert_eq!(b.row_count(5).expect("rows"), 2);
+    }
+
+    /// One engine on the shared directory, as its own datanode.
+    fn node(dir: &Path, name: &str) -> (Arc<RegionLeases>, MemoryRegionEngine) {
+        let (leases, _) = engine();
+        let e = MemoryRegionEngine::open_with(
+            &dir.join(name),
+            Some(&dir.join("shared")),
+            leases.clone(),
+        )
+        .expect("open engine");
+        (leases, e)
+    }
+
+    /// Makes `region` writable on a node under `epoch`, as an upgrade and a grant would.
+    async fn lead(leases: &RegionLeases, e: &MemoryRegionEngine, region: u64, epoch: u64) {
+        e.open_region(region, RegionRole::Leader, epoch)
+            .await
+            .expect("open");
+        leases.track(region);
+        leases.raise_region_epoch(region, epoch);
+        leases
+            .grant_under(region, epoch, leases.duration_since_epoch(), LEASE)
+            .expect("granted");
+    }
+
+    /// The storage fence holds even where the lease cannot: the old owner here still
+    /// holds a live lease on its own clock (a pause it has not noticed), and its write
+    /// is acknowledged; still no later owner ever reads it.
+    #[tokio::test]
+    async fn an_old_owners_write_after_the_new_owner_wrote_is_never_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (la, a) = node(dir.path(), "a");
+        let (lb, b) = node(dir.path(), "b");
+        lead(&la, &a, 5, 1).await;
+        a.write(5, "k", "old").expect("write");
+        b.open_region(5, RegionRole::Follower, 1)
+            .await
+            .expect("open");
+        b.set_role(5, RegionRole::Leader, 2).expect("upgrade");
+        lb.track(5);
+        lb.grant_under(5, 2, lb.duration_since_epoch(), LEASE)
+            .expect("granted");
+        b.write(5, "k", "new").expect("the new owner writes");
+        a.write(5, "k", "stale")
+            .expect("the old owner's segment takes it");
+        let (_, c) = node(dir.path(), "c");
+        c.open_region(5, RegionRole::Follower, 2)
+            .await
+            .expect("open");
+        assert_eq!(c.read(5, "k").expect("read"), Some("new".into()));
+        assert_eq!(c.stale_rows(5), Some(1));
+        // And the old owner, told to lead under its old epoch again, is refused.
+        let (_, a2) = node(dir.path(), "a2");
+        a2.open_region(5, RegionRole::Leader, 1)
+            .await
+            .expect_err("stale");
+    }
+
+    #[tokio::test]
+    async fn a_write_under_an_older_epoch_than_the_storage_has_seen_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (la, a) = node(dir.path(), "a");
+        let (lb, b) = node(dir.path(), "b");
+        lead(&la, &a, 5, 1).await;
+        lead(&lb, &b, 5, 2).await;
+        b.write(5, "k", "new").expect("write");
+        // a had not written under epoch 1 yet: its first write finds the log taken.
+        let err = a.write(5, "k", "stale").expect_err("fenced");
+        assert!(
+            matches!(
+                err,
+                crate::Error::Fenced {
+                    storage_epoch: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(b.read(5, "k").expect("read"), Some("new".into()));
+    }
+
+    #[tokio::test]
+    async fn a_region_whose_log_cannot_be_read_is_unavailable_and_the_rest_are_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (la, a) = node(dir.path(), "a");
+            lead(&la, &a, 1, 1).await;
+            lead(&la, &a, 2, 1).await;
+            a.write(1, "k", "v").expect("write");
+            a.write(2, "k", "v").expect("write");
+        }
+        std::fs::write(dir.path().join("shared/region-1/gen-1.json"), b"{not json")
+            .expect("damage");
+        // A torn half-row at the end of region 2's log: not fatal, not data.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("shared/region-2/seg-1.log"))
+            .expect("open");
+        f.write_all(b"0000abcd [\"half").expect("tear");
+        let (la, a) = node(dir.path(), "a");
+        let info = a.region(1).expect("listed");
+        let why = info.unavailable.expect("unavailable");
+        assert!(why.contains("gen-1.json"), "{why}");
+        let err = a.write(1, "k", "v").expect_err("unavailable");
+        assert!(matches!(err, crate::Error::Unavailable { .. }), "{err}");
+        assert_eq!(a.regions().len(), 2, "both still reported");
+        lead(&la, &a, 2, 1).await;
+        assert_eq!(a.read(2, "k").expect("read"), Some("v".into()));
+        a.write(2, "k2", "v2").expect("served");
+        // Still listed after a restart (the manifest keeps it), until it is closed.
+        drop(a);
+        let (_, a) = node(dir.path(), "a");
+        assert!(a.region(1).expect("listed").unavailable.is_some());
+        assert!(a.close_region(1).await.expect("close"));
+        assert!(a.region(1).is_none());
     }
 }

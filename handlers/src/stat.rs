@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// One region's load as reported in a heartbeat.
 // `Copy`: a node's list of them is copied into the stats ring on every heartbeat, and a
 // `Copy` element makes that one memcpy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionStatSummary {
     /// The region id.
     pub region_id: u64,
@@ -24,6 +24,9 @@ pub struct RegionStatSummary {
     /// can fail over.
     #[serde(default)]
     pub shared_storage: bool,
+    /// Set when the node cannot serve the region (its storage could not be read): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<Box<str>>,
 }
 
 /// A validated heartbeat: who sent it, when, and its regions' stats.

@@ -288,6 +288,7 @@ impl Heartbeat for EchoServer {
                     duration_since_epoch: req.duration_since_epoch,
                     lease_seconds: 10,
                     closeable_region_ids: vec![],
+                    owners: vec![],
                 }),
                 ..Default::default()
             })

@@ -60,6 +60,7 @@ impl HeartbeatHandler for CollectStatsHandler {
                     approximate_bytes: s.approximate_bytes,
                     row_count: s.row_count,
                     shared_storage: s.shared_storage,
+                    unavailable: (!s.unavailable.is_empty()).then(|| s.unavailable.as_str().into()),
                 })
                 .collect(),
         });

@@ -1,13 +1,17 @@
 //! RegionLease: grant leases for the regions a datanode owns.
 
 use async_trait::async_trait;
-use common_proto::v1::{GrantedRegion, HeartbeatRequest, RegionLease, Role};
+use common_proto::v1::{
+    GrantedRegion, HeartbeatRequest, RegionLease, RegionOwner, RegionRole, Role,
+};
 
 use super::{names, node_key};
 use crate::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
 
 /// For each region the datanode reports, grants a lease in the role the route table gives
-/// it (leader or follower); lists reported regions it does not own as closeable.
+/// it (leader or follower) under the route's region epoch; lists reported regions it does
+/// not own as closeable; and, for those it does not lead, names the current owner (so the
+/// node can send a refused writer there).
 ///
 /// The lease echoes the request's `duration_since_epoch`, so the datanode anchors it to
 /// its own monotonic clock at send time: network delay only shortens it, and clock skew
@@ -45,14 +49,42 @@ impl HeartbeatHandler for RegionLeaseHandler {
         let roles = ctx.routes.roles_for(key.node_id, &ids).await?;
         let mut regions = Vec::with_capacity(ids.len());
         let mut closeable_region_ids = Vec::new();
+        let mut not_led = Vec::new();
         for (region_id, role) in ids.into_iter().zip(roles) {
             match role {
-                Some(held) => regions.push(GrantedRegion {
+                Some(held) => {
+                    if held.role != RegionRole::Leader {
+                        not_led.push(region_id);
+                    }
+                    regions.push(GrantedRegion {
+                        region_id,
+                        role: held.role as i32,
+                        epoch: held.epoch,
+                    });
+                }
+                None => {
+                    closeable_region_ids.push(region_id);
+                    not_led.push(region_id);
+                }
+            }
+        }
+        let mut owners = Vec::new();
+        for region_id in not_led {
+            let Some(route) = ctx.routes.get(region_id).await? else {
+                continue;
+            };
+            if let Some(node_id) = route.leader {
+                let addr = ctx
+                    .node_leases
+                    .get(crate::NodeKey::datanode(node_id))
+                    .map(|l| l.addr)
+                    .unwrap_or_default();
+                owners.push(RegionOwner {
                     region_id,
-                    role: held.role as i32,
-                    epoch: held.epoch,
-                }),
-                None => closeable_region_ids.push(region_id),
+                    node_id,
+                    addr,
+                    epoch: route.epoch,
+                });
             }
         }
         acc.region_lease = Some(RegionLease {
@@ -60,6 +92,7 @@ impl HeartbeatHandler for RegionLeaseHandler {
             duration_since_epoch: req.duration_since_epoch,
             lease_seconds: ctx.leases.region_lease.as_secs(),
             closeable_region_ids,
+            owners,
         });
         Ok(HandleControl::Continue)
     }
@@ -208,6 +241,15 @@ mod tests {
         assert_eq!(lease.duration_since_epoch, 123_456);
         assert_eq!(lease.lease_seconds, 10);
         assert_eq!(lease.closeable_region_ids, vec![3, 4]);
+        // Where the regions it does not lead are led now (node 8 never heartbeat here,
+        // so its address is unknown); region 4 has no owner to name.
+        let owner = |region_id, epoch| common_proto::v1::RegionOwner {
+            region_id,
+            node_id: 8,
+            addr: String::new(),
+            epoch,
+        };
+        assert_eq!(lease.owners, vec![owner(2, 5), owner(3, 1)]);
         assert!(f
             .ctx
             .node_leases

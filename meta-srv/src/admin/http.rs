@@ -399,6 +399,8 @@ struct RegionView {
     region_id: u64,
     leader: Option<u64>,
     followers: Vec<u64>,
+    /// The region epoch: grows each time the writable owner changes.
+    epoch: u64,
     /// `granted`: the leader reported it and holds a live lease; `pending`: routed but not
     /// yet reported; `expired`: the leader's lease lapsed; `unassigned`: no leader.
     lease_state: &'static str,
@@ -411,16 +413,20 @@ struct RegionView {
     reason: Option<String>,
 }
 
-/// A region's lease state as `/regions` shows it, and whether its leader is a live node
-/// whose latest heartbeat leaves the region out: closed there, or not opened (yet), so
-/// nobody can write it.
-fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> (&'static str, bool) {
+/// A region's lease state as `/regions` shows it, and why its live leader cannot serve
+/// it, if it cannot: its latest heartbeat leaves the region out (closed there, or not
+/// opened yet), or reports its storage unreadable.
+fn lease_state(
+    srv: &AdminState,
+    region_id: u64,
+    leader: Option<u64>,
+) -> (&'static str, Option<String>) {
     let Some(node_id) = leader else {
-        return ("unassigned", false);
+        return ("unassigned", None);
     };
     let key = NodeKey::datanode(node_id);
     let Some(lease) = srv.ctx.node_leases.get(key) else {
-        return ("pending", false);
+        return ("pending", None);
     };
     if lease.expired {
         // The node is silent: whatever it was granted has lapsed or soon will.
@@ -429,24 +435,34 @@ fn lease_state(srv: &AdminState, region_id: u64, leader: Option<u64>) -> (&'stat
         } else {
             "pending"
         };
-        return (state, false);
+        return (state, None);
     }
     let latest = srv.stats.latest(key);
     let reported = latest
         .as_ref()
-        .is_some_and(|s| s.region_stats.iter().any(|r| r.region_id == region_id));
-    if !reported {
+        .and_then(|s| s.region_stats.iter().find(|r| r.region_id == region_id));
+    let Some(reported) = reported else {
         // Its grants for other regions say nothing about this one.
-        return ("pending", latest.is_some());
+        let not_open = latest.is_some().then(|| {
+            format!(
+                "its leader, node {node_id}, is alive but does not report the region open \
+                 (closed there, or not opened yet)"
+            )
+        });
+        return ("pending", not_open);
+    };
+    if let Some(reason) = &reported.unavailable {
+        let why = format!("its leader, node {node_id}, cannot read the region's storage: {reason}");
+        return ("pending", Some(why));
     }
     let now = srv.ctx.clock.now();
     let granted_recently = lease
         .last_granted
         .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
     if granted_recently {
-        ("granted", false)
+        ("granted", None)
     } else {
-        ("expired", false)
+        ("expired", None)
     }
 }
 
@@ -464,17 +480,14 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
             .into_iter()
             .map(|r| {
                 let migrating_to = migrating.get(&r.region_id).copied();
-                let (lease_state, not_open) = lease_state(&srv, r.region_id, r.leader);
+                let (lease_state, cannot_serve) = lease_state(&srv, r.region_id, r.leader);
                 // The supervisor's reason first (it cannot move); else what the lease says:
                 // a lapsed or missing lease means nobody may write it now.
                 let reason = unavailable.remove(&r.region_id).or_else(|| {
+                    if cannot_serve.is_some() {
+                        return cannot_serve;
+                    }
                     let why = match lease_state {
-                        _ if not_open => {
-                            return Some(format!(
-                                "its leader, node {}, is alive but does not report the region open (closed there, or not opened yet)",
-                                r.leader.unwrap_or_default()
-                            ));
-                        }
                         "expired" => "its leader's lease lapsed",
                         "unassigned" => "it has no leader",
                         _ => return None,
@@ -498,6 +511,7 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
                     region_id: r.region_id,
                     leader: r.leader,
                     followers: r.followers,
+                    epoch: r.epoch,
                     availability,
                     migrating_to,
                     reason,

@@ -64,7 +64,7 @@ enum Cmd {
     Cluster,
     /// Nodes: heartbeat age, liveness, connection, regions.
     Nodes,
-    /// Regions: leader, lease state, availability.
+    /// Regions: leader, epoch, lease state, availability.
     Regions,
     /// Handlers: calls, errors, refusals, time.
     Handlers,
@@ -392,6 +392,7 @@ fn human(cmd: &Cmd, body: &Value) -> String {
                 "region_id",
                 "leader",
                 "followers",
+                "epoch",
                 "lease_state",
                 "availability",
                 "reason",

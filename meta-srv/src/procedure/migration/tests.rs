@@ -113,6 +113,7 @@ impl Harness {
                     approximate_bytes: 0,
                     row_count: 0,
                     shared_storage: shared,
+                    unavailable: None,
                 })
                 .collect(),
             shared_storage: shared,
