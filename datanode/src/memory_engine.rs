@@ -112,6 +112,8 @@ pub struct MemoryRegionEngine {
     regions: RwLock<HashMap<u64, Region>>,
     /// Regions whose storage could not be read; always locked after `regions`.
     unreadable: parking_lot::Mutex<BTreeMap<u64, Unreadable>>,
+    /// Testing only: a sleep between a write's lease check and its append.
+    append_pause: Option<std::time::Duration>,
 }
 
 fn role_name(role: RegionRole) -> &'static str {
@@ -134,7 +136,16 @@ impl MemoryRegionEngine {
             leases,
             regions: RwLock::default(),
             unreadable: Default::default(),
+            append_pause: None,
         }
+    }
+
+    /// Testing only: every write sleeps `pause` after its lease check and before its
+    /// append, so a test can freeze the process with a write inside the write path (the
+    /// paused-writer case the storage fence exists for).
+    pub fn with_append_pause(mut self, pause: Option<std::time::Duration>) -> Self {
+        self.append_pause = pause;
+        self
     }
 
     /// An engine persisted under `dir`; reopens the regions listed there, readonly.
@@ -157,6 +168,7 @@ impl MemoryRegionEngine {
             leases,
             regions: RwLock::default(),
             unreadable: Default::default(),
+            append_pause: None,
         };
         let manifest = engine.manifest_path();
         let listed: BTreeMap<u64, String> = match std::fs::read(&manifest) {
@@ -287,6 +299,9 @@ impl MemoryRegionEngine {
                 region.take(replay);
                 region.writer = Some(writer);
                 region.epoch = region.epoch.max(epoch);
+            }
+            if let Some(pause) = self.append_pause {
+                std::thread::sleep(pause);
             }
             if let Some(writer) = region.writer.as_mut() {
                 writer.append(key, value)?;

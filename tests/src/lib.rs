@@ -647,11 +647,22 @@ pub async fn standalone_shared(
     metasrv_args: &[String],
     nodes: u64,
 ) -> (MetasrvProc, Vec<DatanodeProc>, Http) {
+    standalone_shared_with(dir, metasrv_args, nodes, &[]).await
+}
+
+/// As [`standalone_shared`], with `datanode_args` for every datanode.
+pub async fn standalone_shared_with(
+    dir: &Path,
+    metasrv_args: &[String],
+    nodes: u64,
+    datanode_args: &[String],
+) -> (MetasrvProc, Vec<DatanodeProc>, Http) {
     let ms = MetasrvProc::start("metasrv", "127.0.0.1:0", metasrv_args, &dir.join("ms.log"));
-    let shared = vec![
+    let mut shared = vec![
         "--shared-dir".to_string(),
         dir.join("shared").display().to_string(),
     ];
+    shared.extend(datanode_args.iter().cloned());
     let datanodes: Vec<DatanodeProc> = (1..=nodes)
         .map(|id| {
             DatanodeProc::start_with(

@@ -99,6 +99,10 @@ struct StartArgs {
     /// Labels sent to the metasrv with every heartbeat, e.g. zone=a,rack=7.
     #[arg(long, env = "DATANODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
     labels: Option<Vec<(String, String)>>,
+    /// Testing only: each write sleeps this long after its lease check, before it reaches
+    /// the log, so a test can freeze the process with a write inside the write path.
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    debug_append_pause: Option<Duration>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -109,7 +113,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 impl StartArgs {
-    fn options(self) -> datanode::Result<DatanodeOptions> {
+    fn options(self) -> datanode::Result<(DatanodeOptions, Option<Duration>)> {
         let mut o = match &self.config {
             Some(path) => DatanodeOptions::from_file(path)?,
             None => DatanodeOptions::default(),
@@ -136,11 +140,11 @@ impl StartArgs {
         if let Some(labels) = self.labels {
             o.labels = labels.into_iter().collect();
         }
-        Ok(o)
+        Ok((o, self.debug_append_pause))
     }
 }
 
-async fn start(options: DatanodeOptions) -> datanode::Result<()> {
+async fn start(options: DatanodeOptions, append_pause: Option<Duration>) -> datanode::Result<()> {
     info!(
         heartbeat_interval = ?options.heartbeat_interval,
         rpc_timeout = ?options.rpc_timeout,
@@ -158,6 +162,7 @@ async fn start(options: DatanodeOptions) -> datanode::Result<()> {
             shared,
             leases.clone(),
         )?
+        .with_append_pause(append_pause)
     });
     let listener = tokio::net::TcpListener::bind(&options.data_addr)
         .await
@@ -223,7 +228,10 @@ fn main() -> ExitCode {
     };
     let Command::Start(args) = cli.command;
     let print = args.print_config;
-    let options = match args.options().and_then(|o| o.validate().map(|()| o)) {
+    let (options, append_pause) = match args
+        .options()
+        .and_then(|(o, pause)| o.validate().map(|()| (o, pause)))
+    {
         Ok(o) => o,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "datanode: {err}");
@@ -239,5 +247,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    process::run("datanode", cli.log_format, start(options))
+    process::run("datanode", cli.log_format, start(options, append_pause))
 }
