@@ -164,6 +164,7 @@ impl HeartbeatTask {
     }
 
     fn request(&self, mailbox_message: Option<MailboxMessage>) -> HeartbeatRequest {
+        let leases = self.keeper.leases();
         let region_stats = self
             .engine
             .regions()
@@ -176,7 +177,8 @@ impl HeartbeatTask {
                 approximate_bytes: r.bytes,
                 row_count: r.rows,
                 shared_storage: r.shared_storage,
-                epoch: r.epoch,
+                // A grant may have moved the region to a newer epoch than the engine saw.
+                epoch: leases.region_epoch(r.region_id).unwrap_or(0).max(r.epoch),
                 unavailable: r.unavailable.unwrap_or_default(),
             })
             .collect();

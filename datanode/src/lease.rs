@@ -7,7 +7,7 @@
 //! After a SIGCONT the monotonic clock has moved on, so a write queued during the pause
 //! is refused. An embedder's engine calls [`RegionLeases::begin_write`] before it applies
 //! a write and [`WriteTicket::confirm`] before it acknowledges it; a write path that skips
-//! either breaks the one-writer rule (DESIGN.md §4, S1).
+//! either breaks the one-writer rule (S1, README "Failover").
 //!
 //! **Deadline arithmetic.** A heartbeat carries `duration_since_epoch`, this node's
 //! monotonic time since [`RegionLeases::epoch`] at *send* time; the metasrv echoes it with

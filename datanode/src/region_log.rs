@@ -39,7 +39,7 @@
 //! **Acknowledged rows are replayed** because the lease orders them: an owner
 //! acknowledges only while its lease is live, and the metasrv names the next owner only
 //! after that lease has ended, so every acknowledged row was synced before the next owner
-//! sealed the segment (DESIGN.md §4).
+//! sealed the segment (README, "Failover").
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -1,6 +1,6 @@
 //! The leadership view handlers consult: is this metasrv the leader right now?
 //!
-//! **Leadership is a deadline, not a flag** (DESIGN.md §4, fail closed). A metasrv on
+//! **Leadership is a deadline, not a flag** (fail closed). A metasrv on
 //! etcd may act as leader only while `now <` (send time of its last keep-alive that etcd
 //! acknowledged + the TTL etcd returned − a drift margin). etcd cannot expire the
 //! election key before then, because it starts the TTL when it *receives* the keep-alive,

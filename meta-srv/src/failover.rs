@@ -1,4 +1,4 @@
-//! Failure detection and region failover (DESIGN.md §6).
+//! Failure detection and region failover (README, "Failover").
 //!
 //! - `detector`: [`PhiAccrualDetector`](detector::PhiAccrualDetector), pure code, one per
 //!   datanode, parameters derived from the heartbeat interval and the region lease.

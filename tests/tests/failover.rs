@@ -403,6 +403,11 @@ async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_finishes_it() {
     let mut f = Failover::start().await;
     let (owner, led) = f.busiest().await;
     let region = led[0];
+    let epoch_of = |routes: Vec<Value>| {
+        let r = routes.into_iter().find(|r| r["region_id"] == region)?;
+        Some((r["epoch"].as_u64()?, r["leader"].as_u64()))
+    };
+    let (epoch_before, _) = epoch_of(f.routes().await).expect("the region's epoch");
     let t0 = Instant::now();
     f.datanode(owner).proc.freeze();
     let leader = f.c.wait_leader(None, Duration::from_secs(15)).await;
@@ -440,6 +445,24 @@ async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_finishes_it() {
             .iter()
             .any(|m| m["region_id"] == region && m["step"] == "done")),
         "the successor finished the migration: {p}"
+    );
+    // One owner change, one new epoch, whichever leader wrote it: the successor read the
+    // epoch from the store, never reused the old one nor invented another.
+    let (epoch_after, new_owner) = epoch_of(f.routes().await).expect("the region's epoch");
+    assert_eq!(epoch_after, epoch_before + 1, "one owner change");
+    let new_owner = new_owner.expect("a leader");
+    let (_, status) =
+        f.c.http
+            .get(&format!("{}/status", f.datanode(new_owner).http))
+            .await;
+    let held = status["regions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["region_id"] == region))
+        .and_then(|r| r["epoch"].as_u64());
+    assert_eq!(
+        held,
+        Some(epoch_after),
+        "the new owner holds it under the new epoch"
     );
     f.datanode(owner).proc.thaw();
     f.finish("leader killed mid-migration").await;

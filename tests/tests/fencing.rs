@@ -109,7 +109,10 @@ async fn a_frozen_owners_in_flight_write_never_replaces_a_newer_acknowledged_val
          replayed), values regressed: {}",
         regressed.len()
     );
-    assert!(regressed.is_empty(), "acknowledged values lost: {regressed:?}");
+    assert!(
+        regressed.is_empty(),
+        "acknowledged values lost: {regressed:?}"
+    );
     assert!(
         with_stale > 0,
         "no trial froze a write inside the write path: the test checked nothing"
@@ -125,11 +128,19 @@ async fn zombie_trial(
     freeze_after: Duration,
 ) -> Trial {
     let url = |id: u64| nodes[(id - 1) as usize].http.clone();
-    eventually("all three datanodes connected", Duration::from_secs(20), || async {
-        let (_, n) = http.get(&format!("{ms}/nodes")).await;
-        let connected = n.as_array()?.iter().filter(|n| n["connected"] == true).count();
-        (connected == 3).then_some(())
-    })
+    eventually(
+        "all three datanodes connected",
+        Duration::from_secs(20),
+        || async {
+            let (_, n) = http.get(&format!("{ms}/nodes")).await;
+            let connected = n
+                .as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count();
+            (connected == 3).then_some(())
+        },
+    )
     .await;
     // A fresh id each trial: a dropped region's log stays, and would be counted again.
     let (code, created) = http
@@ -141,9 +152,13 @@ async fn zombie_trial(
     assert_eq!(code, 201, "{created}");
     let region = created["region_id"].as_u64().expect("region id");
     let owner_url = url(victim);
-    eventually("the region writable on its owner", Duration::from_secs(10), || async {
-        (http.write_row(&owner_url, region, "warm", "up").await.0 == 200).then_some(())
-    })
+    eventually(
+        "the region writable on its owner",
+        Duration::from_secs(10),
+        || async {
+            (http.write_row(&owner_url, region, "warm", "up").await.0 == 200).then_some(())
+        },
+    )
     .await;
 
     // Writers, each recording what was acknowledged.
@@ -159,7 +174,9 @@ async fn zombie_trial(
                     let key = format!("k{}", (w + n) % KEYS);
                     let value = format!("t{trial}-w{w}-{n}");
                     let within = Duration::from_millis(1500);
-                    if http.try_write_row_within(&url, region, &key, &value, within).await
+                    if http
+                        .try_write_row_within(&url, region, &key, &value, within)
+                        .await
                         == Some(200)
                     {
                         *acked.lock() += 1;
@@ -179,18 +196,26 @@ async fn zombie_trial(
     let acked_before_freeze = *acked.lock();
 
     // The region fails over; the new owner writes a newer value to every key.
-    let new_owner = eventually("the region failed over", Duration::from_secs(20), || async {
-        let r = route(http, ms, region).await?;
-        r["leader"].as_u64().filter(|l| *l != victim)
-    })
+    let new_owner = eventually(
+        "the region failed over",
+        Duration::from_secs(20),
+        || async {
+            let r = route(http, ms, region).await?;
+            r["leader"].as_u64().filter(|l| *l != victim)
+        },
+    )
     .await;
     let mut expected = BTreeMap::new();
     for k in 0..KEYS {
         let (key, value) = (format!("k{k}"), format!("t{trial}-new-{k}"));
         let new_url = url(new_owner);
-        eventually("the new owner accepts the write", Duration::from_secs(10), || async {
-            (http.write_row(&new_url, region, &key, &value).await.0 == 200).then_some(())
-        })
+        eventually(
+            "the new owner accepts the write",
+            Duration::from_secs(10),
+            || async {
+                (http.write_row(&new_url, region, &key, &value).await.0 == 200).then_some(())
+            },
+        )
         .await;
         expected.insert(key, value);
     }
@@ -198,22 +223,35 @@ async fn zombie_trial(
     // The old owner resumes: its in-flight write reaches the log, then it learns the
     // region moved and closes it.
     nodes[(victim - 1) as usize].proc.thaw();
-    eventually("the old owner closed the region", Duration::from_secs(20), || async {
-        let (code, _) = http.get(&format!("{owner_url}/status")).await;
-        (code == 200 && status_of(http, &owner_url, region).await.is_none()).then_some(())
-    })
+    eventually(
+        "the old owner closed the region",
+        Duration::from_secs(20),
+        || async {
+            let (code, _) = http.get(&format!("{owner_url}/status")).await;
+            (code == 200 && status_of(http, &owner_url, region).await.is_none()).then_some(())
+        },
+    )
     .await;
 
     // A third node replays the log.
-    let third = (1..=3).find(|n| *n != victim && *n != new_owner).expect("a third node");
+    let third = (1..=3)
+        .find(|n| *n != victim && *n != new_owner)
+        .expect("a third node");
     let (code, body) = http
-        .post(&format!("{ms}/regions/{region}/migrate"), &json!({ "to": third }))
+        .post(
+            &format!("{ms}/regions/{region}/migrate"),
+            &json!({ "to": third }),
+        )
         .await;
     assert!(code == 200 || code == 202, "migrate: {code} {body}");
-    eventually("the region led by the third node", Duration::from_secs(20), || async {
-        let r = route(http, ms, region).await?;
-        (r["leader"] == third && r["availability"] == "available").then_some(())
-    })
+    eventually(
+        "the region led by the third node",
+        Duration::from_secs(20),
+        || async {
+            let r = route(http, ms, region).await?;
+            (r["leader"] == third && r["availability"] == "available").then_some(())
+        },
+    )
     .await;
     let third_url = url(third);
     let mut regressed = Vec::new();
@@ -245,7 +283,11 @@ fn newest_segment(shared: &std::path::Path, region: u64) -> std::path::PathBuf {
         .expect("region dir")
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let n: u64 = name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()?;
+            let n: u64 = name
+                .strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
             Some((n, dir.join(name)))
         })
         .max()
@@ -283,8 +325,11 @@ async fn a_datanode_restarts_over_a_torn_log_and_a_damaged_one_and_serves_the_re
         .open(newest_segment(&shared, torn))
         .expect("segment");
     std::io::Write::write_all(&mut f, b"0badc0de [\"k9\",\"half").expect("tear");
-    std::fs::write(shared.join(format!("region-{damaged}/gen-1.json")), b"{oops")
-        .expect("damage");
+    std::fs::write(
+        shared.join(format!("region-{damaged}/gen-1.json")),
+        b"{oops",
+    )
+    .expect("damage");
 
     let restarted = DatanodeProc::start_with(
         1,
@@ -296,9 +341,13 @@ async fn a_datanode_restarts_over_a_torn_log_and_a_damaged_one_and_serves_the_re
     );
     let node = restarted.http.clone();
     for region in [torn, healthy] {
-        eventually("writable again after the restart", Duration::from_secs(15), || async {
-            (http.write_row(&node, region, "after", "restart").await.0 == 200).then_some(())
-        })
+        eventually(
+            "writable again after the restart",
+            Duration::from_secs(15),
+            || async {
+                (http.write_row(&node, region, "after", "restart").await.0 == 200).then_some(())
+            },
+        )
         .await;
         for i in 0..5 {
             let (code, body) = http.read_row(&node, region, &format!("k{i}")).await;
@@ -308,16 +357,29 @@ async fn a_datanode_restarts_over_a_torn_log_and_a_damaged_one_and_serves_the_re
         assert_eq!(code, 404, "the torn half-row is not data");
     }
     let (code, body) = http.write_row(&node, damaged, "k", "v").await;
-    assert_eq!((code, body["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
     let s = status_of(&http, &node, damaged).await.expect("listed");
-    assert!(s["unavailable"].as_str().is_some_and(|r| r.contains("gen-1.json")), "{s}");
-    let why = eventually("the metasrv names the reason", Duration::from_secs(10), || async {
-        let r = route(&http, &ms.http, damaged).await?;
-        r["reason"]
+    assert!(
+        s["unavailable"]
             .as_str()
-            .filter(|w| w.contains("cannot read the region's storage"))
-            .map(str::to_string)
-    })
+            .is_some_and(|r| r.contains("gen-1.json")),
+        "{s}"
+    );
+    let why = eventually(
+        "the metasrv names the reason",
+        Duration::from_secs(10),
+        || async {
+            let r = route(&http, &ms.http, damaged).await?;
+            r["reason"]
+                .as_str()
+                .filter(|w| w.contains("cannot read the region's storage"))
+                .map(str::to_string)
+        },
+    )
     .await;
     assert!(why.contains("gen-1.json"), "{why}");
     nodes[0] = restarted;

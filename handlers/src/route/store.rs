@@ -100,8 +100,21 @@ impl KvRegionRouteStore {
     }
 
     /// Writes many routes in one KV batch (bulk import, restore from backup, benchmark
-    /// setup). Existing routes with the same ids are overwritten, epochs as given.
-    pub async fn put_many(&self, routes: Vec<RegionRoute>) -> Result<usize> {
+    /// setup). Existing routes with the same ids are overwritten, epochs as given but
+    /// never below what the epoch rule requires after the route (or tombstone) they
+    /// replace, so an import of an old backup cannot hand out an epoch again.
+    pub async fn put_many(&self, mut routes: Vec<RegionRoute>) -> Result<usize> {
+        {
+            let cache = self.cache_read();
+            for route in &mut routes {
+                let floor = match cache.entry(route.region_id) {
+                    Entry::Route(old) => old.successor(route.leader, Vec::new()).epoch,
+                    Entry::Dropped(epoch) => epoch + 1,
+                    Entry::Absent => 0,
+                };
+                route.epoch = route.epoch.max(floor);
+            }
+        }
         if let Some(kv) = &self.kv {
             let mut ops = Vec::with_capacity(routes.len());
             for route in &routes {
@@ -524,6 +537,29 @@ mod tests {
             store.load().await.expect("load");
             let again = store.create(led_by(4, 11)).await.expect("create");
             assert_eq!(again, Some(route(4, Some(11), &[], 7)));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_never_lowers_an_epoch() {
+        for store in stores() {
+            store.put(route(1, Some(10), &[], 5)).await.expect("seed");
+            store.put(route(2, Some(10), &[], 5)).await.expect("seed");
+            store.delete(2).await.expect("drop");
+            let old_backup = vec![
+                route(1, Some(10), &[], 1),
+                route(2, Some(10), &[], 1),
+                route(3, Some(10), &[], 4),
+            ];
+            store.put_many(old_backup).await.expect("import");
+            let epochs: Vec<u64> = store
+                .list()
+                .await
+                .expect("list")
+                .iter()
+                .map(|r| r.epoch)
+                .collect();
+            assert_eq!(epochs, [5, 6, 4], "kept, above the tombstone, as given");
         }
     }
 

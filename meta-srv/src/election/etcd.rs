@@ -1,5 +1,5 @@
 //! [`EtcdElection`]: leader election through etcd's election API, with a real resign,
-//! and leadership held as a **deadline** (fail closed, DESIGN.md §4–5).
+//! and leadership held as a **deadline** (fail closed).
 //!
 //! One **term** of a candidate:
 //! 1. revoke any lease an earlier term could not revoke (etcd was away): etcd restores
