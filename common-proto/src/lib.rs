@@ -42,7 +42,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The protocol version this build speaks. The metasrv refuses others, so that a node
 /// that misreads the lease fields can never be granted a lease.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: region epochs. Grants and instructions carry the epoch, and the demo engine's log
+/// is fenced by it; a node of version 1 would ignore both (and append to the old,
+/// unfenced log), so versions 1 and 2 never share a cluster.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Milliseconds since the Unix epoch: used for `node_epoch` and message timestamps, which
 /// are identities and labels, never lease arithmetic (leases use monotonic clocks).

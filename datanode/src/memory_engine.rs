@@ -114,6 +114,8 @@ pub struct MemoryRegionEngine {
     unreadable: parking_lot::Mutex<BTreeMap<u64, Unreadable>>,
     /// Testing only: a sleep between a write's lease check and its append.
     append_pause: Option<std::time::Duration>,
+    /// This node's name in the logs it takes over (see `region_log`).
+    writer: String,
 }
 
 fn role_name(role: RegionRole) -> &'static str {
@@ -137,7 +139,16 @@ impl MemoryRegionEngine {
             regions: RwLock::default(),
             unreadable: Default::default(),
             append_pause: None,
+            writer: String::new(),
         }
+    }
+
+    /// Names this node in the region logs it takes over: stable across restarts and
+    /// distinct per node (the demo uses `datanode-<id>`), so a log refuses another node
+    /// under the same epoch. Unset, every engine is the same writer.
+    pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
+        self.writer = writer.into();
+        self
     }
 
     /// Testing only: every write sleeps `pause` after its lease check and before its
@@ -169,6 +180,7 @@ impl MemoryRegionEngine {
             regions: RwLock::default(),
             unreadable: Default::default(),
             append_pause: None,
+            writer: String::new(),
         };
         let manifest = engine.manifest_path();
         let listed: BTreeMap<u64, String> = match std::fs::read(&manifest) {
@@ -229,7 +241,7 @@ impl MemoryRegionEngine {
         self.shared
             .as_ref()
             .or(self.dir.as_ref())
-            .map(|root| RegionLog::new(root, region_id))
+            .map(|root| RegionLog::new(root, region_id, &self.writer))
     }
 
     /// Reads a region's rows from its log. Opening as leader under an epoch older than
@@ -304,7 +316,13 @@ impl MemoryRegionEngine {
                 std::thread::sleep(pause);
             }
             if let Some(writer) = region.writer.as_mut() {
-                writer.append(key, value)?;
+                if let Err(err) = writer.append(key, value) {
+                    // A partial row may be on the log: never append after it. The next
+                    // write takes a new segment, sealed before the damage, and serves
+                    // what was sealed.
+                    region.writer = None;
+                    return Err(err);
+                }
             }
         }
         region.bytes += (key.len() + value.len()) as u64;
@@ -386,6 +404,9 @@ impl RegionEngine for MemoryRegionEngine {
     async fn open_region(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()> {
         let mut regions = self.write_lock();
         if let Some(region) = regions.get_mut(&region_id) {
+            if role != RegionRole::Leader {
+                region.writer = None;
+            }
             region.role = role;
             region.epoch = region.epoch.max(epoch);
         } else {
@@ -592,7 +613,8 @@ mod tests {
             Some(&dir.join("shared")),
             leases.clone(),
         )
-        .expect("open engine");
+        .expect("open engine")
+        .with_writer(name);
         (leases, e)
     }
 

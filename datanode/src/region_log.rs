@@ -10,7 +10,9 @@
 //! was written under, the earlier segments **sealed** at a length, and its own current
 //! segment `region-<id>/seg-<n>.log`. A writer opening under epoch `E`:
 //! 1. reads the newest generation; if its epoch is above `E`, the writer is stale and is
-//!    refused ([`Error::Fenced`](crate::Error::Fenced));
+//!    refused ([`Error::Fenced`](crate::Error::Fenced)); so is a writer under the same
+//!    epoch from another node (the store never gives two nodes one epoch; the log does not
+//!    rely on it);
 //! 2. seals that generation's segment at the length of its complete rows, as read now;
 //! 3. publishes generation `n + 1` with `link(2)`, which fails if the name exists: of two
 //!    writers racing for the same generation exactly one wins, and the loser starts over
@@ -27,6 +29,10 @@
 //! epoch's rows only *after* the first newer row, and a paused writer's append can land
 //! between two rows of the new owner. Segments make "after the seal" a byte offset.
 //! (Object storage would publish with a conditional put instead of `link(2)`.)
+//!
+//! Each takeover adds a generation and a segment; nothing compacts them (a demo). The
+//! new segment's name and the generation's are synced into the directory before the
+//! first row is written under them.
 //!
 //! **Rows.** A row is one `write(2)` of `<crc32 hex> <json [key, value]>\n`, synced before
 //! it is acknowledged (on shared storage; the one fsync of the write path). A torn tail (a
@@ -71,6 +77,8 @@ struct Sealed {
 struct Manifest {
     generation: u64,
     epoch: u64,
+    /// The node that took the log over (only it may take it again under this epoch).
+    writer: String,
     sealed: Vec<Sealed>,
     /// This generation's own segment, relative to the log root.
     current: String,
@@ -92,11 +100,13 @@ pub struct Replay {
     pub skipped: u64,
 }
 
-/// One region's log under a root directory (the shared directory, or the node's own).
+/// One region's log under a root directory (the shared directory, or the node's own),
+/// as written by one node (`writer`: its stable name, e.g. its node id).
 #[derive(Debug, Clone)]
 pub struct RegionLog {
     root: PathBuf,
     region_id: u64,
+    writer: String,
 }
 
 /// An open segment, appended to under one epoch.
@@ -165,11 +175,13 @@ struct Segment {
 }
 
 impl RegionLog {
-    /// The log of `region_id` under `root`.
-    pub fn new(root: &Path, region_id: u64) -> Self {
+    /// The log of `region_id` under `root`, written as `writer` (stable across
+    /// restarts, distinct per node).
+    pub fn new(root: &Path, region_id: u64, writer: &str) -> Self {
         Self {
             root: root.to_path_buf(),
             region_id,
+            writer: writer.to_string(),
         }
     }
 
@@ -326,13 +338,16 @@ impl RegionLog {
     /// `Fenced` if the log was already taken over under a newer epoch.
     pub fn open_writer(&self, epoch: u64, durable: bool) -> Result<(LogWriter, Replay)> {
         let dir = self.dir();
-        std::fs::create_dir_all(&dir).context(StorageSnafu {
-            path: Self::text(&dir),
-        })?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).context(StorageSnafu {
+                path: Self::text(&dir),
+            })?;
+            sync_dir(&self.root)?;
+        }
         for _ in 0..PUBLISH_ATTEMPTS {
             let newest = self.newest()?;
             let (generation, sealed) = match &newest {
-                Some(m) if m.epoch > epoch => {
+                Some(m) if m.epoch > epoch || (m.epoch == epoch && m.writer != self.writer) => {
                     return FencedSnafu {
                         region_id: self.region_id,
                         epoch,
@@ -363,6 +378,7 @@ impl RegionLog {
             let manifest = Manifest {
                 generation,
                 epoch,
+                writer: self.writer.clone(),
                 sealed,
                 current: format!("region-{}/seg-{generation}.log", self.region_id),
             };
@@ -377,6 +393,8 @@ impl RegionLog {
                 .context(StorageSnafu {
                     path: Self::text(&path),
                 })?;
+            // Both new names are durable before anything is written under them.
+            sync_dir(&dir)?;
             let replay = self.replay_of(Some(&manifest), false)?;
             let writer = LogWriter {
                 file,
@@ -420,22 +438,22 @@ impl RegionLog {
         // The private name goes either way; a leftover one is harmless.
         let _ = std::fs::remove_file(&tmp);
         match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => {
-                return Err(e).context(StorageSnafu {
-                    path: Self::text(&path),
-                })
-            }
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e).context(StorageSnafu {
+                path: Self::text(&path),
+            }),
         }
-        // The new name is durable before anything is written under it.
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .context(StorageSnafu {
-                path: Self::text(&dir),
-            })?;
-        Ok(true)
     }
+}
+
+/// Makes the names in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(StorageSnafu {
+            path: RegionLog::text(dir),
+        })
 }
 
 #[cfg(test)]
@@ -443,7 +461,7 @@ mod tests {
     use super::*;
 
     fn log(dir: &tempfile::TempDir) -> RegionLog {
-        RegionLog::new(dir.path(), 4)
+        RegionLog::new(dir.path(), 4, "node-1")
     }
 
     fn rows(replay: &Replay) -> Vec<(&str, &str)> {
@@ -479,7 +497,7 @@ mod tests {
         let read = log.replay().expect("replay");
         assert_eq!(rows(&read), [("k", "v2")]);
         assert_eq!(read.stale_rows, 2);
-        let (_, next) = RegionLog::new(dir.path(), 4)
+        let (_, next) = RegionLog::new(dir.path(), 4, "node-2")
             .open_writer(3, true)
             .expect("epoch 3");
         assert_eq!(rows(&next), [("k", "v2")]);
@@ -503,9 +521,19 @@ mod tests {
             ),
             "{err}"
         );
-        // The same epoch again (a restart of the same owner) takes a new generation.
+        // The same epoch again (a restart of the same owner) takes a new generation;
+        // another node under the same epoch is refused.
         let (_, replay) = log.open_writer(5, true).expect("same epoch");
         assert_eq!(replay.epoch, 5);
+        let other = RegionLog::new(dir.path(), 4, "node-2");
+        assert!(matches!(
+            other.open_writer(5, true),
+            Err(crate::Error::Fenced {
+                epoch: 5,
+                storage_epoch: 5,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -642,6 +670,7 @@ mod tests {
         let lost = Manifest {
             generation: 2,
             epoch: 2,
+            writer: "node-1".into(),
             sealed: vec![],
             current: "region-4/seg-2.log".into(),
         };

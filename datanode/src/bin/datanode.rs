@@ -163,6 +163,7 @@ async fn start(options: DatanodeOptions, append_pause: Option<Duration>) -> data
             leases.clone(),
         )?
         .with_append_pause(append_pause)
+        .with_writer(format!("datanode-{}", options.node_id))
     });
     let listener = tokio::net::TcpListener::bind(&options.data_addr)
         .await
