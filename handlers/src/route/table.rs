@@ -9,9 +9,10 @@
 //! A dropped region leaves its last epoch in `dropped` (its tombstone), so the region
 //! created again with that id starts above it.
 //!
-//! The per-node index (`by_node`) answers a heartbeat's question ("which of these regions
-//! does node N lead or follow?") from one small set per node, and failover's ("what does
-//! node N lead?") without a scan. Sets rather than sorted vectors: a node may lead a
+//! A heartbeat's question ("what does node N hold of each of these regions, under which
+//! epoch?") is one `led` lookup per region: a plain route's entry holds the leader and the
+//! epoch together. The per-node index (`by_node`) answers failover's ("what does node N
+//! lead?") without a scan. Sets rather than sorted vectors: a node may lead a
 //! million regions (a standalone cluster of one datanode), and a sorted vector would make
 //! each route change move megabytes.
 //!
@@ -56,28 +57,8 @@ pub(crate) struct RouteTable {
     other: HashMap<u64, RegionRoute>,
     /// Dropped regions: region → the epoch it had.
     dropped: HashMap<u64, u64>,
-    /// The regions each node leads and follows.
-    by_node: HashMap<u64, NodeRegions>,
-}
-
-/// One node's regions. A region in both sets (a route listing its leader as a follower
-/// too) is led.
-#[derive(Debug, Default)]
-struct NodeRegions {
-    leads: HashSet<u64>,
-    follows: HashSet<u64>,
-}
-
-impl NodeRegions {
-    fn role(&self, region_id: u64) -> Option<RegionRole> {
-        if self.leads.contains(&region_id) {
-            Some(RegionRole::Leader)
-        } else if self.follows.contains(&region_id) {
-            Some(RegionRole::Follower)
-        } else {
-            None
-        }
-    }
+    /// The regions each node leads.
+    by_node: HashMap<u64, HashSet<u64>>,
 }
 
 /// The route a `led` entry stands for: a leader and no followers.
@@ -143,10 +124,7 @@ impl RouteTable {
         let id = route.region_id;
         self.dropped.remove(&id);
         if let Some(leader) = route.leader {
-            self.by_node.entry(leader).or_default().leads.insert(id);
-        }
-        for &follower in &route.followers {
-            self.by_node.entry(follower).or_default().follows.insert(id);
+            self.by_node.entry(leader).or_default().insert(id);
         }
         match route.leader.and_then(NonZeroU64::new) {
             Some(leader) if route.followers.is_empty() => {
@@ -166,33 +144,35 @@ impl RouteTable {
             Some(led) => plain(region_id, led),
             None => self.other.remove(&region_id)?,
         };
-        for node in old.leader.iter().chain(&old.followers) {
-            if let MapEntry::Occupied(mut regions) = self.by_node.entry(*node) {
-                let r = regions.get_mut();
-                r.leads.remove(&region_id);
-                r.follows.remove(&region_id);
-                if r.leads.is_empty() && r.follows.is_empty() {
-                    regions.remove();
+        if let Some(leader) = old.leader {
+            if let MapEntry::Occupied(mut leads) = self.by_node.entry(leader) {
+                leads.get_mut().remove(&region_id);
+                if leads.get().is_empty() {
+                    leads.remove();
                 }
             }
         }
         Some(old)
     }
 
-    /// For each region, what `node_id` holds of it.
+    /// For each region, what `node_id` holds of it. A plain route answers from one
+    /// `led` lookup (leader and epoch together); only the few full routes are read whole.
     pub(crate) fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Vec<Option<Holding>> {
-        let Some(regions) = self.by_node.get(&node_id) else {
-            return vec![None; region_ids.len()];
-        };
         region_ids
             .iter()
-            .map(|id| {
-                let role = regions.role(*id)?;
-                let epoch = match self.led.get(id) {
-                    Some(led) => led.epoch,
-                    None => self.other.get(id).map_or(0, |r| r.epoch),
-                };
-                Some(Holding { role, epoch })
+            .map(|id| match self.led.get(id) {
+                Some(led) => (led.leader.get() == node_id).then_some(Holding {
+                    role: RegionRole::Leader,
+                    epoch: led.epoch,
+                }),
+                None => {
+                    let route = self.other.get(id)?;
+                    let role = route.role_of(node_id)?;
+                    Some(Holding {
+                        role,
+                        epoch: route.epoch,
+                    })
+                }
             })
             .collect()
     }
@@ -202,7 +182,7 @@ impl RouteTable {
         let mut ids: Vec<u64> = self
             .by_node
             .get(&node_id)
-            .map(|r| r.leads.iter().copied().collect())
+            .map(|leads| leads.iter().copied().collect())
             .unwrap_or_default();
         ids.sort_unstable();
         ids
@@ -213,7 +193,7 @@ impl RouteTable {
         let mut ids: Vec<u64> = self
             .by_node
             .iter()
-            .filter(|(_, r)| !r.leads.is_empty())
+            .filter(|(_, leads)| !leads.is_empty())
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
