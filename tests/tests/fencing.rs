@@ -28,20 +28,19 @@ use tests::{eventually, standalone_shared_with, DatanodeProc, Http, Stderr};
 const KEYS: usize = 4;
 const WRITERS: usize = 8;
 
+/// The fast timings without their `--failover-wait` (the default, lease + margin, is
+/// shorter), and a data directory.
 fn metasrv_args(dir: &std::path::Path) -> Vec<String> {
-    [
-        "--heartbeat-interval",
-        "500ms",
-        "--node-lease",
-        "2s",
-        "--region-lease",
-        "2s",
-        "--data-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.join("ms").display().to_string()])
-    .collect()
+    let timings = tests::FAST
+        .iter()
+        .take_while(|a| **a != "--failover-wait")
+        .map(|s| s.to_string());
+    timings
+        .chain([
+            "--data-dir".to_string(),
+            dir.join("ms").display().to_string(),
+        ])
+        .collect()
 }
 
 /// The region's route as `/regions` shows it.
