@@ -310,14 +310,7 @@ impl RegionLog {
                 replay.rows.insert(k, v);
             }
         }
-        if replay.stale_rows > 0 || replay.skipped > 0 {
-            warn!(
-                region_id = self.region_id,
-                stale_rows = replay.stale_rows,
-                skipped = replay.skipped,
-                "region log: ignored rows appended after a seal, and skipped torn or damaged lines"
-            );
-        }
+        report_ignored(self.region_id, &replay);
         Ok(replay)
     }
 
@@ -326,11 +319,6 @@ impl RegionLog {
     pub fn replay(&self) -> Result<Replay> {
         let newest = self.newest()?;
         self.replay_of(newest.as_ref(), true)
-    }
-
-    /// The epoch of the newest generation (0 when there is none).
-    pub fn epoch(&self) -> Result<u64> {
-        Ok(self.newest()?.map_or(0, |m| m.epoch))
     }
 
     /// Takes the log over under `epoch`: seals the newest generation's segment, publishes
@@ -367,7 +355,7 @@ impl RegionLog {
                 }
                 None => {
                     let legacy = self.read_segment(&self.legacy_name(), None)?;
-                    let sealed = (legacy.complete_len > 0).then(|| Sealed {
+                    let sealed = (legacy.complete_len != 0).then(|| Sealed {
                         segment: self.legacy_name(),
                         epoch: 0,
                         len: legacy.complete_len,
@@ -447,6 +435,18 @@ impl RegionLog {
     }
 }
 
+/// Warns when a replay ignored rows past a seal or skipped damaged lines.
+fn report_ignored(region_id: u64, replay: &Replay) {
+    if replay.stale_rows > 0 || replay.skipped > 0 {
+        warn!(
+            region_id,
+            stale_rows = replay.stale_rows,
+            skipped = replay.skipped,
+            "region log: ignored rows appended after a seal, and skipped torn or damaged lines"
+        );
+    }
+}
+
 /// Makes the names in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -489,6 +489,8 @@ mod tests {
         old.append("k", "v1").expect("append");
         let (mut new, replay) = log.open_writer(2, true).expect("epoch 2");
         assert_eq!(rows(&replay), [("k", "v1")]);
+        assert_eq!((old.epoch(), new.epoch()), (1, 2));
+        assert_eq!(replay.bytes, 3, "the bytes of the rows read");
         // The paused old owner resumes after the new owner sealed its segment…
         old.append("k", "stale").expect("the file takes it");
         new.append("k", "v2").expect("append");
@@ -646,6 +648,36 @@ mod tests {
         let read = log.replay().expect("replay");
         assert_eq!(rows(&read), [("a", "1"), ("b", "4")]);
         assert_eq!(read.stale_rows, 2);
+    }
+
+    #[test]
+    fn a_line_whose_checksum_or_separator_does_not_match_is_not_data() {
+        let row = encode_row("k", "v1").expect("encode");
+        let line = &row[..row.len() - 1];
+        assert_eq!(decode_row(line, false), Some(("k".into(), "v1".into())));
+        // Changed after the checksum was taken, and still valid JSON: not data.
+        let changed = String::from_utf8(line.to_vec())
+            .expect("utf-8")
+            .replace("v1", "v2");
+        assert_eq!(decode_row(changed.as_bytes(), false), None);
+        let mut separator = line.to_vec();
+        separator[8] = b'x';
+        assert_eq!(decode_row(&separator, false), None);
+    }
+
+    #[test]
+    fn a_missing_sealed_segment_or_an_unlistable_region_is_an_error_never_an_empty_region() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log(&dir);
+        let (mut w, _) = log.open_writer(1, true).expect("open");
+        w.append("a", "1").expect("append");
+        log.open_writer(2, true).expect("seal");
+        std::fs::remove_file(dir.path().join("region-4/seg-1.log")).expect("remove");
+        assert!(log.replay().is_err(), "a sealed segment is gone");
+        // The region's directory is a file: its generations cannot be listed.
+        std::fs::write(dir.path().join("region-5"), b"not a directory").expect("write");
+        let other = RegionLog::new(dir.path(), 5, "node-1");
+        assert!(other.replay().is_err(), "unlistable");
     }
 
     #[test]
