@@ -16,6 +16,8 @@
 //! The model reads; it never writes. A consumer gets the model plus the write ports it
 //! uses (the route store for the procedure, the mailbox for instructions), not the server.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod node;
 mod placement;
 mod region;

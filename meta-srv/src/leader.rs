@@ -5,19 +5,24 @@
 //! node gets a grace of one node lease, since it is unknown until its first heartbeat),
 //! read maintenance mode, record the lease bound ([`lease_bound`]: a leader that cannot
 //! does not lead), open the gate (from here handlers may grant), then start the
-//! term's tasks under a token of their own: the region supervisor, and every migration an
-//! earlier leader left unfinished. Ending: cancel that token (every term task stops),
-//! close the gate, and drop leader-only state (leases, stats).
+//! term's tasks ([`term::TermTasks`]): the region supervisor, the node-lease sweeper, the
+//! stats flusher, the lowering of the lease bound, and every migration an earlier leader
+//! left unfinished. Ending: cancel the term's tasks, close the gate, wait until every
+//! task has stopped, then drop leader-only state (leases, stats).
 //!
 //! Layout: `gate` ([`gate::LeaderGate`], leadership as handlers see it, and the grant
-//! log); `sweeper` (node-lease expiry and the stats flusher, for the process's life).
+//! log); `term` (a term's tasks, cancelled and joined together); `stall` (one rule for
+//! telling this process's own stalls from late ticks); `sweeper` (node-lease expiry and
+//! the stats flusher).
 //!
 //! The scope holds narrow handles, not the whole server: sessions and HTTP reach the
 //! parts they use through [`Metasrv`](crate::Metasrv) accessors.
 
 pub mod gate;
 pub mod lease_bound;
+pub mod stall;
 pub mod sweeper;
+pub mod term;
 
 use std::sync::Arc;
 
@@ -30,6 +35,8 @@ use tracing::{info, warn};
 use crate::election::ElectionRef;
 use crate::failover::supervisor::RegionSupervisor;
 use crate::leader::gate::LeaderGate;
+use crate::leader::sweeper::Sweeper;
+use crate::leader::term::TermTasks;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
 
@@ -41,12 +48,8 @@ async fn lower_bound_at(
     written: lease_bound::BoundRecord,
     own: lease_bound::Bound,
     at: tokio::time::Instant,
-    term: CancellationToken,
 ) {
-    tokio::select! {
-        _ = term.cancelled() => return,
-        _ = tokio::time::sleep_until(at) => {}
-    }
+    tokio::time::sleep_until(at).await;
     if !handlers::LeadershipView::is_leader(gate.as_ref()) {
         return;
     }
@@ -73,10 +76,12 @@ pub struct LeaderScope {
     pub(crate) migrations: Arc<Migrations>,
     pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) supervisor: Arc<RegionSupervisor>,
+    /// The node-lease sweeper and the stats flusher, run as term tasks.
+    pub(crate) sweeper: Sweeper,
     /// The server's shutdown; every term token is its child.
     pub(crate) shutdown: CancellationToken,
-    /// The running term's token.
-    term: Mutex<Option<CancellationToken>>,
+    /// The running term's tasks.
+    term: Mutex<Option<TermTasks>>,
 }
 
 impl LeaderScope {
@@ -91,6 +96,7 @@ impl LeaderScope {
         migrations: Arc<Migrations>,
         maintenance: Arc<Maintenance>,
         supervisor: Arc<RegionSupervisor>,
+        sweeper: Sweeper,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -102,6 +108,7 @@ impl LeaderScope {
             migrations,
             maintenance,
             supervisor,
+            sweeper,
             shutdown,
             term: Mutex::new(None),
         }
@@ -109,7 +116,7 @@ impl LeaderScope {
 
     /// Begins `term`: loads leader state, opens the gate, starts the term's tasks.
     pub(crate) async fn begin(&self, seq: u64, term: u64) -> handlers::Result<()> {
-        self.end();
+        self.end().await;
         let (routes, nodes) = self.prepare().await?;
         let maintenance = match self.maintenance.load().await {
             Ok(m) => m,
@@ -124,7 +131,7 @@ impl LeaderScope {
         let (earlier, written) = lease_bound::record(&self.ctx.kv, own, term).await?;
         self.gate.open(seq, term, earlier);
         let token = self.shutdown.child_token();
-        *self.term.lock() = Some(token.clone());
+        let mut tasks = TermTasks::new(token.clone());
         if let Some(at) = self.gate.term_start().and_then(|t| wait.lowerable_at(t)) {
             info!(
                 earlier_ms = earlier.lease.as_millis() as u64,
@@ -132,17 +139,19 @@ impl LeaderScope {
                 own_ms = own.lease.as_millis() as u64,
                 "an earlier term granted longer region leases (or waited longer); every lease wait honours them until they have run out"
             );
-            tokio::spawn(lower_bound_at(
-                self.ctx.kv.clone(),
-                self.gate.clone(),
-                written,
-                own,
-                at,
-                token.clone(),
-            ));
+            tasks.spawn(
+                "lower_lease_bound",
+                lower_bound_at(self.ctx.kv.clone(), self.gate.clone(), written, own, at),
+            );
         }
-        self.migrations.begin_term(token.clone()).await;
-        tokio::spawn(self.supervisor.clone().run(token));
+        self.migrations.begin_term(token.child_token()).await;
+        tasks.spawn("supervisor", self.supervisor.clone().run(token.clone()));
+        tasks.spawn("sweeper", sweeper::run(self.sweeper.clone(), token.clone()));
+        tasks.spawn(
+            "stats_flusher",
+            sweeper::flush_stats(self.sweeper.clone(), token),
+        );
+        *self.term.lock() = Some(tasks);
         info!(
             term,
             routes,
@@ -154,18 +163,23 @@ impl LeaderScope {
         Ok(())
     }
 
-    /// Ends the running term, if any: stops its tasks, closes the gate, drops state.
-    /// Returns whether a term was running.
-    pub(crate) fn end(&self) -> bool {
+    /// Ends the running term, if any: cancels its tasks and closes the gate, waits until
+    /// every task has stopped, then drops leader-only state. Returns whether a term was
+    /// running.
+    pub(crate) async fn end(&self) -> bool {
         let running = self.term.lock().take();
-        if let Some(token) = &running {
-            token.cancel();
+        if let Some(tasks) = &running {
+            tasks.token().cancel();
         }
-        self.migrations.end_term();
         self.gate.close();
+        self.migrations.end_term().await;
+        let was_running = running.is_some();
+        if let Some(tasks) = running {
+            tasks.end().await;
+        }
         self.ctx.node_leases.clear();
         self.stats.clear();
-        running.is_some()
+        was_running
     }
 
     /// Loads routes and node registrations; returns how many of each.
@@ -203,12 +217,12 @@ impl LeaderScope {
             let still_leading = self.election.leadership().is_leader()
                 && self.election.subscribe().borrow().seq == seq;
             if !still_leading {
-                self.end();
+                self.end().await;
                 return;
             }
             if attempt == ATTEMPTS {
                 warn!(error = %err, attempts = ATTEMPTS, "became leader but could not load leader state; resigning");
-                self.end();
+                self.end().await;
                 if let Err(e) = self.election.resign().await {
                     warn!(error = %e, "resign failed");
                 }
@@ -233,13 +247,13 @@ impl LeaderScope {
                 handled = state.seq;
                 if state.is_leader {
                     self.begin_or_resign(state.seq, state.term).await;
-                } else if self.end() {
+                } else if self.end().await {
                     info!(term = state.term, leader = ?state.leader_addr, "not leading; leader state dropped");
                 }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    self.end();
+                    self.end().await;
                     return;
                 }
                 changed = rx.changed() => if changed.is_err() { return },

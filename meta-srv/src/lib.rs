@@ -19,7 +19,9 @@
 //!   leader may have granted, recorded for every successor; `leader::sweeper`, node-lease
 //!   expiry and stats flushes.
 //! - `timings`: each member's registered timings, and the warning when they differ.
-//! - `failover/`: the phi-accrual detector, the target selector, the region supervisor.
+//! - `cluster/`: [`cluster::Cluster`], the leader's read-only model of nodes (one
+//!   `reach`), their storage, and placement (the `RegionSelector`, for every path).
+//! - `failover/`: the phi-accrual detector, the judgement, the region supervisor.
 //! - `procedure/`: the region-migration procedure (failover, migrate, drain).
 //! - `maintenance`: the persisted switch that pauses failover.
 //! - `metrics`: the Prometheus registry behind `GET /metrics`.
@@ -32,6 +34,7 @@
 //! - `error`: typed errors and their gRPC mapping.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod election;
 pub mod error;

@@ -24,10 +24,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cluster::{Cluster, LeastRegionsSelector, RegionSelectorRef};
 use crate::election::{ElectionRef, StandaloneElection};
 use crate::error::{HttpServeSnafu, Result, ServeSnafu, StoreSnafu};
 use crate::failover::detector::PhiOptions;
-use crate::failover::selector::{LeastRegionsSelector, RegionSelectorRef};
 use crate::failover::supervisor::{RegionSupervisor, SupervisorOptions};
 use crate::leader::gate::LeaderGate;
 use crate::leader::LeaderScope;
@@ -225,19 +225,24 @@ impl MetasrvBuilder {
         info!(handlers = ?group.names(), "heartbeat pipeline");
         let shutdown = CancellationToken::new();
         let maintenance = Arc::new(Maintenance::new(ctx.kv.clone()));
-        let migrations = Arc::new(Migrations::new(MigrationDeps {
-            kv: ctx.kv.clone(),
-            maintenance: maintenance.clone(),
-            routes: routes.clone(),
+        let cluster = Cluster {
             node_leases: ctx.node_leases.clone(),
             pushers: pushers.clone(),
-            mailbox: mailbox.clone(),
-            leadership: ctx.leadership.clone(),
-            gate: gate.clone(),
+            maintenance: maintenance.clone(),
             stats: stats.clone(),
+            kv: ctx.kv.clone(),
+            routes: routes.clone(),
             selector: self
                 .selector
                 .unwrap_or_else(|| Arc::new(LeastRegionsSelector)),
+        };
+        let migrations = Arc::new(Migrations::new(MigrationDeps {
+            kv: ctx.kv.clone(),
+            routes: routes.clone(),
+            cluster: cluster.clone(),
+            mailbox: mailbox.clone(),
+            leadership: ctx.leadership.clone(),
+            gate: gate.clone(),
             lease_wait: options.lease_wait(),
             instruction_timeout: options.mailbox_timeout,
         }));
@@ -255,7 +260,19 @@ impl MetasrvBuilder {
             },
             migrations.clone(),
             maintenance.clone(),
+            cluster.clone(),
+            ctx.node_leases.clone(),
+            ctx.leadership.clone(),
         ));
+        let sweeper = crate::leader::sweeper::Sweeper {
+            ctx: ctx.clone(),
+            cluster: cluster.clone(),
+            gate: gate.clone(),
+            stats: stats.clone(),
+            node_lease: options.node_lease,
+            sweep_interval: options.sweep_interval(),
+            flush_interval: options.stats_flush_interval,
+        };
         let leader = Arc::new(LeaderScope::new(
             election.clone(),
             gate.clone(),
@@ -265,6 +282,7 @@ impl MetasrvBuilder {
             migrations,
             maintenance,
             supervisor,
+            sweeper,
             shutdown.clone(),
         ));
         // Already leading (standalone): begin the term now, so the first heartbeat is
@@ -292,6 +310,7 @@ impl MetasrvBuilder {
             gate,
             stats,
             routes,
+            cluster,
             leader,
             shutdown,
         }))
@@ -310,6 +329,7 @@ pub struct Metasrv {
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) stats: Arc<StatsCache>,
     pub(crate) routes: Arc<KvRegionRouteStore>,
+    pub(crate) cluster: Cluster,
     pub(crate) leader: Arc<LeaderScope>,
     pub(crate) shutdown: CancellationToken,
     /// Followers' client to the leader's admin HTTP (over TLS when it is on).
@@ -359,6 +379,11 @@ impl Metasrv {
         &self.stats
     }
 
+    /// The leader's model of the cluster: nodes, storage, placement.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// The region-migration procedures (failover, migrate, drain).
     pub fn migrations(&self) -> &Arc<Migrations> {
         &self.leader.migrations
@@ -389,11 +414,11 @@ impl Metasrv {
             options: Arc::new(self.options.clone()),
             ctx: self.ctx.clone(),
             routes: self.routes.clone(),
-            stats: self.stats.clone(),
             election: self.election.clone(),
             gate: self.gate.clone(),
             mailbox: self.mailbox.clone(),
             pushers: self.pushers.clone(),
+            cluster: self.cluster.clone(),
             group: self.group.clone(),
             admin: self.region_admin(),
             leader: self.leader.clone(),
@@ -405,11 +430,10 @@ impl Metasrv {
     /// Region creation and removal.
     pub fn region_admin(&self) -> crate::admin::region::RegionAdmin {
         crate::admin::region::RegionAdmin::new(
-            self.ctx.clone(),
+            self.ctx.leadership.clone(),
             self.routes.clone(),
-            self.pushers.clone(),
+            self.cluster.clone(),
             self.mailbox.clone(),
-            self.leader.maintenance.clone(),
             self.leader.migrations.clone(),
             self.options.mailbox_timeout,
         )
@@ -489,17 +513,6 @@ impl Metasrv {
                 }
             });
         }
-        let sweeper = crate::leader::sweeper::Sweeper {
-            ctx: self.ctx.clone(),
-            pushers: self.pushers.clone(),
-            gate: self.gate.clone(),
-            stats: self.stats.clone(),
-            node_lease: self.options.node_lease,
-            sweep_interval: self.options.sweep_interval(),
-            flush_interval: self.options.stats_flush_interval,
-        };
-        tasks.spawn(crate::leader::sweeper::run(sweeper.clone(), token.clone()));
-        tasks.spawn(crate::leader::sweeper::flush_stats(sweeper, token.clone()));
         tasks.spawn(self.leader.clone().watch());
         tasks.spawn(crate::timings::watch_agreement(
             self.election.clone(),

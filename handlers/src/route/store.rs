@@ -208,6 +208,11 @@ impl KvRegionRouteStore {
         }
     }
 
+    /// How many regions `node_id` leads, from the per-node index (no scan).
+    pub fn leading_count(&self, node_id: u64) -> usize {
+        self.cache_read().leading_count(node_id)
+    }
+
     fn key(region_id: u64) -> String {
         format!("{ROUTE_PREFIX}{region_id}")
     }
@@ -680,6 +685,7 @@ mod tests {
         store.put(route(1, Some(10), &[11], 1)).await.expect("put");
         store.put_many(vec![led_by(2, 11)]).await.expect("put_many");
         assert_eq!(roles(10).await, vec![Some(RegionRole::Leader), None]);
+        assert_eq!((store.leading_count(10), store.leading_count(11)), (1, 1));
         assert_eq!(
             roles(11).await,
             vec![Some(RegionRole::Follower), Some(RegionRole::Leader)]
@@ -689,8 +695,10 @@ mod tests {
         assert_eq!(roles(10).await, vec![None, None]);
         assert_eq!(roles(11).await, vec![None, Some(RegionRole::Leader)]);
         assert_eq!(roles(12).await, vec![Some(RegionRole::Leader), None]);
+        assert_eq!((store.leading_count(10), store.leading_count(12)), (0, 1));
         store.delete(2).await.expect("delete");
         assert_eq!(roles(11).await, vec![None, None]);
+        assert_eq!(store.leading_count(11), 0);
         // Listed as both leader and follower: the leader role wins.
         store.put(route(2, Some(13), &[13], 2)).await.expect("put");
         assert_eq!(roles(13).await, vec![None, Some(RegionRole::Leader)]);

@@ -188,6 +188,11 @@ impl RouteTable {
         ids
     }
 
+    /// How many regions `node_id` leads.
+    pub(crate) fn leading_count(&self, node_id: u64) -> usize {
+        self.by_node.get(&node_id).map_or(0, |leads| leads.len())
+    }
+
     /// Every node that leads a region, by id.
     pub(crate) fn leaders(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self

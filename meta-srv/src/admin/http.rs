@@ -23,6 +23,7 @@ mod failover;
 pub mod forward;
 
 use crate::admin::region::{CreateRegion, RegionAdmin};
+use crate::cluster::FailoverMode;
 use crate::election::ElectionRef;
 use crate::error::Error;
 use crate::failover::supervisor::RegionSupervisor;
@@ -41,11 +42,11 @@ pub struct AdminState {
     pub(crate) options: Arc<MetasrvOptions>,
     pub(crate) ctx: handlers::Context,
     pub(crate) routes: Arc<handlers::KvRegionRouteStore>,
-    pub(crate) stats: Arc<handlers::builtin::StatsCache>,
     pub(crate) election: ElectionRef,
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) pushers: Arc<Pushers>,
+    pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) group: Arc<handlers::HandlerGroup>,
     pub(crate) admin: RegionAdmin,
     pub(crate) leader: Arc<LeaderScope>,
@@ -370,24 +371,23 @@ struct NodeView {
 async fn nodes(State(srv): State<AdminState>) -> Json<Vec<NodeView>> {
     let now = srv.ctx.clock.now();
     let views = srv
-        .ctx
-        .node_leases
-        .list()
+        .cluster
+        .nodes()
         .into_iter()
-        .map(|l| NodeView {
-            node_id: l.key.node_id,
-            role: l.key.role.label(),
-            addr: l.addr,
-            node_epoch: l.node_epoch,
-            lease_age_ms: now.saturating_duration_since(l.last_seen).as_millis() as u64,
-            alive: !l.expired,
-            connected: srv.pushers.get(l.key).is_some(),
-            region_count: l.region_count,
-            granted_ms_ago: l
+        .map(|n| NodeView {
+            alive: n.alive(),
+            connected: n.connected,
+            drained: n.drained,
+            node_id: n.lease.key.node_id,
+            role: n.lease.key.role.label(),
+            lease_age_ms: now.saturating_duration_since(n.lease.last_seen).as_millis() as u64,
+            region_count: n.lease.region_count,
+            granted_ms_ago: n
+                .lease
                 .last_granted
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
-            drained: l.key.role == common_proto::v1::Role::Datanode
-                && srv.maintenance().is_drained(l.key.node_id),
+            node_epoch: n.lease.node_epoch,
+            addr: n.lease.addr,
         })
         .collect();
     Json(views)
@@ -413,59 +413,6 @@ struct RegionView {
     reason: Option<String>,
 }
 
-/// A region's lease state as `/regions` shows it, and why its live leader cannot serve
-/// it, if it cannot: its latest heartbeat leaves the region out (closed there, or not
-/// opened yet), or reports its storage unreadable.
-fn lease_state(
-    srv: &AdminState,
-    region_id: u64,
-    leader: Option<u64>,
-) -> (&'static str, Option<String>) {
-    let Some(node_id) = leader else {
-        return ("unassigned", None);
-    };
-    let key = NodeKey::datanode(node_id);
-    let Some(lease) = srv.ctx.node_leases.get(key) else {
-        return ("pending", None);
-    };
-    if lease.expired {
-        // The node is silent: whatever it was granted has lapsed or soon will.
-        let state = if lease.last_granted.is_some() {
-            "expired"
-        } else {
-            "pending"
-        };
-        return (state, None);
-    }
-    let latest = srv.stats.latest(key);
-    let reported = latest
-        .as_ref()
-        .and_then(|s| s.region_stats.iter().find(|r| r.region_id == region_id));
-    let Some(reported) = reported else {
-        // Its grants for other regions say nothing about this one.
-        let not_open = latest.is_some().then(|| {
-            format!(
-                "its leader, node {node_id}, is alive but does not report the region open \
-                 (closed there, or not opened yet)"
-            )
-        });
-        return ("pending", not_open);
-    };
-    if let Some(reason) = &reported.unavailable {
-        let why = format!("its leader, node {node_id}, cannot read the region's storage: {reason}");
-        return ("pending", Some(why));
-    }
-    let now = srv.ctx.clock.now();
-    let granted_recently = lease
-        .last_granted
-        .is_some_and(|t| now.saturating_duration_since(t) < srv.options.region_lease);
-    if granted_recently {
-        ("granted", None)
-    } else {
-        ("expired", None)
-    }
-}
-
 async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionView>>, ApiError> {
     let routes = srv
         .routes
@@ -474,47 +421,36 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let migrating = crate::procedure::migration::targets(&srv.migrations().persisted().await);
     let mut unavailable = srv.supervisor().unavailable();
-    let maintenance = srv.maintenance().is_enabled();
+    let failover = if srv.maintenance().is_enabled() {
+        FailoverMode::Maintenance
+    } else if !srv.options.region_failover {
+        FailoverMode::Off
+    } else {
+        FailoverMode::On
+    };
+    let now = srv.ctx.clock.now();
     Ok(Json(
         routes
             .into_iter()
             .map(|r| {
-                let migrating_to = migrating.get(&r.region_id).copied();
-                let (lease_state, cannot_serve) = lease_state(&srv, r.region_id, r.leader);
-                // The supervisor's reason first (it cannot move); else what the lease says:
-                // a lapsed or missing lease means nobody may write it now.
-                let reason = unavailable.remove(&r.region_id).or_else(|| {
-                    if cannot_serve.is_some() {
-                        return cannot_serve;
-                    }
-                    let why = match lease_state {
-                        "expired" => "its leader's lease lapsed",
-                        "unassigned" => "it has no leader",
-                        _ => return None,
-                    };
-                    let next = if maintenance {
-                        "; automatic failover is paused (maintenance mode)"
-                    } else if !srv.options.region_failover {
-                        "; automatic failover is off"
-                    } else {
-                        ""
-                    };
-                    Some(format!("{why}{next}"))
-                });
-                let availability = match (&reason, migrating_to) {
-                    (_, Some(_)) => "migrating",
-                    (Some(_), None) => "unavailable",
-                    (None, None) => "available",
-                };
+                let health = srv.cluster.region_health(
+                    now,
+                    r.region_id,
+                    r.leader,
+                    migrating.get(&r.region_id).copied(),
+                    unavailable.remove(&r.region_id),
+                    failover,
+                    srv.options.region_lease,
+                );
                 RegionView {
-                    lease_state,
+                    lease_state: health.lease_state.label(),
+                    availability: health.availability(),
+                    migrating_to: health.migrating_to,
+                    reason: health.reason,
                     region_id: r.region_id,
                     leader: r.leader,
                     followers: r.followers,
                     epoch: r.epoch,
-                    availability,
-                    migrating_to,
-                    reason,
                 }
             })
             .collect(),

@@ -1,7 +1,7 @@
 //! Creating and dropping regions: write the route, instruct the datanode, wait.
 //!
-//! Create: pick a live, connected datanode that is not drained (the one asked for, or the
-//! one leading the fewest regions), write the route (compare-and-put, so two creates cannot both win),
+//! Create: place the region (the node asked for, if it is fit, else the cluster model's
+//! placement, the same selector that places moves), write the route (compare-and-put, so two creates cannot both win),
 //! send `OpenRegion` through the mailbox and wait for the reply. If the node refuses or
 //! does not answer, the route is removed again, so no route points at a node that never
 //! opened the region. RegionLease grants the lease on the node's next heartbeat.
@@ -12,25 +12,23 @@
 //! has, a create of the same id is refused (409), so the old procedure never acts on the
 //! new region.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common_proto::instruction::OpenRole;
 use common_proto::{Instruction, RegionIdent};
-use handlers::{Context, KvRegionRouteStore, NodeLease, RegionRoute, RegionRouteStore as _};
+use handlers::{KvRegionRouteStore, LeadershipRef, RegionRoute, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 use tracing::{info, warn};
 
+use crate::cluster::{Cluster, Purpose, Unfit};
 use crate::error::{
     InvalidRequestSnafu, NoAliveDatanodeSnafu, NodeDrainedSnafu, NodeNotAliveSnafu, NotLeaderSnafu,
     RegionExistsSnafu, RegionMigratingSnafu, RegionNotFoundSnafu, Result, StoreSnafu,
 };
-use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
 use crate::service::mailbox::Mailbox;
-use crate::service::pusher::Pushers;
 
 /// A request to create a region.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,99 +60,76 @@ fn next_region_id(routes: &[RegionRoute]) -> Result<u64> {
 /// Region creation and removal: a narrow handle over the parts they use.
 #[derive(Debug, Clone)]
 pub struct RegionAdmin {
-    ctx: Context,
+    leadership: LeadershipRef,
     routes: Arc<KvRegionRouteStore>,
-    pushers: Arc<Pushers>,
+    cluster: Cluster,
     mailbox: Arc<Mailbox>,
-    maintenance: Arc<Maintenance>,
     migrations: Arc<Migrations>,
     mailbox_timeout: Duration,
 }
 
 impl RegionAdmin {
-    /// An admin over these parts; instructions wait at most `mailbox_timeout`.
+    /// An admin over these parts, acting while `leadership` holds; instructions wait at
+    /// most `mailbox_timeout`.
     pub fn new(
-        ctx: Context,
+        leadership: LeadershipRef,
         routes: Arc<KvRegionRouteStore>,
-        pushers: Arc<Pushers>,
+        cluster: Cluster,
         mailbox: Arc<Mailbox>,
-        maintenance: Arc<Maintenance>,
         migrations: Arc<Migrations>,
         mailbox_timeout: Duration,
     ) -> Self {
         Self {
-            ctx,
+            leadership,
             routes,
-            pushers,
+            cluster,
             mailbox,
-            maintenance,
             migrations,
             mailbox_timeout,
         }
     }
 
     fn ensure_leader(&self) -> Result<()> {
-        if self.ctx.leadership.is_leader() {
+        if self.leadership.is_leader() {
             Ok(())
         } else {
             NotLeaderSnafu {
-                leader: self.ctx.leadership.leader_addr(),
+                leader: self.leadership.leader_addr(),
             }
             .fail()
         }
     }
 
-    /// Datanodes whose lease is live and whose stream is connected.
-    pub fn alive_datanodes(&self) -> Vec<NodeLease> {
-        self.ctx
-            .node_leases
-            .list()
-            .into_iter()
-            .filter(|l| l.key.role == common_proto::v1::Role::Datanode && !l.expired)
-            .filter(|l| self.pushers.get(l.key).is_some())
-            .collect()
-    }
-
     /// Creates a region and waits until its datanode has opened it.
     pub async fn create_region(&self, req: CreateRegion) -> Result<RegionRoute> {
         self.ensure_leader()?;
-        let routes = self
-            .routes
-            .list()
-            .await
-            .context(StoreSnafu { op: "list routes" })?;
-        let alive = self.alive_datanodes();
-        let node_id = match req.node_id {
-            Some(id) => {
-                if self.maintenance.is_drained(id) {
-                    return NodeDrainedSnafu { node_id: id }.fail();
-                }
-                if !alive.iter().any(|l| l.key.node_id == id) {
-                    return NodeNotAliveSnafu { node_id: id }.fail();
-                }
-                id
-            }
-            None => {
-                let mut load: HashMap<u64, usize> = alive
-                    .iter()
-                    .map(|l| l.key.node_id)
-                    .filter(|id| !self.maintenance.is_drained(*id))
-                    .map(|id| (id, 0))
-                    .collect();
-                for r in &routes {
-                    if let Some(c) = r.leader.and_then(|l| load.get_mut(&l)) {
-                        *c += 1;
-                    }
-                }
-                load.into_iter()
-                    .min_by_key(|(id, n)| (*n, *id))
-                    .map(|(id, _)| id)
-                    .ok_or_else(|| NoAliveDatanodeSnafu.build())?
-            }
-        };
         let region_id = match req.region_id {
             Some(id) => id,
-            None => next_region_id(&routes)?,
+            None => {
+                let routes = self
+                    .routes
+                    .list()
+                    .await
+                    .context(StoreSnafu { op: "list routes" })?;
+                next_region_id(&routes)?
+            }
+        };
+        let node_id = match req.node_id {
+            Some(id) => match self.cluster.unfit(id, Purpose::Create).await {
+                None => id,
+                Some(Unfit::Drained) => return NodeDrainedSnafu { node_id: id }.fail(),
+                Some(_) => return NodeNotAliveSnafu { node_id: id }.fail(),
+            },
+            None => self
+                .cluster
+                .place(
+                    region_id,
+                    Purpose::Create,
+                    &[],
+                    &self.migrations.planned_targets(),
+                )
+                .await
+                .ok_or_else(|| NoAliveDatanodeSnafu.build())?,
         };
         let route = RegionRoute {
             region_id,

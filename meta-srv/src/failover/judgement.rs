@@ -21,8 +21,8 @@
 //! The phi detector adapts to each node's rhythm but, with few heartbeats in its history,
 //! can fire later than that; the limit bounds how late.
 //!
-//! The supervisor's own stalls are judged here too ([`stalled`]): after one, nobody may
-//! be judged on the gap, so it resets every history.
+//! After a stall of the supervisor itself (`leader::stall`), nobody may be judged on the
+//! gap, so it resets every history ([`Judgement::reset`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -30,13 +30,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::detector::{PhiAccrualDetector, PhiOptions};
-
-/// Whether the gap between two ticks means this process itself did not run (SIGSTOP, a
-/// starved runtime): more than three ticks. Its detectors then heard nothing through no
-/// fault of the nodes, so nobody may be judged on that gap.
-pub(crate) fn stalled(gap: Duration, tick: Duration) -> bool {
-    gap > tick * 3
-}
 
 struct Watched {
     detector: PhiAccrualDetector,
@@ -200,15 +193,6 @@ mod tests {
             since: Instant::now(),
             epoch,
         }
-    }
-
-    #[test]
-    fn only_a_gap_of_more_than_three_ticks_is_a_stall_of_its_own() {
-        let tick = Duration::from_millis(250);
-        assert!(!stalled(tick, tick), "an on-time tick");
-        assert!(!stalled(tick * 3, tick), "three ticks: late, not stalled");
-        assert!(stalled(tick * 3 + Duration::from_millis(1), tick));
-        assert!(stalled(6 * SEC, tick), "a SIGSTOP");
     }
 
     #[test]

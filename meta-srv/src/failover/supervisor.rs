@@ -39,12 +39,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::detector::PhiOptions;
-use super::judgement::{stalled, Judgement};
+use super::judgement::Judgement;
+use crate::cluster::{movable_in, Cluster};
+use crate::leader::stall::StallClock;
 use crate::maintenance::Maintenance;
-use crate::procedure::migration::{
-    movable_in, MigrationError, MigrationReason, MigrationState, Migrations,
-};
-use handlers::RegionRouteStore as _;
+use crate::procedure::migration::{MigrationError, MigrationReason, MigrationState, Migrations};
+use handlers::{LeadershipRef, NodeLeaseStoreRef};
 
 /// The supervisor's settings, derived from the metasrv's timings.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,12 @@ pub struct RegionSupervisor {
     options: SupervisorOptions,
     migrations: Arc<Migrations>,
     maintenance: Arc<Maintenance>,
+    /// Nodes, their routes and their storage.
+    cluster: Cluster,
+    /// Node leases: read by the detectors, and given a fresh grace after a stall.
+    node_leases: NodeLeaseStoreRef,
+    /// Leadership, checked every tick.
+    leadership: LeadershipRef,
     /// Regions that cannot fail over, with why; rebuilt every tick.
     unavailable: Mutex<BTreeMap<u64, String>>,
     /// Nodes judged failed at the last tick.
@@ -159,16 +165,23 @@ impl Schedule {
 }
 
 impl RegionSupervisor {
-    /// A supervisor scheduling through `migrations`, paused by `maintenance`.
+    /// A supervisor scheduling through `migrations`, paused by `maintenance`, judging
+    /// the nodes of `cluster` from their `node_leases` while `leadership` holds.
     pub fn new(
         options: SupervisorOptions,
         migrations: Arc<Migrations>,
         maintenance: Arc<Maintenance>,
+        cluster: Cluster,
+        node_leases: NodeLeaseStoreRef,
+        leadership: LeadershipRef,
     ) -> Self {
         Self {
             options,
             migrations,
             maintenance,
+            cluster,
+            node_leases,
+            leadership,
             unavailable: Mutex::default(),
             failed: Mutex::default(),
         }
@@ -186,16 +199,16 @@ impl RegionSupervisor {
 
     /// Runs until `term` is cancelled (the end of this leader's term).
     pub async fn run(self: Arc<Self>, term: CancellationToken) {
-        let deps = self.migrations.deps().clone();
         let tick = self.options.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_tick = Instant::now();
+        let start = Instant::now();
+        let mut stall = StallClock::new(tick, start);
         let mut judgement = Judgement::new(
             self.options.phi,
             self.options.node_lease,
             self.options.silence_limit,
-            last_tick,
+            start,
         );
         let mut schedule = Schedule::new(self.options.node_lease, MigrationReason::Failover);
         let mut drains = Schedule::new(self.options.node_lease, MigrationReason::Drain);
@@ -212,21 +225,20 @@ impl RegionSupervisor {
                 _ = ticker.tick() => {}
             }
             let now = Instant::now();
-            let gap = now.saturating_duration_since(last_tick);
-            last_tick = now;
-            if !deps.leadership.is_leader() {
+            let stalled = stall.stalled(now);
+            if !self.leadership.is_leader() {
                 continue;
             }
-            if stalled(gap, tick) {
+            if let Some(gap) = stalled {
                 warn!(
                     gap_ms = gap.as_millis() as u64,
                     "the supervisor itself was stalled; resetting every detector and granting every node a fresh grace"
                 );
-                deps.node_leases.grace(now);
+                self.node_leases.grace(now);
                 judgement.reset(now);
                 continue;
             }
-            let datanodes = deps
+            let datanodes = self
                 .node_leases
                 .list()
                 .into_iter()
@@ -236,7 +248,7 @@ impl RegionSupervisor {
             // Route leaders never heard from, from the route index (no scan of every
             // route on each tick), once the term is past its grace.
             let leaders = if judgement.judges_unheard(now) {
-                deps.routes.leaders().await.unwrap_or_default()
+                self.cluster.route_leaders().await
             } else {
                 Vec::new()
             };
@@ -248,11 +260,11 @@ impl RegionSupervisor {
             let mut unavailable = BTreeMap::new();
             let mut candidates = Vec::new();
             for node_id in &failed {
-                let led = deps.routes.led_by(*node_id).await.unwrap_or_default();
+                let led = self.cluster.led_by(*node_id).await;
                 if led.is_empty() {
                     continue;
                 }
-                let stat = deps.latest_stat(*node_id).await;
+                let stat = self.cluster.latest_stat(*node_id).await;
                 for route in led {
                     match movable_in(stat.as_ref(), *node_id, route.region_id) {
                         Ok(()) => candidates.push(route.region_id),
@@ -284,13 +296,12 @@ impl RegionSupervisor {
     /// drain outlasts a leader change. A failed drained node is failover's. Not paused by
     /// maintenance mode or `region_failover = false`: a drain is the operator's request.
     async fn keep_draining(&self, failed: &[u64], schedule: &mut Schedule, clock: (Instant, u64)) {
-        let deps = self.migrations.deps();
         let mut candidates = Vec::new();
         for node_id in self.maintenance.drained() {
             if failed.contains(&node_id) {
                 continue;
             }
-            let led = deps.routes.led_by(node_id).await.unwrap_or_default();
+            let led = self.cluster.led_by(node_id).await;
             candidates.extend(led.into_iter().map(|r| r.region_id));
         }
         // Local-only regions cannot leave; the drain retries them on the backoff (an
@@ -320,13 +331,7 @@ impl RegionSupervisor {
             return Vec::new();
         }
         // The migrations in flight, read once per call, and only when needed.
-        let in_flight: HashSet<u64> = self
-            .migrations
-            .persisted()
-            .await
-            .iter()
-            .map(|m| m.region_id)
-            .collect();
+        let in_flight: HashSet<u64> = self.migrations.running_regions();
         let what = match schedule.reason {
             MigrationReason::Failover => "failover",
             MigrationReason::Drain => "drain move",

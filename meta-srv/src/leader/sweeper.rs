@@ -1,6 +1,5 @@
-//! Leader-side background tasks that run for the process's life: the node-lease sweeper
-//! and the stats flusher. Each acts only under the leadership deadline. (Term-scoped
-//! state and tasks are in `leader`.)
+//! Two term tasks: the node-lease sweeper and the stats flusher. Each acts only under the
+//! leadership deadline.
 //!
 //! The sweeper marks nodes expired by time alone, so a half-open stream (TCP still up,
 //! no heartbeats) cannot keep a dead node alive.
@@ -14,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::leader::gate::LeaderGate;
-use crate::service::pusher::Pushers;
+use crate::leader::stall::StallClock;
 
 /// What the sweeper and the stats flusher use: a narrow handle, not the whole server.
 #[derive(Debug, Clone)]
 pub(crate) struct Sweeper {
     pub(crate) ctx: Context,
-    pub(crate) pushers: Arc<Pushers>,
+    pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) stats: Arc<StatsCache>,
     pub(crate) node_lease: Duration,
@@ -43,7 +42,7 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
     let interval = srv.sweep_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tick = srv.ctx.clock.now();
+    let mut stall = StallClock::new(interval, srv.ctx.clock.now());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -51,13 +50,12 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
         }
         let at_ms = common_proto::unix_millis();
         let now = srv.ctx.clock.now();
-        let gap = now.saturating_duration_since(last_tick);
-        last_tick = now;
+        let stalled = stall.stalled(now);
         if !srv.ctx.leadership.is_leader() {
             continue;
         }
         srv.gate.grants.record_task(at_ms);
-        if gap > stall_threshold(interval) {
+        if let Some(gap) = stalled {
             warn!(
                 gap_ms = gap.as_millis() as u64,
                 interval_ms = interval.as_millis() as u64,
@@ -69,7 +67,7 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
         for lease in srv.ctx.node_leases.expire(now, srv.node_lease) {
             crate::metrics::METRICS.node_expiries.inc();
             let silent_ms = now.saturating_duration_since(lease.last_seen).as_millis() as u64;
-            let connected = srv.pushers.get(lease.key).is_some();
+            let connected = srv.cluster.is_connected(lease.key);
             warn!(
                 node_id = lease.key.node_id,
                 role = lease.key.role.label(),
@@ -81,11 +79,6 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
             );
         }
     }
-}
-
-/// A tick gap beyond this means the process itself was not running.
-fn stall_threshold(interval: Duration) -> Duration {
-    interval * 3
 }
 
 /// Writes the stats marked for flushing, in one batch, every `stats_flush_interval`.

@@ -33,10 +33,8 @@ use std::time::Duration;
 
 use common_proto::instruction::OpenRole;
 use common_proto::{Instruction, RegionIdent};
-use handlers::builtin::{PersistedStats, StatsCache};
 use handlers::{
-    KvBackendRef, KvRegionRouteStore, LeadershipRef, NodeKey, NodeLeaseStoreRef, RegionRoute,
-    RegionRouteStore as _,
+    KvBackendRef, KvRegionRouteStore, LeadershipRef, NodeKey, RegionRoute, RegionRouteStore as _,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -45,11 +43,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::failover::selector::{leading_counts, RegionSelectorRef};
+use crate::cluster::{Cluster, Purpose, Reach};
 use crate::leader::gate::LeaderGate;
 use crate::leader::lease_bound::LeaseWait;
+use crate::leader::term::TermTasks;
 use crate::service::mailbox::Mailbox;
-use crate::service::pusher::Pushers;
 
 const PREFIX: &str = "__meta/procedure/migrate/";
 const HISTORY: usize = 256;
@@ -190,81 +188,26 @@ pub enum MigrationError {
     },
 }
 
-/// Whether `region_id`, led by `node_id` whose latest stats are `stat`, is on shared
-/// storage; `Err` names why it cannot move. One lookup of the node's stats can serve all
-/// of its regions.
-pub(crate) fn movable_in(
-    stat: Option<&handlers::Stat>,
-    node_id: u64,
-    region_id: u64,
-) -> Result<(), String> {
-    let Some(stat) = stat else {
-        return Err(format!(
-            "node {node_id} never reported its storage to this leader"
-        ));
-    };
-    match stat.region_stats.iter().find(|r| r.region_id == region_id) {
-        Some(r) if r.shared_storage => Ok(()),
-        Some(_) => Err(format!(
-            "its data is on node {node_id}'s local storage; no other node can open it"
-        )),
-        None => Err(format!(
-            "node {node_id} did not report the region, so its storage is unknown"
-        )),
-    }
-}
-
-/// What the procedures use: a narrow handle, not the whole server.
+/// What the procedures use: the cluster model, and the write ports they need.
 #[derive(Debug, Clone)]
 pub struct MigrationDeps {
-    /// Procedure state and flushed stats.
+    /// Procedure records.
     pub kv: KvBackendRef,
-    /// Drained nodes, which are never chosen as targets.
-    pub maintenance: Arc<crate::maintenance::Maintenance>,
     /// Routes (compare-and-set).
     pub routes: Arc<KvRegionRouteStore>,
-    /// Liveness and last grants.
-    pub node_leases: NodeLeaseStoreRef,
-    /// Who is connected.
-    pub pushers: Arc<Pushers>,
+    /// Nodes, storage and placement.
+    pub cluster: Cluster,
     /// Instructions.
     pub mailbox: Arc<Mailbox>,
     /// Leadership, checked before every step.
     pub leadership: LeadershipRef,
     /// The term's start, the bound on earlier leaders' grants.
     pub gate: Arc<LeaderGate>,
-    /// Recent stats, for storage kinds.
-    pub stats: Arc<StatsCache>,
-    /// Target choice.
-    pub selector: RegionSelectorRef,
     /// How long a lease wait lasts: own lease, drift margin, `failover_wait`; with the
     /// term's start and the earlier terms' bound ([`LeaderGate::term_start`]).
     pub lease_wait: LeaseWait,
     /// How long one instruction may take.
     pub instruction_timeout: Duration,
-}
-
-/// Where a target stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reach {
-    /// Alive and connected: instructions can go.
-    Connected,
-    /// Known and not expired, but not connected (yet): for example a new leader's nodes
-    /// before they reconnect. Wait.
-    Waiting,
-    /// Unknown or expired: gone.
-    Gone,
-}
-
-/// Where a node stands, from its lease (if the leader knows it) and whether it has a
-/// stream open. An expired lease means gone even while a stale stream lingers.
-pub(crate) fn reach_of(lease: Option<&handlers::NodeLease>, connected: bool) -> Reach {
-    match lease {
-        None => Reach::Gone,
-        Some(l) if l.expired => Reach::Gone,
-        Some(_) if connected => Reach::Connected,
-        Some(_) => Reach::Waiting,
-    }
 }
 
 /// The pause after a step failed `backoff` ago: doubled, at most [`MAX_BACKOFF`].
@@ -299,96 +242,35 @@ impl MigrationDeps {
     /// Whether the target is there: `Ok(true)` connected, `Ok(false)` gone, `Err` while
     /// it is known but not connected yet (retry).
     fn target_present(&self, node_id: u64) -> Result<bool, String> {
-        match self.reach(node_id) {
+        match self.cluster.reach(node_id) {
             Reach::Connected => Ok(true),
             Reach::Waiting => Err(format!("target {node_id} is not connected yet")),
             Reach::Gone => Ok(false),
         }
     }
+}
 
-    fn reach(&self, node_id: u64) -> Reach {
-        let key = NodeKey::datanode(node_id);
-        reach_of(
-            self.node_leases.get(key).as_ref(),
-            self.pushers.get(key).is_some(),
-        )
-    }
+/// A procedure running in this process: counted in flight until it finishes or its term
+/// ends (the task is dropped then, and so is this).
+struct Running {
+    migrations: Arc<Migrations>,
+    region_id: u64,
+}
 
-    /// Whether datanode `node_id` is alive (lease not expired) and connected.
-    pub fn is_available(&self, node_id: u64) -> bool {
-        self.reach(node_id) == Reach::Connected
-    }
-
-    /// Whether region `region_id`, led by `node_id`, is on shared storage, from the
-    /// node's latest stats (in memory, else as last flushed to the KV backend, where a
-    /// durable one is configured).
-    /// `Err` names why it cannot move.
-    pub async fn check_movable(&self, region_id: u64, node_id: Option<u64>) -> Result<(), String> {
-        let Some(node_id) = node_id else {
-            // No owner: nothing to wait out, and its data is wherever the last one
-            // left it; only a shared region could have got here.
-            return Ok(());
-        };
-        let stat = self.latest_stat(node_id).await;
-        movable_in(stat.as_ref(), node_id, region_id)
-    }
-
-    /// A node's latest stats: in memory, else as last flushed to the KV backend (a new
-    /// leader's only source until the node reports; without a durable KV nothing is
-    /// flushed, and the cache keeps each node's latest stat across a step-down instead).
-    pub(crate) async fn latest_stat(&self, node_id: u64) -> Option<handlers::Stat> {
-        let key = NodeKey::datanode(node_id);
-        match self.stats.latest(key) {
-            Some(stat) => Some(stat),
-            None => match self.kv.get(StatsCache::kv_key(key).as_bytes()).await {
-                Ok(Some(bytes)) => serde_json::from_slice::<PersistedStats>(&bytes)
-                    .ok()
-                    .map(|p| p.stat),
-                _ => None,
-            },
+impl Running {
+    fn new(migrations: Arc<Migrations>, region_id: u64) -> Self {
+        crate::metrics::METRICS.migrations_in_flight.inc();
+        Self {
+            migrations,
+            region_id,
         }
     }
+}
 
-    /// Whether node `node_id` reports that it can open regions on shared storage: only
-    /// then may a region move to it (elsewhere it would open an empty copy).
-    pub async fn can_host(&self, node_id: u64) -> bool {
-        self.latest_stat(node_id)
-            .await
-            .is_some_and(|s| s.shared_storage)
-    }
-
-    /// Candidates for a moving region (alive, connected, on shared storage, not
-    /// drained), with how many regions each leads.
-    pub async fn candidates(&self) -> Vec<crate::failover::selector::Candidate> {
-        let mut alive = Vec::new();
-        for lease in self.node_leases.list() {
-            let id = lease.key.node_id;
-            if lease.key.role == common_proto::v1::Role::Datanode
-                && self.is_available(id)
-                && !self.maintenance.is_drained(id)
-                && self.can_host(id).await
-            {
-                alive.push(id);
-            }
-        }
-        let mut leaders: Vec<u64> = self
-            .routes
-            .list()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|r| r.leader)
-            .collect();
-        // Moves already under way count for their targets, so simultaneous failovers
-        // spread out instead of all landing on the same least-loaded node.
-        if let Ok(kvs) = self.kv.range_prefix(PREFIX.as_bytes()).await {
-            leaders.extend(
-                kvs.iter()
-                    .filter_map(|kv| serde_json::from_slice::<MigrationState>(&kv.value).ok())
-                    .map(|s| s.to),
-            );
-        }
-        leading_counts(alive, leaders)
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.migrations.running.lock().remove(&self.region_id);
+        crate::metrics::METRICS.migrations_in_flight.dec();
     }
 }
 
@@ -396,10 +278,10 @@ impl MigrationDeps {
 #[derive(Debug)]
 pub struct Migrations {
     deps: MigrationDeps,
-    /// Regions whose procedure runs in this process now.
-    running: Mutex<HashSet<u64>>,
-    /// The term's token; procedures stop when the term ends.
-    term: Mutex<Option<CancellationToken>>,
+    /// Regions whose procedure runs in this process now, with their targets.
+    running: Mutex<HashMap<u64, u64>>,
+    /// The term's procedures; they stop, and are joined, when the term ends.
+    term: Mutex<Option<TermTasks>>,
     /// Finished procedures, newest last, for operators and for the supervisor's backoff.
     history: Mutex<VecDeque<MigrationState>>,
     /// Told each time a procedure finishes, for callers that wait.
@@ -429,17 +311,23 @@ impl Migrations {
 
     /// A term began: resume every persisted procedure under `term`.
     pub async fn begin_term(self: &Arc<Self>, term: CancellationToken) {
-        *self.term.lock() = Some(term);
+        *self.term.lock() = Some(TermTasks::new(term));
         for state in self.persisted().await {
             info!(region_id = state.region_id, to = state.to, step = ?state.step, "resuming a migration left by an earlier term");
             self.spawn(state);
         }
     }
 
-    /// The term ended: procedures stop (their state stays persisted for the next leader).
-    pub fn end_term(&self) {
-        if let Some(t) = self.term.lock().take() {
-            t.cancel();
+    /// The term ended: procedures stop (their state stays persisted for the next leader);
+    /// returns once each has.
+    pub async fn end_term(&self) {
+        let tasks = self.term.lock().take();
+        if let Some(tasks) = tasks {
+            info!(
+                procedures = tasks.len(),
+                "term ended; the next leader resumes its migrations"
+            );
+            tasks.end().await;
         }
         self.running.lock().clear();
     }
@@ -461,6 +349,19 @@ impl Migrations {
     /// Finished procedures, newest last.
     pub fn history(&self) -> Vec<MigrationState> {
         self.history.lock().iter().cloned().collect()
+    }
+
+    /// The target of every procedure running in this process (one per region), for
+    /// placement: a move under way counts toward its target's load.
+    pub fn planned_targets(&self) -> Vec<u64> {
+        self.running.lock().values().copied().collect()
+    }
+
+    /// The regions whose procedure runs in this process now. Under a term every
+    /// persisted procedure runs (the term resumes them), so this answers "is the region
+    /// moving" without reading the KV backend.
+    pub fn running_regions(&self) -> HashSet<u64> {
+        self.running.lock().keys().copied().collect()
     }
 
     /// Whether a procedure for the region is persisted or running.
@@ -506,20 +407,18 @@ impl Migrations {
             .fail();
         }
         let from = route.leader;
-        self.deps
+        let cluster = &self.deps.cluster;
+        cluster
             .check_movable(region_id, from)
             .await
             .map_err(|reason| MigrationError::LocalOnly { region_id, reason })?;
         let exclude: Vec<u64> = from.into_iter().collect();
         let to = match to {
             Some(to) => to,
-            None => {
-                let candidates = self.deps.candidates().await;
-                self.deps
-                    .selector
-                    .select(region_id, &candidates, &exclude)
-                    .ok_or(MigrationError::NoTarget { region_id })?
-            }
+            None => cluster
+                .place(region_id, Purpose::Move, &exclude, &self.planned_targets())
+                .await
+                .ok_or(MigrationError::NoTarget { region_id })?,
         };
         if Some(to) == from {
             return BadTargetSnafu {
@@ -529,29 +428,11 @@ impl Migrations {
             }
             .fail();
         }
-        if self.deps.maintenance.is_drained(to) {
+        if let Some(unfit) = cluster.unfit(to, Purpose::Move).await {
             return BadTargetSnafu {
                 region_id,
                 node_id: to,
-                reason: format!(
-                    "it is drained and takes no new regions (DELETE /nodes/{to}/drain returns it to service)"
-                ),
-            }
-            .fail();
-        }
-        if !self.deps.is_available(to) {
-            return BadTargetSnafu {
-                region_id,
-                node_id: to,
-                reason: "it is not alive and connected",
-            }
-            .fail();
-        }
-        if !self.deps.can_host(to).await {
-            return BadTargetSnafu {
-                region_id,
-                node_id: to,
-                reason: "it does not report shared storage, so it would open an empty copy",
+                reason: unfit.reason(to),
             }
             .fail();
         }
@@ -628,28 +509,27 @@ impl Migrations {
     }
 
     fn spawn(self: &Arc<Self>, state: MigrationState) {
-        let Some(term) = self.term.lock().clone() else {
+        let mut term = self.term.lock();
+        let Some(tasks) = term.as_mut() else {
             warn!(
                 region_id = state.region_id,
                 "no leader term: the migration waits for the next one"
             );
             return;
         };
-        if !self.running.lock().insert(state.region_id) {
-            return;
+        match self.running.lock().entry(state.region_id) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(state.to);
+            }
         }
-        let this = self.clone();
         let span = tracing::info_span!("migration", region_id = state.region_id, to = state.to);
-        crate::metrics::METRICS.migrations_in_flight.inc();
-        tokio::spawn(
+        let running = Running::new(self.clone(), state.region_id);
+        tasks.spawn(
+            "migration",
             async move {
-                let region_id = state.region_id;
-                tokio::select! {
-                    _ = term.cancelled() => info!("term ended; the next leader resumes the migration"),
-                    _ = this.run(state) => {}
-                }
-                this.running.lock().remove(&region_id);
-                crate::metrics::METRICS.migrations_in_flight.dec();
+                running.migrations.run(state).await;
+                drop(running);
             }
             .instrument(span),
         );
@@ -874,7 +754,9 @@ impl Migrations {
                 // A failed-over owner was judged dead: asking it would only wait for a
                 // timeout. A live one (migrate, drain) is asked, for at most a lease: past
                 // that, waiting out its lease is as fast.
-                if state.reason != MigrationReason::Failover && self.deps.is_available(from) {
+                if state.reason != MigrationReason::Failover
+                    && self.deps.cluster.reach(from) == Reach::Connected
+                {
                     let downgrade = Instruction::DowngradeRegion(RegionIdent { region_id });
                     let timeout = self.deps.instruction_timeout.min(self.deps.lease_wait.own);
                     let asked = self
@@ -902,9 +784,9 @@ impl Migrations {
                 let term = self.deps.gate.term_start().ok_or("no leader term")?;
                 let last_grant = self
                     .deps
-                    .node_leases
-                    .get(NodeKey::datanode(from))
-                    .and_then(|l| l.last_granted);
+                    .cluster
+                    .node(NodeKey::datanode(from))
+                    .and_then(|n| n.lease.last_granted);
                 let safe_at = self.deps.lease_wait.safe_at(last_grant, term);
                 let wait = safe_at.saturating_duration_since(Instant::now());
                 info!(
@@ -935,9 +817,13 @@ impl Migrations {
                     // The target died after the fence: pick another (no rollback now).
                     let mut exclude = vec![state.to];
                     exclude.extend(state.from);
-                    let candidates = self.deps.candidates().await;
-                    let Some(next) = self.deps.selector.select(region_id, &candidates, &exclude)
-                    else {
+                    let planned = self.planned_targets();
+                    let next = self
+                        .deps
+                        .cluster
+                        .place(region_id, Purpose::Move, &exclude, &planned)
+                        .await;
+                    let Some(next) = next else {
                         return Err(format!(
                             "target {} is gone and no other node is available",
                             state.to
@@ -967,6 +853,7 @@ impl Migrations {
                     )
                     .await?;
                     state.to = next;
+                    self.running.lock().insert(region_id, next);
                     return Err("re-targeted; switching next".into());
                 }
                 let switched = route.successor(Some(state.to), Vec::new());

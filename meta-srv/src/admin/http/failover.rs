@@ -158,9 +158,8 @@ pub(super) async fn drain(
     let within = WaitQuery::within(q)?;
     ensure_leader(&srv)?;
     if srv
-        .ctx
-        .node_leases
-        .get(handlers::NodeKey::datanode(node_id))
+        .cluster
+        .node(handlers::NodeKey::datanode(node_id))
         .is_none()
     {
         return Err(ApiError(
@@ -170,14 +169,9 @@ pub(super) async fn drain(
     }
     // Drained first, so no region lands back on it while its regions move.
     srv.maintenance().set_drained(node_id, true).await?;
-    let routes = srv
-        .routes
-        .list()
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut started = Vec::new();
     let mut refused = Vec::new();
-    for r in routes.iter().filter(|r| r.leader == Some(node_id)) {
+    for r in srv.cluster.led_by(node_id).await {
         match srv
             .migrations()
             .start(r.region_id, None, MigrationReason::Drain)

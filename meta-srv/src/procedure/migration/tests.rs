@@ -11,16 +11,15 @@
 use std::collections::HashMap;
 
 use common_proto::{InstructionReply, JsonPayload, RegionReply};
-use handlers::builtin::PersistedStats;
-use handlers::{
-    LeaderLease, MemoryKvBackend, MemoryNodeLeaseStore, NodeLease, RegionRouteStore, Stat,
-};
+use handlers::builtin::{PersistedStats, StatsCache};
+use handlers::{LeaderLease, MemoryKvBackend, MemoryNodeLeaseStore, RegionRouteStore};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::cluster::{Candidate, LeastRegionsSelector};
 use crate::election::LeaderState;
-use crate::failover::selector::LeastRegionsSelector;
 use crate::leader::lease_bound::Bound;
+use crate::service::pusher::Pushers;
 use crate::service::pusher::ResponseTx;
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -58,17 +57,22 @@ impl Harness {
             tokio::sync::watch::channel(LeaderState::default()).1,
         ));
         gate.open(1, 1, Bound::default());
+        let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
         let deps = MigrationDeps {
             kv: kv.clone(),
-            maintenance: Arc::new(crate::maintenance::Maintenance::new(kv.clone())),
-            routes: Arc::new(KvRegionRouteStore::new(kv)),
-            node_leases: Arc::new(MemoryNodeLeaseStore::new()),
-            mailbox: Arc::new(Mailbox::new(pushers.clone(), 1, "ms")),
-            pushers,
+            routes: routes.clone(),
+            cluster: Cluster {
+                node_leases: Arc::new(MemoryNodeLeaseStore::new()),
+                pushers: pushers.clone(),
+                maintenance: Arc::new(crate::maintenance::Maintenance::new(kv.clone())),
+                stats: Arc::new(StatsCache::default()),
+                kv,
+                routes,
+                selector: Arc::new(LeastRegionsSelector),
+            },
+            mailbox: Arc::new(Mailbox::new(pushers, 1, "ms")),
             leadership,
             gate,
-            stats: Arc::new(StatsCache::default()),
-            selector: Arc::new(LeastRegionsSelector),
             lease_wait: LeaseWait {
                 own: LEASE,
                 margin: Duration::from_secs(1),
@@ -93,31 +97,11 @@ impl Harness {
     async fn alive(&self, id: u64, regions: &[u64], shared: bool) {
         let key = NodeKey::datanode(id);
         self.deps
+            .cluster
             .node_leases
             .keep_alive(key, "a", 1, regions.len(), Instant::now());
-        let stat = Stat {
-            cluster_id: 1,
-            node_id: id,
-            role: common_proto::v1::Role::Datanode as i32,
-            addr: "a".into(),
-            node_epoch: 1,
-            duration_since_epoch: 0,
-            received_at_millis: 0,
-            region_stats: regions
-                .iter()
-                .map(|&region_id| handlers::stat::RegionStatSummary {
-                    region_id,
-                    role: 1,
-                    rcus: 0,
-                    wcus: 0,
-                    approximate_bytes: 0,
-                    row_count: 0,
-                    shared_storage: shared,
-                    unavailable: None,
-                })
-                .collect(),
-            shared_storage: shared,
-        };
+        let regions: Vec<_> = regions.iter().map(|&r| (r, shared, None)).collect();
+        let stat = crate::cluster::fixtures::stat(id, shared, &regions);
         // Only in the KV, as a new leader finds it before the node's first heartbeat.
         let persisted = serde_json::to_vec(&PersistedStats {
             node_epoch: 1,
@@ -135,6 +119,7 @@ impl Harness {
     fn connect(&self, id: u64) {
         let (tx, mut rx): (ResponseTx, _) = mpsc::channel(16);
         self.deps
+            .cluster
             .pushers
             .register(NodeKey::datanode(id), 1, "a", tx, Instant::now(), LEASE)
             .expect("register");
@@ -179,8 +164,11 @@ impl Harness {
     /// Node `id`'s stream closes (its lease stays as it was).
     fn disconnect(&self, id: u64) {
         let key = NodeKey::datanode(id);
-        let pusher = self.deps.pushers.get(key).expect("connected");
-        self.deps.pushers.deregister(key, pusher.generation());
+        let pusher = self.deps.cluster.pushers.get(key).expect("connected");
+        self.deps
+            .cluster
+            .pushers
+            .deregister(key, pusher.generation());
     }
 
     fn answer(&self, id: u64, subject: &'static str, answer: Answer) {
@@ -282,40 +270,6 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
         assert!(Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn lease(expired: bool) -> NodeLease {
-    let now = Instant::now();
-    NodeLease {
-        key: NodeKey::datanode(1),
-        addr: "a".into(),
-        node_epoch: 1,
-        first_seen: now,
-        last_seen: now,
-        last_granted: None,
-        region_count: 0,
-        expired,
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_node_is_reachable_only_while_its_lease_is_live_and_its_stream_open() {
-    let live = lease(false);
-    let expired = lease(true);
-    assert_eq!(reach_of(Some(&live), true), Reach::Connected);
-    assert_eq!(
-        reach_of(Some(&live), false),
-        Reach::Waiting,
-        "known and live but not connected yet: wait, do not give up on it"
-    );
-    assert_eq!(
-        reach_of(Some(&expired), true),
-        Reach::Gone,
-        "a stale stream"
-    );
-    assert_eq!(reach_of(Some(&expired), false), Reach::Gone);
-    assert_eq!(reach_of(None, true), Reach::Gone, "unknown to this leader");
-    assert_eq!(reach_of(None, false), Reach::Gone);
 }
 
 #[test]
@@ -422,7 +376,7 @@ async fn a_new_term_resumes_a_persisted_procedure_from_its_recorded_step() {
         .await;
     assert_eq!(h.migrations.persisted().await.len(), 1);
 
-    h.migrations.end_term();
+    h.migrations.end_term().await;
     assert!(
         h.term.is_cancelled(),
         "ending the term stops its procedures"
@@ -553,11 +507,11 @@ async fn a_target_gone_before_the_fence_is_taken_off_the_route() {
     // Now the target disappears entirely (its lease expired): a second attempt from a
     // persisted record rolls back without instructing it.
     h.disconnect(2);
-    h.deps.node_leases.remove(NodeKey::datanode(2));
+    h.deps.cluster.node_leases.remove(NodeKey::datanode(2));
     h.put_route(Some(1), vec![2]).await;
     h.persist(Some(1), 2, Step::OpenCandidate, MigrationReason::Manual)
         .await;
-    h.migrations.end_term();
+    h.migrations.end_term().await;
     h.migrations.begin_term(CancellationToken::new()).await;
     let done = h.finished().await;
     assert_eq!(done.step, Step::RolledBack);
@@ -579,7 +533,7 @@ async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
     h.alive(5, &[], true).await;
     h.connect(5);
     // A frontend is never a candidate, whatever its id.
-    h.deps.node_leases.keep_alive(
+    h.deps.cluster.node_leases.keep_alive(
         NodeKey {
             role: common_proto::v1::Role::Frontend,
             node_id: 9,
@@ -593,17 +547,17 @@ async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
     tokio::time::advance(LEASE * 2).await;
     for id in [1, 3, 4] {
         h.deps
+            .cluster
             .node_leases
             .keep_alive(NodeKey::datanode(id), "a", 1, 0, Instant::now());
     }
-    h.deps.node_leases.expire(Instant::now(), LEASE);
+    h.deps.cluster.node_leases.expire(Instant::now(), LEASE);
     h.put_route(Some(1), vec![]).await;
-    h.persist(None, 4, Step::Release, MigrationReason::Manual)
-        .await;
 
     let candidates: Vec<(u64, usize)> = h
         .deps
-        .candidates()
+        .cluster
+        .candidates(Purpose::Move, &[4])
         .await
         .iter()
         .map(|c| (c.node_id, c.leading))
@@ -613,8 +567,13 @@ async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
         [(1, 1), (4, 1)],
         "node 1 leads region {REGION}; node 4 is a move's target"
     );
-    assert!(h.deps.is_available(1));
-    assert!(!h.deps.is_available(2) && !h.deps.is_available(5));
+    let reach = |id| h.deps.cluster.reach(id);
+    assert_eq!(reach(1), Reach::Connected);
+    assert_eq!(
+        (reach(2), reach(5)),
+        (Reach::Gone, Reach::Gone),
+        "both expired"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -628,14 +587,16 @@ async fn a_drained_node_is_no_candidate_and_refused_as_a_target_until_returned()
     }
     h.put_route(Some(1), vec![]).await;
     h.deps
+        .cluster
         .maintenance
         .set_drained(2, true)
         .await
         .expect("drain");
-    let ids = |c: Vec<crate::failover::selector::Candidate>| -> Vec<u64> {
-        c.iter().map(|c| c.node_id).collect()
-    };
-    assert_eq!(ids(h.deps.candidates().await), [1, 3]);
+    let ids = |c: Vec<Candidate>| -> Vec<u64> { c.iter().map(|c| c.node_id).collect() };
+    assert_eq!(
+        ids(h.deps.cluster.candidates(Purpose::Move, &[]).await),
+        [1, 3]
+    );
     let err = h
         .migrations
         .start(REGION, Some(2), MigrationReason::Manual)
@@ -649,6 +610,7 @@ async fn a_drained_node_is_no_candidate_and_refused_as_a_target_until_returned()
     assert!(h.told().is_empty(), "nothing was sent: {:?}", h.told());
     // With node 3 drained too, the selector finds nobody.
     h.deps
+        .cluster
         .maintenance
         .set_drained(3, true)
         .await
@@ -661,11 +623,15 @@ async fn a_drained_node_is_no_candidate_and_refused_as_a_target_until_returned()
     assert!(err.to_string().contains("not drained"), "{err}");
     // Returned to service: a candidate again.
     h.deps
+        .cluster
         .maintenance
         .set_drained(2, false)
         .await
         .expect("undrain");
-    assert_eq!(ids(h.deps.candidates().await), [1, 2]);
+    assert_eq!(
+        ids(h.deps.cluster.candidates(Purpose::Move, &[]).await),
+        [1, 2]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -673,13 +639,18 @@ async fn storage_kinds_are_read_from_the_flushed_stats_when_memory_has_none() {
     let h = Harness::new().await;
     h.alive(1, &[REGION], true).await;
     h.alive(2, &[8], false).await;
-    assert!(h.deps.can_host(1).await);
-    assert!(!h.deps.can_host(2).await);
-    assert!(!h.deps.can_host(3).await, "never reported");
-    assert_eq!(h.deps.check_movable(REGION, Some(1)).await, Ok(()));
-    let local = h.deps.check_movable(8, Some(2)).await.expect_err("local");
+    assert!(h.deps.cluster.can_host(1).await);
+    assert!(!h.deps.cluster.can_host(2).await);
+    assert!(!h.deps.cluster.can_host(3).await, "never reported");
+    assert_eq!(h.deps.cluster.check_movable(REGION, Some(1)).await, Ok(()));
+    let local = h
+        .deps
+        .cluster
+        .check_movable(8, Some(2))
+        .await
+        .expect_err("local");
     assert!(local.contains("local storage"), "{local}");
-    assert_eq!(h.deps.check_movable(REGION, None).await, Ok(()));
+    assert_eq!(h.deps.cluster.check_movable(REGION, None).await, Ok(()));
 }
 
 impl Harness {
@@ -692,6 +663,7 @@ impl Harness {
         let granted = Instant::now() + after;
         tokio::time::advance(after).await;
         self.deps
+            .cluster
             .node_leases
             .record_grant(NodeKey::datanode(1), granted);
         self.put_route(Some(1), vec![]).await;
@@ -945,6 +917,22 @@ async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
     let route = h.route().await;
     assert_eq!((route.leader, route.followers), (Some(1), vec![2]));
     assert_eq!(h.told(), [(2, "open_region")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_move_counts_toward_its_targets_load_until_it_ends() {
+    let h = Harness::new().await;
+    h.answer(2, "open_region", Answer::Silent);
+    h.move_1_to_2(MigrationReason::Manual).await;
+    assert_eq!(h.migrations.planned_targets(), [2]);
+    assert_eq!(h.migrations.running_regions(), HashSet::from([REGION]));
+    h.deps.routes.delete(REGION).await.expect("drop");
+    h.finished().await;
+    until("the procedure left the running set", || async {
+        h.migrations.planned_targets().is_empty().then_some(())
+    })
+    .await;
+    assert!(h.migrations.running_regions().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
