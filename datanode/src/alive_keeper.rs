@@ -48,7 +48,7 @@ pub struct RegionAliveKeeper {
     engine: RegionEngineRef,
     leases: Arc<RegionLeases>,
     /// Lapses already logged are at or before this; a wake looks only at newer ones.
-    // A std Mutex: never held across an await.
+    // A synchronous lock (parking_lot): never held across an await.
     checked_until: Mutex<Instant>,
     lapsed: AtomicU64,
     wake: Notify,

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::alive_keeper::RegionAliveKeeper;
 use crate::engine::RegionEngineRef;
 use crate::error::{Result, RuntimeSnafu};
-use crate::heartbeat::{HeartbeatOptions, HeartbeatTask, StatusCell};
+use crate::heartbeat::{HeartbeatOptions, HeartbeatTask};
 use crate::lease::RegionLeases;
 use crate::meta_client::MetaClient;
+use crate::status::StatusCell;
 
 /// A running heartbeat task and keeper.
 #[derive(Debug)]

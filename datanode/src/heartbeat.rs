@@ -19,8 +19,6 @@ use common_proto::v1::{
     ErrorCode, HeartbeatRequest, HeartbeatResponse, MailboxMessage, Peer, RegionStat,
 };
 use common_proto::JsonPayload;
-use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,73 +29,7 @@ use crate::alive_keeper::RegionAliveKeeper;
 use crate::engine::RegionEngineRef;
 use crate::instruction::InstructionHandler;
 use crate::meta_client::{Backoff, MetaClient};
-
-/// What the task knows about itself, for the status view.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HeartbeatStatus {
-    /// The leader it streams to, if connected.
-    pub leader: Option<String>,
-    /// Whether a stream is established (handshake done).
-    pub connected: bool,
-    /// Milliseconds since the last response; `None` before the first.
-    pub last_response_ms_ago: Option<u64>,
-    /// Heartbeats sent.
-    pub sent: u64,
-    /// Sessions lost and re-established.
-    pub reconnects: u64,
-    /// Sessions established with a different leader than the one before.
-    pub leader_switches: u64,
-    /// Milliseconds since the last response that granted a leader lease; `None` before
-    /// the first.
-    pub last_grant_ms_ago: Option<u64>,
-    /// The current heartbeat interval.
-    pub interval_ms: u64,
-}
-
-#[derive(Debug, Default)]
-struct StatusInner {
-    status: HeartbeatStatus,
-    last_response: Option<Instant>,
-    last_grant: Option<Instant>,
-    /// The leader of the last established session (a switch is a different one).
-    last_leader: Option<String>,
-}
-
-/// Shared, readable status of a heartbeat task, and its round-trip histogram.
-#[derive(Debug)]
-pub struct StatusCell {
-    inner: Mutex<StatusInner>,
-    rtt: prometheus::Histogram,
-}
-
-impl Default for StatusCell {
-    fn default() -> Self {
-        Self {
-            inner: Mutex::default(),
-            rtt: crate::metrics::rtt_histogram(),
-        }
-    }
-}
-
-impl StatusCell {
-    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        f(&mut self.inner.lock());
-    }
-
-    /// A snapshot.
-    pub fn get(&self) -> HeartbeatStatus {
-        let inner = self.inner.lock();
-        let mut s = inner.status.clone();
-        s.last_response_ms_ago = inner.last_response.map(|t| t.elapsed().as_millis() as u64);
-        s.last_grant_ms_ago = inner.last_grant.map(|t| t.elapsed().as_millis() as u64);
-        s
-    }
-
-    /// Heartbeat round-trip times (request sent to its response), for `/metrics`.
-    pub fn rtt(&self) -> &prometheus::Histogram {
-        &self.rtt
-    }
-}
+use crate::status::StatusCell;
 
 /// Settings of one node's heartbeat task.
 #[derive(Debug, Clone)]
@@ -319,7 +251,7 @@ impl HeartbeatTask {
                 msg = inbound.message() => match msg {
                     Ok(Some(resp)) => {
                         if let Some(sent) = in_flight.pop_front() {
-                            self.status.rtt.observe(sent.elapsed().as_secs_f64());
+                            self.status.rtt().observe(sent.elapsed().as_secs_f64());
                         }
                         deadline = Instant::now() + response_timeout;
                         if let Some(cfg) = &resp.heartbeat_config {

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::alive_keeper::RegionAliveKeeper;
 use crate::engine::RegionEngine as _;
-use crate::heartbeat::StatusCell;
+use crate::status::StatusCell;
 use crate::{Error, MemoryRegionEngine};
 
 /// What the HTTP handlers share.

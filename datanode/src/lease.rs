@@ -79,7 +79,7 @@ impl Inner {
 pub struct RegionLeases {
     epoch: Instant,
     margin: Duration,
-    // A std RwLock: held for map updates and lookups only, never across an await.
+    // A synchronous lock (parking_lot): held for map updates and lookups only, never across an await.
     inner: RwLock<Inner>,
 }
 

@@ -37,6 +37,7 @@ pub mod memory_engine;
 pub mod meta_client;
 pub mod metrics;
 pub mod region_log;
+pub mod status;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -46,11 +47,12 @@ pub use config::DatanodeOptions;
 pub use datanode::{start_heartbeat, HeartbeatBuilder, HeartbeatHandle};
 pub use engine::{RegionEngine, RegionEngineRef, RegionInfo};
 pub use error::{Error, Result};
-pub use heartbeat::{HeartbeatOptions, HeartbeatStatus, HeartbeatTask};
+pub use heartbeat::{HeartbeatOptions, HeartbeatTask};
 pub use instruction::InstructionHandler;
 pub use lease::{RegionLeases, WriteTicket, DEFAULT_LEASE_MARGIN};
 pub use memory_engine::MemoryRegionEngine;
 pub use meta_client::{Backoff, MetaClient};
+pub use status::{HeartbeatStatus, StatusCell};
 
 /// Re-exported so an engine can implement [`RegionEngine`] (an `async_trait`) without
 /// depending on the crate itself.

@@ -108,7 +108,7 @@ pub struct MemoryRegionEngine {
     shared: Option<PathBuf>,
     /// The deadlines every write is checked against; shared with the keeper.
     leases: Arc<RegionLeases>,
-    // A std RwLock: no await happens while it is held.
+    // A synchronous lock (parking_lot): no await happens while it is held.
     regions: RwLock<HashMap<u64, Region>>,
     /// Regions whose storage could not be read; always locked after `regions`.
     unreadable: parking_lot::Mutex<BTreeMap<u64, Unreadable>>,

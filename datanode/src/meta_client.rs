@@ -2,8 +2,8 @@
 //!
 //! Discovery asks **every** configured metasrv `AskLeader` in parallel and takes the first
 //! answer that names a leader, so one dead or slow metasrv never delays it, and a cached
-//! dead address is never reused: every reconnect discovers afresh. (SeaweedFS volume
-//! servers stuck on one master vanished when that master died.)
+//! dead address is never reused: every reconnect discovers afresh, so a node never stays
+//! stuck on a metasrv that died.
 //!
 //! The ask is a **long poll**: it names the leader the node just lost, and a member that
 //! knows no other leader holds the answer until the election names one (up to the wait

@@ -13,34 +13,13 @@
 //! - `datanode_heartbeats_sent_total`, `datanode_reconnects_total`,
 //!   `datanode_leader_switches_total`, `datanode_connected`.
 
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Gauge, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use common_proto::v1::RegionRole;
 
 use crate::alive_keeper::RegionAliveKeeper;
 use crate::engine::RegionEngine;
-use crate::heartbeat::StatusCell;
-
-/// Buckets of the heartbeat round trip, in seconds: 100 µs to 5 s (a loopback round trip
-/// is well under a millisecond; a loaded or distant leader, tens).
-const RTT_BUCKETS: &[f64] = &[
-    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// A fresh, unregistered round-trip histogram (one per heartbeat task).
-pub(crate) fn rtt_histogram() -> Histogram {
-    Histogram::with_opts(
-        HistogramOpts::new(
-            "datanode_heartbeat_rtt_seconds",
-            "Heartbeat round trip: request sent to its response.",
-        )
-        .buckets(RTT_BUCKETS.to_vec()),
-    )
-    .expect("a valid histogram")
-}
+use crate::status::StatusCell;
 
 fn add<T: prometheus::core::Collector + 'static>(r: &Registry, metric: T) {
     // Each family is added once to a fresh registry; a clash is a bug in this file.

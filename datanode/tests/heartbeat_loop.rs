@@ -13,7 +13,7 @@ use common_proto::v1::{
     AskLeaderRequest, AskLeaderResponse, ErrorCode, HeartbeatConfig, HeartbeatRequest,
     HeartbeatResponse, Peer, ResponseHeader,
 };
-use datanode::heartbeat::StatusCell;
+use datanode::status::StatusCell;
 use datanode::{
     HeartbeatOptions, HeartbeatTask, MemoryRegionEngine, MetaClient, RegionAliveKeeper,
     RegionLeases, DEFAULT_LEASE_MARGIN,

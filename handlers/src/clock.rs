@@ -34,7 +34,7 @@ impl Clock for TokioClock {
 #[derive(Debug)]
 pub struct ManualClock {
     base: Instant,
-    // A std Mutex: nothing awaits while holding it.
+    // A synchronous lock (parking_lot): nothing awaits while holding it.
     offset: Mutex<Duration>,
 }
 

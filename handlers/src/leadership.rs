@@ -49,7 +49,7 @@ pub struct LeaderLease {
     /// Nanoseconds after `base` until which this process leads; 0: not leading;
     /// `u64::MAX`: leading with no deadline (standalone).
     until: AtomicU64,
-    // A std RwLock: nothing awaits while holding it.
+    // A synchronous lock (parking_lot): nothing awaits while holding it.
     leader_addr: RwLock<Option<String>>,
 }
 

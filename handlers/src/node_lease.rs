@@ -2,8 +2,8 @@
 //!
 //! KeepLease stamps `last_seen` on every heartbeat; a leader-side sweeper calls
 //! [`NodeLeaseStore::expire`] to mark nodes whose stamp is older than the node lease,
-//! whether or not their TCP stream is still open (SeaweedFS never checked `LastSeen`, so a
-//! half-open stream kept a dead node "alive"). The store is leader memory by design: a new
+//! whether or not their TCP stream is still open, so a half-open stream cannot keep a
+//! dead node alive. The store is leader memory by design: a new
 //! leader starts empty and rebuilds it from the first heartbeats.
 
 use rustc_hash::FxHashMap as HashMap;

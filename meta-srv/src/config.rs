@@ -249,7 +249,7 @@ impl MetasrvOptions {
             .unwrap_or(self.region_lease + self.lease_drift_margin)
     }
 
-    /// The lease waits of this member (see [`LeaseWait`]).
+    /// The lease waits of this member (see [`LeaseWait`](crate::leader::lease_bound::LeaseWait)).
     pub fn lease_wait(&self) -> crate::leader::lease_bound::LeaseWait {
         crate::leader::lease_bound::LeaseWait {
             own: self.region_lease,

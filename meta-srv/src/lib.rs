@@ -55,26 +55,15 @@ pub mod service;
 pub mod timings;
 pub mod tls;
 
-/// The admin HTTP API.
-pub use admin::http;
-/// Creating and dropping regions.
-pub use admin::region as region_admin;
-/// Leadership as handlers see it.
-pub use leader::gate as leader_gate;
-/// Instructions down, replies back (kept at the crate root for embedders).
-pub use service::mailbox;
-/// The per-node downstream channels (kept at the crate root for embedders).
-pub use service::pusher;
-
 pub use admin::region::{CreateRegion, RegionAdmin};
 pub use config::{BackendKind, MetasrvOptions};
 pub use election::{Election, ElectionRef, LeaderState, StandaloneElection};
 pub use error::{Error, Result};
 #[cfg(feature = "etcd")]
 pub use etcd_pool::EtcdPool;
-pub use mailbox::{Mailbox, MailboxReceiver};
 pub use metasrv::{Metasrv, MetasrvBuilder};
-pub use pusher::{Pusher, Pushers};
+pub use service::mailbox::{Mailbox, MailboxReceiver};
+pub use service::pusher::{Pusher, Pushers};
 /// Re-exported so embedders and tests can drive [`Election::run`] without a direct
 /// tokio-util dependency.
 pub use tokio_util::sync::CancellationToken;

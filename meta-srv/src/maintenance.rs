@@ -6,9 +6,8 @@
 //! or failover's choice of target, nor an explicit one (refused with the way out). Its
 //! existing regions keep their leases until they are moved; `POST /nodes/{id}/drain`
 //! drains the node first, then moves them, so nothing lands back on it while they move.
-//! `DELETE /nodes/{id}/drain` returns it to service. This is the cordon of Kubernetes'
-//! `drain`, Consul's node maintenance and TiKV PD's evict-leader scheduler: it lasts
-//! until the operator lifts it, across restarts and leader changes.
+//! `DELETE /nodes/{id}/drain` returns it to service. A drain lasts until the operator
+//! lifts it, across restarts and leader changes.
 //!
 //! Both are persisted in the KV backend (etcd in a cluster) under one key, so they
 //! survive a leader change: a new leader reads them when its term begins, before its

@@ -105,7 +105,7 @@ pub fn differing<'a>(members: &'a [Member], leader_addr: &str) -> Vec<&'a Member
 const REFRESH: Duration = Duration::from_secs(10);
 
 /// At start and at every leader change: compares this member's timings with the
-/// leader's and warns on a difference; every [`REFRESH`], recounts the members that
+/// leader's and warns on a difference; every `REFRESH`, recounts the members that
 /// differ for the gauge. Runs until `shutdown`.
 pub async fn watch_agreement(
     election: ElectionRef,

@@ -642,41 +642,5 @@ async fn standalone(
 ) -> (tests::MetasrvProc, Vec<tests::DatanodeProc>, tests::Http) {
     let mut args: Vec<String> = TIMINGS.iter().map(|s| s.to_string()).collect();
     args.extend(extra.iter().cloned());
-    let ms = tests::MetasrvProc::start("metasrv", "127.0.0.1:0", &args, &dir.join("ms.log"));
-    let shared_args: Vec<String> = if shared {
-        vec![
-            "--shared-dir".into(),
-            dir.join("shared").display().to_string(),
-        ]
-    } else {
-        Vec::new()
-    };
-    let nodes: Vec<tests::DatanodeProc> = (1..=2)
-        .map(|id| {
-            tests::DatanodeProc::start_with(
-                id,
-                std::slice::from_ref(&ms.grpc),
-                &dir.join(format!("dn{id}")),
-                &dir.join(format!("dn{id}.log")),
-                tests::Stderr::Log,
-                &shared_args,
-            )
-        })
-        .collect();
-    let http = tests::Http::new();
-    eventually(
-        "both datanodes connected",
-        Duration::from_secs(15),
-        || async {
-            let (_, n) = http.get(&format!("{}/nodes", ms.http)).await;
-            let connected = n
-                .as_array()?
-                .iter()
-                .filter(|n| n["connected"] == true)
-                .count();
-            (connected == 2).then_some(())
-        },
-    )
-    .await;
-    (ms, nodes, http)
+    tests::standalone(dir, &args, 2, shared, &[]).await
 }

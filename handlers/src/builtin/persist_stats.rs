@@ -69,7 +69,7 @@ enum Recorded {
 /// the admin API and failover.
 #[derive(Debug)]
 pub struct StatsCache {
-    // A std Mutex: held only to update the map, never across the KV write.
+    // A synchronous lock (parking_lot): held only to update the map, never across the KV write.
     nodes: Mutex<HashMap<NodeKey, NodeStats>>,
     /// Latest stat per node awaiting the next flush; a separate lock, so the flusher
     /// swaps it out without touching the hot-path map.
@@ -113,7 +113,10 @@ impl StatsCache {
 
     /// The most recent stat of a node.
     pub fn latest(&self, key: NodeKey) -> Option<Stat> {
-        self.lock().get(&key).and_then(|n| n.recent.back().cloned())
+        self.nodes
+            .lock()
+            .get(&key)
+            .and_then(|n| n.recent.back().cloned())
     }
 
     /// Writes every node's latest stat, marked or not: the final flush on shutdown.
@@ -123,7 +126,7 @@ impl StatsCache {
             return Ok(0);
         }
         {
-            let nodes = self.lock();
+            let nodes = self.nodes.lock();
             let mut pending = self.pending.lock();
             for (key, n) in nodes.iter() {
                 if let Some(stat) = n.recent.back() {
@@ -140,7 +143,8 @@ impl StatsCache {
 
     /// A node's recent stats, oldest first.
     pub fn recent(&self, key: NodeKey) -> Vec<Stat> {
-        self.lock()
+        self.nodes
+            .lock()
             .get(&key)
             .map(|n| n.recent.iter().cloned().collect())
             .unwrap_or_default()
@@ -152,7 +156,7 @@ impl StatsCache {
     /// storage kind decides whether its regions can fail over).
     pub fn clear(&self) {
         self.pending.lock().clear();
-        let mut nodes = self.lock();
+        let mut nodes = self.nodes.lock();
         if self.flush_every.is_some() {
             nodes.clear();
             return;
@@ -195,12 +199,8 @@ impl StatsCache {
         Ok(written)
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<NodeKey, NodeStats>> {
-        self.nodes.lock()
-    }
-
     fn record(&self, key: NodeKey, stat: &Stat) -> Recorded {
-        let mut nodes = self.lock();
+        let mut nodes = self.nodes.lock();
         let node = nodes.entry(key).or_insert_with(|| NodeStats {
             node_epoch: 0,
             recent: VecDeque::new(),

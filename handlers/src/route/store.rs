@@ -46,7 +46,7 @@ enum Stored {
 pub struct KvRegionRouteStore {
     /// Where routes persist; `None`: only in `cache`.
     kv: Option<KvBackendRef>,
-    // A std RwLock: held only for table reads and writes, never across an await.
+    // A synchronous lock (parking_lot): held only for table reads and writes, never across an await.
     cache: RwLock<RouteTable>,
 }
 
@@ -77,7 +77,7 @@ impl KvRegionRouteStore {
     /// A memory-only store keeps what it has: it is its own source.
     pub async fn load(&self) -> Result<usize> {
         let Some(kv) = &self.kv else {
-            return Ok(self.cache_read().len());
+            return Ok(self.cache.read().len());
         };
         let mut routes = RouteTable::default();
         for kv in kv.range_prefix(ROUTE_PREFIX.as_bytes()).await? {
@@ -95,7 +95,7 @@ impl KvRegionRouteStore {
             }
         }
         let n = routes.len();
-        *self.cache_write() = routes;
+        *self.cache.write() = routes;
         Ok(n)
     }
 
@@ -105,7 +105,7 @@ impl KvRegionRouteStore {
     /// replace, so an import of an old backup cannot hand out an epoch again.
     pub async fn put_many(&self, mut routes: Vec<RegionRoute>) -> Result<usize> {
         {
-            let cache = self.cache_read();
+            let cache = self.cache.read();
             for route in &mut routes {
                 let floor = match cache.entry(route.region_id) {
                     Entry::Route(old) => old.successor(route.leader, Vec::new()).epoch,
@@ -126,7 +126,7 @@ impl KvRegionRouteStore {
             kv.batch(ops).await?;
         }
         let n = routes.len();
-        let mut cache = self.cache_write();
+        let mut cache = self.cache.write();
         cache.reserve(n);
         for route in routes {
             cache.insert(route);
@@ -139,7 +139,7 @@ impl KvRegionRouteStore {
     /// meaning, see the module docs) otherwise.
     async fn swap(&self, region_id: u64, expected: &Entry, new: Entry) -> Result<bool> {
         let Some(kv) = &self.kv else {
-            let mut cache = self.cache_write();
+            let mut cache = self.cache.write();
             if cache.entry(region_id) != *expected {
                 return Ok(false);
             }
@@ -161,14 +161,14 @@ impl KvRegionRouteStore {
                 .await
             {
                 Ok(true) => {
-                    self.cache_write().apply(region_id, new);
+                    self.cache.write().apply(region_id, new);
                     return Ok(true);
                 }
                 Ok(false) => {
                     let held_bytes = kv.get(key.as_bytes()).await?;
                     let held = decode(&key, held_bytes.as_deref())?;
                     if held != *expected || last {
-                        self.cache_write().apply(region_id, held);
+                        self.cache.write().apply(region_id, held);
                         return Ok(false);
                     }
                     // The same value in another encoding: compare against those bytes.
@@ -200,7 +200,7 @@ impl KvRegionRouteStore {
             return Err(err);
         };
         let applied = held == *wanted;
-        self.cache_write().apply(region_id, held);
+        self.cache.write().apply(region_id, held);
         if applied {
             Ok(())
         } else {
@@ -210,19 +210,11 @@ impl KvRegionRouteStore {
 
     /// How many regions `node_id` leads, from the per-node index (no scan).
     pub fn leading_count(&self, node_id: u64) -> usize {
-        self.cache_read().leading_count(node_id)
+        self.cache.read().leading_count(node_id)
     }
 
     fn key(region_id: u64) -> String {
         format!("{ROUTE_PREFIX}{region_id}")
-    }
-
-    fn cache_read(&self) -> parking_lot::RwLockReadGuard<'_, RouteTable> {
-        self.cache.read()
-    }
-
-    fn cache_write(&self) -> parking_lot::RwLockWriteGuard<'_, RouteTable> {
-        self.cache.write()
     }
 }
 
@@ -262,17 +254,17 @@ fn decode(key: &str, bytes: Option<&[u8]>) -> Result<Entry> {
 #[async_trait]
 impl RegionRouteStore for KvRegionRouteStore {
     async fn get(&self, region_id: u64) -> Result<Option<RegionRoute>> {
-        Ok(self.cache_read().get(region_id))
+        Ok(self.cache.read().get(region_id))
     }
 
     async fn list(&self) -> Result<Vec<RegionRoute>> {
-        Ok(self.cache_read().list())
+        Ok(self.cache.read().list())
     }
 
     async fn create(&self, route: RegionRoute) -> Result<Option<RegionRoute>> {
         let region_id = route.region_id;
         for _ in 0..ATTEMPTS {
-            let current = self.cache_read().entry(region_id);
+            let current = self.cache.read().entry(region_id);
             let epoch = match current {
                 Entry::Route(_) => return Ok(None),
                 Entry::Dropped(epoch) => epoch + 1,
@@ -304,7 +296,7 @@ impl RegionRouteStore for KvRegionRouteStore {
                 return self.settle(kv, region_id, &Entry::Route(route), err).await;
             }
         }
-        self.cache_write().insert(route);
+        self.cache.write().insert(route);
         Ok(())
     }
 
@@ -326,7 +318,7 @@ impl RegionRouteStore for KvRegionRouteStore {
 
     async fn delete(&self, region_id: u64) -> Result<Option<RegionRoute>> {
         for _ in 0..ATTEMPTS {
-            let current = self.cache_read().entry(region_id);
+            let current = self.cache.read().entry(region_id);
             let Entry::Route(route) = &current else {
                 return Ok(None);
             };
@@ -343,7 +335,7 @@ impl RegionRouteStore for KvRegionRouteStore {
     }
 
     async fn led_by(&self, node_id: u64) -> Result<Vec<RegionRoute>> {
-        let cache = self.cache_read();
+        let cache = self.cache.read();
         Ok(cache
             .led_by(node_id)
             .into_iter()
@@ -352,11 +344,11 @@ impl RegionRouteStore for KvRegionRouteStore {
     }
 
     async fn leaders(&self) -> Result<Vec<u64>> {
-        Ok(self.cache_read().leaders())
+        Ok(self.cache.read().leaders())
     }
 
     async fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Result<Vec<Option<Holding>>> {
-        Ok(self.cache_read().roles_for(node_id, region_ids))
+        Ok(self.cache.read().roles_for(node_id, region_ids))
     }
 }
 

@@ -1,11 +1,11 @@
 //! [`RegionSupervisor`]: the leader task that notices failed datanodes and moves their
 //! regions away.
 //!
-//! Every tick (a quarter heartbeat interval) it feeds one [`PhiAccrualDetector`] per
+//! Every tick (a quarter heartbeat interval) it feeds one [`PhiAccrualDetector`](super::detector::PhiAccrualDetector) per
 //! datanode with the node's last heartbeat time, then, for each node judged failed (its
 //! detector crossed the threshold, or it was silent for the silence limit, a little less
 //! than the lease wait, so that only the switch waits for the lease; see
-//! [`super::judgement`]),
+//! `failover::judgement`),
 //! schedules a failover (a [`Migrations`] procedure) of every region it leads, to a target
 //! the selector picks, never the failed node. Regions share their node's fate, so the
 //! detectors are per node, not per region.
@@ -58,7 +58,7 @@ pub struct SupervisorOptions {
     /// The detectors' tuning.
     pub phi: PhiOptions,
     /// Silence after which a node is failed whatever its detector says
-    /// ([`super::judgement::silence_limit`]).
+    /// (`failover::judgement::silence_limit`).
     pub silence_limit: Duration,
 }
 

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use handlers::{LeadershipRef, LeadershipView};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -53,12 +53,8 @@ pub struct GrantLog {
 const MAX_TERMS: usize = 256;
 
 impl GrantLog {
-    fn lock(&self) -> MutexGuard<'_, Vec<TermRecord>> {
-        self.terms.lock()
-    }
-
     fn begin(&self, term: u64) {
-        let mut terms = self.lock();
+        let mut terms = self.terms.lock();
         if terms.len() == MAX_TERMS {
             terms.remove(0);
         }
@@ -70,7 +66,7 @@ impl GrantLog {
     }
 
     fn end(&self) {
-        if let Some(t) = self.lock().last_mut() {
+        if let Some(t) = self.terms.lock().last_mut() {
             if t.ended_ms.is_none() {
                 t.ended_ms = Some(common_proto::unix_millis());
             }
@@ -80,7 +76,7 @@ impl GrantLog {
     /// Records a heartbeat answered as leader with leases, decided at `at_ms` (taken
     /// before the leadership check that allowed it).
     pub fn record_grant(&self, at_ms: u64) {
-        if let Some(t) = self.lock().last_mut() {
+        if let Some(t) = self.terms.lock().last_mut() {
             t.first_grant_ms.get_or_insert(at_ms);
             t.last_grant_ms = Some(t.last_grant_ms.map_or(at_ms, |l| l.max(at_ms)));
             t.grants += 1;
@@ -89,14 +85,14 @@ impl GrantLog {
 
     /// Records that a leader task acted at `at_ms` (taken before its leadership check).
     pub fn record_task(&self, at_ms: u64) {
-        if let Some(t) = self.lock().last_mut() {
+        if let Some(t) = self.terms.lock().last_mut() {
             t.last_task_ms = Some(t.last_task_ms.map_or(at_ms, |l| l.max(at_ms)));
         }
     }
 
     /// Every recorded term.
     pub fn terms(&self) -> Vec<TermRecord> {
-        self.lock().clone()
+        self.terms.lock().clone()
     }
 }
 

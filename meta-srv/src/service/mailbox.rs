@@ -49,7 +49,7 @@ pub struct Mailbox {
     cluster_id: u64,
     from: String,
     next_id: AtomicU64,
-    // A std Mutex: held only for map updates.
+    // A synchronous lock (parking_lot): held only for map updates.
     pending: Arc<PendingMap>,
 }
 

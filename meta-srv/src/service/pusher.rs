@@ -2,7 +2,7 @@
 //!
 //! Each registration gets a fresh **generation**. A session removes only the pusher with
 //! its own generation when it ends, so an old session's cleanup can never delete the
-//! pusher of the session that replaced it (GreptimeDB's bug).
+//! pusher of the session that replaced it.
 //!
 //! Registration rules for a key that already has a pusher:
 //! - the old stream is gone (its receiver dropped): replace it;
@@ -45,7 +45,7 @@ pub struct Pusher {
     tx: ResponseTx,
     /// Cancelled when a newer session replaces this one; the session then ends.
     replaced: CancellationToken,
-    // A std Mutex: updated on every heartbeat, never held across an await.
+    // A synchronous lock (parking_lot): updated on every heartbeat, never held across an await.
     last_seen: Mutex<Instant>,
 }
 
@@ -104,7 +104,7 @@ impl Pusher {
 /// The registry of pushers.
 #[derive(Debug, Default)]
 pub struct Pushers {
-    // A std Mutex: every method is synchronous.
+    // A synchronous lock (parking_lot): every method is synchronous.
     map: Mutex<HashMap<NodeKey, Arc<Pusher>>>,
     next_generation: AtomicU64,
 }
