@@ -188,4 +188,17 @@ mod tests {
         assert_eq!(Reach::of(None, true), Reach::Gone, "unknown to this leader");
         assert_eq!(Reach::of(None, false), Reach::Gone);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nodes_state_is_alive_while_its_lease_is_live() {
+        let state = |expired, connected| NodeState {
+            lease: lease(expired),
+            connected,
+            drained: false,
+        };
+        assert!(state(false, false).alive());
+        assert!(!state(true, true).alive());
+        assert_eq!(state(false, true).reach(), Reach::Connected);
+        assert_eq!(state(true, true).reach(), Reach::Gone);
+    }
 }

@@ -171,10 +171,7 @@ impl Cluster {
     ) -> RegionHealth {
         let key = leader.map(NodeKey::datanode);
         let lease = key.and_then(|k| self.node_leases.get(k));
-        let latest = match &lease {
-            Some(l) if !l.expired => self.stats.latest(l.key),
-            _ => None,
-        };
+        let latest = lease.as_ref().and_then(|l| self.stats.latest(l.key));
         let (lease_state, cannot_serve) = lease_state_of(
             region_id,
             leader,
@@ -278,5 +275,7 @@ mod tests {
         assert_eq!(health(Some(2), Some("x")).availability(), "migrating");
         assert_eq!(health(None, Some("x")).availability(), "unavailable");
         assert_eq!(health(None, None).availability(), "available");
+        let labels = [Granted, Pending, Expired, Unassigned].map(LeaseState::label);
+        assert_eq!(labels, ["granted", "pending", "expired", "unassigned"]);
     }
 }

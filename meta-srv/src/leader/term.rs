@@ -119,6 +119,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn cancelling_the_terms_token_stops_its_tasks() {
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let mut term = TermTasks::new(CancellationToken::new());
+        assert!(term.is_empty());
+        let guard = Stopped(stopped.clone());
+        term.spawn("oblivious", async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        assert!(!term.is_empty());
+        term.token().cancel();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            stopped.load(Ordering::SeqCst),
+            1,
+            "stopped by the token alone"
+        );
+        term.end().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn finished_tasks_are_reaped_as_new_ones_start() {
         let mut term = TermTasks::new(CancellationToken::new());
         term.spawn("quick", async {});

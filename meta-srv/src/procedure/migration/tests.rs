@@ -49,7 +49,11 @@ struct Harness {
 impl Harness {
     /// A leader whose term began, with no nodes.
     async fn new() -> Self {
-        let kv: KvBackendRef = Arc::new(MemoryKvBackend::new());
+        Self::over(Arc::new(MemoryKvBackend::new())).await
+    }
+
+    /// As [`new`](Self::new), over `kv`.
+    async fn over(kv: KvBackendRef) -> Self {
         let pushers = Arc::new(Pushers::new());
         let leadership: LeadershipRef = Arc::new(LeaderLease::new(true, None));
         let gate = Arc::new(LeaderGate::new(
@@ -574,6 +578,81 @@ async fn only_live_connected_datanodes_on_shared_storage_are_candidates() {
         (Reach::Gone, Reach::Gone),
         "both expired"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_model_lists_each_node_with_its_stream_and_only_a_datanodes_drain() {
+    use common_proto::v1::Role;
+    let h = Harness::new().await;
+    h.alive(1, &[], true).await;
+    h.connect(1);
+    h.alive(2, &[], true).await;
+    let frontend = NodeKey {
+        role: Role::Frontend,
+        node_id: 2,
+    };
+    h.deps
+        .cluster
+        .node_leases
+        .keep_alive(frontend, "f", 1, 0, Instant::now());
+    h.deps
+        .cluster
+        .maintenance
+        .set_drained(2, true)
+        .await
+        .expect("drain");
+    let mut nodes: Vec<_> = h
+        .deps
+        .cluster
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            (
+                n.lease.key.node_id,
+                n.lease.key.role as i32,
+                n.connected,
+                n.drained,
+            )
+        })
+        .collect();
+    nodes.sort();
+    let (dn, fe) = (Role::Datanode as i32, Role::Frontend as i32);
+    let mut want = vec![
+        (1, dn, true, false),
+        (2, dn, false, true),
+        (2, fe, false, false),
+    ];
+    want.sort();
+    assert_eq!(nodes, want);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_whose_record_write_failed_runs_only_if_the_backend_applied_it() {
+    for applied in [true, false] {
+        let kv = Arc::new(handlers::FaultyKv::new());
+        let h = Harness::over(kv.clone()).await;
+        for id in [1, 2] {
+            h.alive(id, &[REGION], true).await;
+            h.connect(id);
+        }
+        h.put_route(Some(1), vec![]).await;
+        kv.fail_writes(applied);
+        let started = h
+            .migrations
+            .start(REGION, Some(2), MigrationReason::Manual)
+            .await;
+        let record = h.migrations.in_flight(REGION).await;
+        if applied {
+            let state = started.expect("the record is there: the move runs");
+            assert_eq!(record.map(|r| r.to), Some(state.to));
+        } else {
+            assert!(
+                matches!(started, Err(MigrationError::Store { .. })),
+                "{started:?}"
+            );
+            assert!(record.is_none(), "nothing was written, nothing runs");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
