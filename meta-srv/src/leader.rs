@@ -145,12 +145,9 @@ impl LeaderScope {
             );
         }
         self.migrations.begin_term(token.child_token()).await;
-        tasks.spawn("supervisor", self.supervisor.clone().run(token.clone()));
-        tasks.spawn("sweeper", sweeper::run(self.sweeper.clone(), token.clone()));
-        tasks.spawn(
-            "stats_flusher",
-            sweeper::flush_stats(self.sweeper.clone(), token),
-        );
+        tasks.spawn("supervisor", self.supervisor.clone().run());
+        tasks.spawn("sweeper", sweeper::run(self.sweeper.clone()));
+        tasks.spawn("stats_flusher", sweeper::flush_stats(self.sweeper.clone()));
         *self.term.lock() = Some(tasks);
         info!(
             term,

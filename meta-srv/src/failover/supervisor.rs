@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::detector::PhiOptions;
@@ -197,8 +196,9 @@ impl RegionSupervisor {
         self.failed.lock().clone()
     }
 
-    /// Runs until `term` is cancelled (the end of this leader's term).
-    pub async fn run(self: Arc<Self>, term: CancellationToken) {
+    /// Runs for as long as it is polled: a term task, stopped (dropped) when the term
+    /// ends.
+    pub async fn run(self: Arc<Self>) {
         let tick = self.options.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,10 +220,7 @@ impl RegionSupervisor {
             "region supervisor started"
         );
         loop {
-            tokio::select! {
-                _ = term.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+            ticker.tick().await;
             let now = Instant::now();
             let stalled = stall.stalled(now);
             if !self.leadership.is_leader() {

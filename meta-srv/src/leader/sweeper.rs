@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use handlers::builtin::StatsCache;
 use handlers::Context;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::leader::gate::LeaderGate;
@@ -38,16 +37,13 @@ pub(crate) struct Sweeper {
 /// longer than the interval, this process was not running (SIGSTOP, a starved runtime):
 /// it heard no heartbeats for that time through no fault of the nodes. It then gives
 /// every live node a fresh grace of one node lease instead of expiring them all.
-pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
+pub(crate) async fn run(srv: Sweeper) {
     let interval = srv.sweep_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall = StallClock::new(interval, srv.ctx.clock.now());
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        ticker.tick().await;
         let at_ms = common_proto::unix_millis();
         let now = srv.ctx.clock.now();
         let stalled = stall.stalled(now);
@@ -83,15 +79,12 @@ pub(crate) async fn run(srv: Sweeper, shutdown: CancellationToken) {
 
 /// Writes the stats marked for flushing, in one batch, every `stats_flush_interval`.
 /// Heartbeats never wait on it.
-pub(crate) async fn flush_stats(srv: Sweeper, shutdown: CancellationToken) {
+pub(crate) async fn flush_stats(srv: Sweeper) {
     let mut ticker =
         tokio::time::interval(srv.flush_interval.max(std::time::Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        ticker.tick().await;
         // Leader state is written only under the leadership deadline.
         if !srv.ctx.leadership.is_leader() {
             continue;
