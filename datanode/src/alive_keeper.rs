@@ -100,9 +100,13 @@ impl RegionAliveKeeper {
         self.leases.track(region_id);
     }
 
-    /// Stops tracking a region (it was closed).
-    pub fn deregister(&self, region_id: u64) {
+    /// Closes a region: the one path for a close the metasrv asked for, by instruction
+    /// or as closeable in a lease. Its lease goes first, so no write is admitted from
+    /// the moment the close begins, then the engine closes it. Returns whether the engine
+    /// had it open.
+    pub async fn close(&self, region_id: u64) -> crate::error::Result<bool> {
         self.leases.untrack(region_id);
+        self.engine.close_region(region_id).await
     }
 
     /// A region's current deadline.
@@ -436,8 +440,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_keeper_tracks_what_it_is_told_and_counts_from_its_epoch() {
-        let (_engine, keeper, _t) = keeper_with(&[], false).await;
+        let (engine, keeper, _t) = keeper_with(&[], false).await;
         assert!(keeper.is_empty());
+        engine
+            .open_region(7, RegionRole::Leader, 1)
+            .await
+            .expect("open");
         keeper.register(7);
         assert!(!keeper.is_empty());
         assert_eq!(
@@ -445,9 +453,14 @@ mod tests {
             Some(keeper.epoch()),
             "tracked, never granted"
         );
-        keeper.deregister(7);
+        assert!(keeper.close(7).await.expect("close"), "it was open");
         assert!(keeper.is_empty());
         assert_eq!(keeper.deadline(7), None);
+        assert!(engine.regions().is_empty(), "the engine closed it too");
+        assert!(
+            !keeper.close(7).await.expect("close"),
+            "a second close finds nothing"
+        );
         tokio::time::advance(Duration::from_millis(5_000)).await;
         assert_eq!(keeper.duration_since_epoch(), 5_000);
     }

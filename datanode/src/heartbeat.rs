@@ -310,8 +310,7 @@ impl HeartbeatTask {
                 self.status.update(|s| s.last_grant = Some(Instant::now()));
             }
             for region_id in outcome.to_close {
-                self.keeper.deregister(region_id);
-                match self.engine.close_region(region_id).await {
+                match self.keeper.close(region_id).await {
                     Ok(true) => info!(region_id, "closed a region the metasrv does not route here"),
                     Ok(false) => {}
                     Err(err) => {

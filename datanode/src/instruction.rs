@@ -86,8 +86,7 @@ impl InstructionHandler {
                 InstructionReply::OpenRegion(reply(region_id, res))
             }
             Instruction::CloseRegion(_) => {
-                self.keeper.deregister(region_id);
-                let res = self.engine.close_region(region_id).await.map(|_| ());
+                let res = self.keeper.close(region_id).await.map(|_| ());
                 InstructionReply::CloseRegion(reply(region_id, res))
             }
             Instruction::DowngradeRegion(_) => {

@@ -15,7 +15,7 @@ use common_proto::v1::{
 };
 use handlers::builtin::{names, StatsCache};
 use handlers::{
-    Context, HandleControl, HandlerGroupBuilder, HeartbeatAccumulator, HeartbeatHandler,
+    Context, HandleControl, HandlerGroupBuilder, Heartbeat, HeartbeatAccumulator, HeartbeatHandler,
     LeaseOptions, RegionRoute, Result,
 };
 
@@ -41,16 +41,12 @@ impl HeartbeatHandler for MinVersionHandler {
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &Heartbeat,
         _ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
         let (a, b, c) = self.min;
-        let reported = req
-            .extensions
-            .get("version")
-            .map(String::as_str)
-            .unwrap_or("");
+        let reported = hb.extension("version").unwrap_or("");
         match parse_version(reported) {
             Some(v) if v >= self.min => {
                 acc.extensions
@@ -111,9 +107,10 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("pipeline: {}", group.names().join(" -> "));
 
     for (node_id, version) in [(1, "1.4.2"), (2, "1.3.9")] {
-        let req = heartbeat(node_id, version);
+        // The metasrv's session validates every request into a `Heartbeat` at the edge.
+        let hb = Heartbeat::parse(heartbeat(node_id, version), ctx.cluster_id)?;
         let mut acc = HeartbeatAccumulator::new(ctx.cluster_id);
-        group.handle(Role::Datanode, &req, &ctx, &mut acc).await;
+        group.handle(&hb, &ctx, &mut acc).await;
         let resp = acc.into_response();
         let error = resp.header.as_ref().and_then(|h| h.error.as_ref());
         let granted = resp.region_lease.as_ref().map_or(0, |l| l.regions.len());

@@ -2,6 +2,7 @@
 //! becomes a [`HeartbeatResponse`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use common_proto::v1::{
     Error as ProtoError, ErrorCode, HandlerFailure, HeartbeatConfig, HeartbeatResponse,
@@ -20,8 +21,9 @@ pub struct HeartbeatAccumulator {
     pub error: Option<ProtoError>,
     /// Handlers that failed while the chain went on.
     pub failures: Vec<HandlerFailure>,
-    /// The parsed request, set by CollectStats.
-    pub stat: Option<Stat>,
+    /// The stat this heartbeat contributes to the stats store: set by CollectStats, read
+    /// by PersistStats; a handler between them may replace or drop it.
+    pub stat: Option<Arc<Stat>>,
     /// The region leases granted, set by RegionLease.
     pub region_lease: Option<RegionLease>,
     /// An instruction for the node, if one is waiting.

@@ -23,7 +23,7 @@ use crate::{Error, HandlerGroup, HeartbeatHandler, Result};
 /// use std::sync::Arc;
 /// use handlers::builtin::{names, StatsCache};
 /// use handlers::{async_trait, Context, HandleControl, HandlerGroupBuilder};
-/// use handlers::{HeartbeatAccumulator, HeartbeatHandler, HeartbeatRequest, Role};
+/// use handlers::{Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Role};
 ///
 /// /// Counts datanode heartbeats before their leases are kept.
 /// struct Audit;
@@ -32,7 +32,7 @@ use crate::{Error, HandlerGroup, HeartbeatHandler, Result};
 /// impl HeartbeatHandler for Audit {
 ///     fn name(&self) -> &str { "audit" }
 ///     fn is_acceptable(&self, role: Role) -> bool { role == Role::Datanode }
-///     async fn handle(&self, _req: &HeartbeatRequest, _ctx: &Context,
+///     async fn handle(&self, _hb: &Heartbeat, _ctx: &Context,
 ///                     _acc: &mut HeartbeatAccumulator) -> handlers::Result<HandleControl> {
 ///         Ok(HandleControl::Continue)
 ///     }

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common_proto::v1::{HeartbeatRequest, Role};
 use tracing::{warn, Instrument};
 
 use crate::metrics::HandlerSeries;
-use crate::{Context, ErrorPolicy, HandleControl, HeartbeatAccumulator, HeartbeatHandler};
+use crate::{
+    Context, ErrorPolicy, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler,
+};
 
 /// Cumulative counters for one handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +82,14 @@ impl HandlerGroup {
         self.entries.iter().map(|e| e.handler.name()).collect()
     }
 
-    /// Runs one heartbeat through the handlers that accept `role`, in order, until one
+    /// Runs one heartbeat through the handlers that accept its role, in order, until one
     /// returns [`HandleControl::Done`] or fails with [`ErrorPolicy::Stop`].
     ///
     /// Never fails: handler errors are recorded in `acc` (and so in the response header),
     /// counted and logged, which is what keeps a failing non-critical handler from costing
     /// a node its lease.
-    pub async fn handle(
-        &self,
-        role: Role,
-        req: &HeartbeatRequest,
-        ctx: &Context,
-        acc: &mut HeartbeatAccumulator,
-    ) {
+    pub async fn handle(&self, hb: &Heartbeat, ctx: &Context, acc: &mut HeartbeatAccumulator) {
+        let role = hb.role();
         for entry in &self.entries {
             let handler = &entry.handler;
             if !handler.is_acceptable(role) {
@@ -103,7 +99,7 @@ impl HandlerGroup {
             let span = tracing::debug_span!("heartbeat_handler", handler = name);
             let start = Instant::now();
             let had_error = acc.error.is_some();
-            let result = handler.handle(req, ctx, acc).instrument(span).await;
+            let result = handler.handle(hb, ctx, acc).instrument(span).await;
             let elapsed = start.elapsed();
             entry.counters.calls.fetch_add(1, Ordering::Relaxed);
             entry
@@ -119,7 +115,7 @@ impl HandlerGroup {
                             // A refusal leaves a trace: counted, and logged with the node.
                             entry.counters.refusals.fetch_add(1, Ordering::Relaxed);
                             entry.series.refusals.inc();
-                            let node_id = req.header.as_ref().map_or(0, |h| h.node_id);
+                            let node_id = hb.key().node_id;
                             if err.code() == common_proto::v1::ErrorCode::NotLeader {
                                 tracing::debug!(
                                     handler = name,
@@ -287,7 +283,7 @@ mod tests {
 
         async fn handle(
             &self,
-            _req: &common_proto::v1::HeartbeatRequest,
+            _hb: &crate::Heartbeat,
             _ctx: &crate::Context,
             acc: &mut crate::HeartbeatAccumulator,
         ) -> crate::Result<crate::HandleControl> {

@@ -1,9 +1,9 @@
 //! The [`HeartbeatHandler`] trait: one step of the heartbeat pipeline.
 
 use async_trait::async_trait;
-use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::v1::Role;
 
-use crate::{Context, HeartbeatAccumulator, Result};
+use crate::{Context, Heartbeat, HeartbeatAccumulator, Result};
 
 /// What the group does after a handler returns `Ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +26,8 @@ pub enum ErrorPolicy {
     /// operator handler must never cost a node its lease.
     Continue,
     /// Stop the chain. For handlers whose failure makes every later step meaningless,
-    /// such as CollectStats rejecting a request it cannot parse: granting a lease to a
-    /// request nobody understood would be wrong.
+    /// such as a gate that could not decide whether to admit a node: granting a lease to a
+    /// node nobody admitted would be wrong.
     Stop,
 }
 
@@ -39,7 +39,8 @@ pub enum ErrorPolicy {
 ///   first of two equal types win).
 /// - `is_acceptable` filters by the sender's role; a handler that does not accept the
 ///   role is skipped, and not timed.
-/// - `handle` reads the request and writes into the accumulator. Hold no lock across an
+/// - `handle` reads the [`Heartbeat`] (already validated: the sender's key, its regions
+///   and extensions are typed) and writes into the accumulator. Hold no lock across an
 ///   await, and keep it cheap: it runs for every heartbeat of every node.
 ///
 /// # Errors
@@ -63,7 +64,7 @@ pub trait HeartbeatHandler: Send + Sync + 'static {
     /// Processes one heartbeat.
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &Heartbeat,
         ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl>;

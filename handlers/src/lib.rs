@@ -1,8 +1,8 @@
 //! The heartbeat handler pipeline, and the narrow ports its handlers use.
 //!
-//! Every heartbeat a node sends runs through a [`HandlerGroup`]: an ordered list of
-//! [`HeartbeatHandler`]s that each read the request and fill a shared
-//! [`HeartbeatAccumulator`], which becomes the response. Operators depend on this crate
+//! Every heartbeat a node sends is validated once, at the edge, into a [`Heartbeat`], and
+//! runs through a [`HandlerGroup`]: an ordered list of [`HeartbeatHandler`]s that each
+//! read it and fill a shared [`HeartbeatAccumulator`], which becomes the response. Operators depend on this crate
 //! alone to write their own handler and place it in the group by name.
 //!
 //! Handlers reach the outside world only through the ports in [`Context`]: a
@@ -18,7 +18,8 @@
 //! - `context`: [`Context`], the bundle of ports handed to every handler;
 //!   `instructions`: [`InstructionSender`], the mailbox as a port.
 //! - `builtin`: CollectStats, CheckLeader, KeepLease, RegionLease, PersistStats.
-//! - `stat`, `validate`: the parsed request ([`Stat`]) and request validation.
+//! - `heartbeat`, `stat`: the validated request ([`Heartbeat`], the only way to build one
+//!   is to parse and check a request) and the per-node stats it carries ([`Stat`]).
 //! - ports: `kv` (+ `kv::memory`), `leadership`, `node_lease`, `route`, `clock`.
 //! - `error`: the crate's typed errors.
 //! - `metrics`: the pipeline's Prometheus series (per-handler latency, errors, refusals).
@@ -31,6 +32,7 @@ pub mod context;
 pub mod error;
 pub mod group;
 pub mod handler;
+pub mod heartbeat;
 pub mod instructions;
 pub mod kv;
 pub mod leadership;
@@ -38,7 +40,6 @@ pub mod metrics;
 pub mod node_lease;
 pub mod route;
 pub mod stat;
-pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -50,6 +51,7 @@ pub use context::{Context, LeaseOptions};
 pub use error::{Error, Result};
 pub use group::{HandlerGroup, HandlerTiming};
 pub use handler::{ErrorPolicy, HandleControl, HeartbeatHandler};
+pub use heartbeat::Heartbeat;
 pub use instructions::{InstructionSender, InstructionSenderRef};
 pub use kv::{BatchOp, FaultyKv, KeyValue, KvBackend, KvBackendRef, MemoryKvBackend};
 pub use leadership::{LeaderLease, LeadershipRef, LeadershipView};

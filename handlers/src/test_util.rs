@@ -1,5 +1,6 @@
 //! The fixtures shared by the unit tests: a [`Context`] on the in-memory backends and a
-//! manual clock, a request builder, a one-call group runner and the `Probe` test handler.
+//! manual clock, a request builder, a one-call group runner (which parses the request, as
+//! the session does) and the `Probe` test handler.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use common_proto::PROTOCOL_VERSION;
 
 use crate::builtin::StatsCache;
 use crate::{
-    Context, Error, ErrorPolicy, HandleControl, HandlerGroup, HandlerGroupBuilder,
+    Context, Error, ErrorPolicy, HandleControl, HandlerGroup, HandlerGroupBuilder, Heartbeat,
     HeartbeatAccumulator, HeartbeatHandler, LeaderLease, LeaseOptions, ManualClock, Result,
 };
 
@@ -73,9 +74,9 @@ pub(crate) async fn run(
     ctx: &Context,
     req: &HeartbeatRequest,
 ) -> HeartbeatAccumulator {
-    let role = req.header.as_ref().map(|h| h.role()).unwrap_or_default();
+    let hb = Heartbeat::parse(req.clone(), CLUSTER).expect("a valid request");
     let mut acc = HeartbeatAccumulator::new(CLUSTER);
-    group.handle(role, req, ctx, &mut acc).await;
+    group.handle(&hb, ctx, &mut acc).await;
     acc
 }
 
@@ -120,7 +121,7 @@ impl HeartbeatHandler for Probe {
     }
     async fn handle(
         &self,
-        _: &HeartbeatRequest,
+        _: &Heartbeat,
         _: &Context,
         _: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {

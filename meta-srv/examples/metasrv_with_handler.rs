@@ -4,9 +4,9 @@
 //!
 //! Run: `cargo run -p meta-srv --example metasrv_with_handler`, then start datanodes.
 
-use common_proto::v1::{ErrorCode, HeartbeatRequest, Role};
+use common_proto::v1::{ErrorCode, Role};
 use handlers::builtin::names;
-use handlers::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
+use handlers::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Result};
 use meta_srv::{MetasrvBuilder, MetasrvOptions};
 
 /// Refuses datanodes that do not say which zone they run in.
@@ -24,11 +24,11 @@ impl HeartbeatHandler for RequireZone {
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &Heartbeat,
         _ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
-        if req.extensions.contains_key("label.zone") {
+        if hb.extension("label.zone").is_some() {
             return Ok(HandleControl::Continue);
         }
         acc.set_error(ErrorCode::InvalidArgument, "datanode has no zone label");

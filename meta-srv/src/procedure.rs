@@ -3,5 +3,7 @@
 //!
 //! - `migration`: [`Migrations`](migration::Migrations), the one region-move procedure
 //!   behind failover, `POST /regions/{id}/migrate` and `POST /nodes/{id}/drain`.
+//! - `drain`: [`drain`](drain::drain) a datanode: mark it, move what it leads, report.
 
+pub mod drain;
 pub mod migration;

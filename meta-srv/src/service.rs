@@ -37,7 +37,6 @@ pub(crate) const STREAM_QUEUE: usize = 64;
 /// whole server, so the session depends on the parts it uses.
 #[derive(Debug, Clone)]
 pub struct SessionDeps {
-    pub(crate) cluster_id: u64,
     pub(crate) node_lease: Duration,
     /// The handshake config sent on each stream's first response.
     pub(crate) heartbeat_config: HeartbeatConfig,
@@ -96,7 +95,7 @@ impl Heartbeat for HeartbeatService {
         &self,
         request: Request<AskLeaderRequest>,
     ) -> Result<Response<AskLeaderResponse>, Status> {
-        let cluster_id = self.srv.cluster_id;
+        let cluster_id = self.srv.ctx.cluster_id;
         if let Some(h) = &request.get_ref().header {
             if h.cluster_id != cluster_id {
                 return Err(Status::invalid_argument(format!(

@@ -5,7 +5,7 @@ mod common;
 use async_trait::async_trait;
 use common::{fast_options, start_with, FakeNode};
 use common_proto::instruction::OpenRole;
-use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::v1::Role;
 use common_proto::{Instruction, JsonPayload};
 use handlers::NodeKey;
 use handlers::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler};
@@ -26,7 +26,7 @@ impl HeartbeatHandler for Named {
 
     async fn handle(
         &self,
-        _req: &HeartbeatRequest,
+        _hb: &handlers::Heartbeat,
         _ctx: &Context,
         _acc: &mut HeartbeatAccumulator,
     ) -> handlers::Result<HandleControl> {
@@ -97,11 +97,11 @@ impl HeartbeatHandler for Relay {
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &handlers::Heartbeat,
         ctx: &Context,
         _acc: &mut HeartbeatAccumulator,
     ) -> handlers::Result<HandleControl> {
-        if req.header.as_ref().is_some_and(|h| h.node_id == 2) {
+        if hb.key().node_id == 2 {
             let mailbox = ctx
                 .mailbox
                 .as_ref()

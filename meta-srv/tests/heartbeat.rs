@@ -303,7 +303,7 @@ impl handlers::HeartbeatHandler for LosesLeadership {
 
     async fn handle(
         &self,
-        _req: &common_proto::v1::HeartbeatRequest,
+        _hb: &handlers::Heartbeat,
         _ctx: &handlers::Context,
         _acc: &mut handlers::HeartbeatAccumulator,
     ) -> handlers::Result<handlers::HandleControl> {

@@ -1,10 +1,10 @@
 //! CheckLeader: a follower answers NOT_LEADER and stops the chain.
 
 use async_trait::async_trait;
-use common_proto::v1::{ErrorCode, HeartbeatRequest, Role};
+use common_proto::v1::{ErrorCode, Role};
 
-use super::{any_known_role, names};
-use crate::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
+use super::names;
+use crate::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Result};
 
 /// Stops the chain on a follower, so a follower never grants or records a lease. The
 /// error message names the leader when known, so the node can go straight there.
@@ -17,13 +17,13 @@ impl HeartbeatHandler for CheckLeaderHandler {
         names::CHECK_LEADER
     }
 
-    fn is_acceptable(&self, role: Role) -> bool {
-        any_known_role(role)
+    fn is_acceptable(&self, _role: Role) -> bool {
+        true
     }
 
     async fn handle(
         &self,
-        _req: &HeartbeatRequest,
+        _hb: &Heartbeat,
         ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {

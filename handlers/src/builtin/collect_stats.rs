@@ -1,17 +1,15 @@
-//! CollectStats: validate the request and parse it into a [`Stat`].
+//! CollectStats: put the heartbeat's stat into the accumulator.
 
 use async_trait::async_trait;
-use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::v1::Role;
 
-use super::{any_known_role, names};
-use crate::stat::RegionStatSummary;
-use crate::validate::validate_request;
-use crate::{
-    Context, ErrorPolicy, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result, Stat,
-};
+use super::names;
+use crate::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Result};
 
-/// Puts a validated [`Stat`] into the accumulator. Its errors stop the chain: a request
-/// it cannot parse must not be granted anything.
+/// Puts the heartbeat's [`Stat`](crate::Stat) into the accumulator, where PersistStats
+/// reads it. The heartbeat was validated when it was parsed, so this shares the parsed
+/// stat (no copy) and cannot fail. A handler placed between the two may replace or drop
+/// the stat (to redact or filter what is kept); removing this handler keeps no stats.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CollectStatsHandler;
 
@@ -21,83 +19,56 @@ impl HeartbeatHandler for CollectStatsHandler {
         names::COLLECT_STATS
     }
 
-    fn is_acceptable(&self, role: Role) -> bool {
-        any_known_role(role)
-    }
-
-    fn error_policy(&self) -> ErrorPolicy {
-        ErrorPolicy::Stop
+    fn is_acceptable(&self, _role: Role) -> bool {
+        true
     }
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
-        ctx: &Context,
+        hb: &Heartbeat,
+        _ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
-        let header = validate_request(req, ctx.cluster_id)?;
-        acc.stat = Some(Stat {
-            cluster_id: header.cluster_id,
-            node_id: header.node_id,
-            role: header.role as i32,
-            addr: req
-                .peer
-                .as_ref()
-                .map(|p| p.addr.clone())
-                .unwrap_or_default(),
-            node_epoch: req.node_epoch,
-            duration_since_epoch: req.duration_since_epoch,
-            received_at_millis: common_proto::unix_millis(),
-            shared_storage: req.shared_storage,
-            region_stats: req
-                .region_stats
-                .iter()
-                .map(|s| RegionStatSummary {
-                    region_id: s.region_id,
-                    role: s.role,
-                    rcus: s.rcus,
-                    wcus: s.wcus,
-                    approximate_bytes: s.approximate_bytes,
-                    row_count: s.row_count,
-                    shared_storage: s.shared_storage,
-                    unavailable: (!s.unavailable.is_empty()).then(|| s.unavailable.as_str().into()),
-                })
-                .collect(),
-        });
+        acc.stat = Some(hb.stat().clone());
         Ok(HandleControl::Continue)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use common_proto::v1::{ErrorCode, Role};
+    use common_proto::v1::Role;
 
+    use crate::builtin::names;
     use crate::test_util::{fixture, request, run};
     use crate::HandlerGroupBuilder;
 
     #[tokio::test]
-    async fn collect_stats_rejects_invalid_requests_and_stops() {
+    async fn collect_stats_shares_the_parsed_stat() {
         let f = fixture();
         let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
             .build()
             .expect("build");
-        let mut req = request(5, Role::Datanode, &[1, 1], 9);
-        let acc = run(&group, &f.ctx, &req).await;
-        assert_eq!(acc.error_code(), Some(ErrorCode::HandlerFailed));
-        assert!(acc.failures[0]
-            .message
-            .contains("region 1 is reported twice"));
-        assert!(
-            f.ctx.node_leases.list().is_empty(),
-            "nothing granted to a bad request"
-        );
-
-        req.region_stats.pop();
-        let acc = run(&group, &f.ctx, &req).await;
-        let stat = acc.stat.expect("parsed");
+        let acc = run(&group, &f.ctx, &request(5, Role::Datanode, &[1, 2], 9)).await;
+        let stat = acc.stat.expect("collected");
         assert_eq!(
             (stat.node_id, stat.node_epoch, stat.region_stats.len()),
-            (5, 100, 1)
+            (5, 100, 2)
+        );
+        let kept = f.stats.latest(stat.key()).expect("persist_stats kept it");
+        assert!(
+            std::sync::Arc::ptr_eq(&kept, &stat),
+            "the parsed stat itself, not a copy"
+        );
+
+        let without = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .remove(names::COLLECT_STATS)
+            .build()
+            .expect("build");
+        let acc = run(&without, &f.ctx, &request(6, Role::Datanode, &[1], 9)).await;
+        assert!(acc.stat.is_none());
+        assert!(
+            f.stats.latest(crate::NodeKey::datanode(6)).is_none(),
+            "without collect_stats nothing is kept"
         );
     }
 }

@@ -1,13 +1,13 @@
 //! KeepLease: record that the node is alive, on the leader's monotonic clock.
 
 use async_trait::async_trait;
-use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::v1::Role;
 
-use super::{any_known_role, names, node_key};
-use crate::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
+use super::names;
+use crate::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Result};
 
-/// Stamps `last_seen` for the sender. Reads the request directly rather than the `Stat`,
-/// so that it does not depend on any earlier non-critical handler.
+/// Stamps `last_seen` for the sender. Reads the heartbeat itself, not the accumulator's
+/// stat, so that it does not depend on any earlier handler.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeepLeaseHandler;
 
@@ -17,25 +17,22 @@ impl HeartbeatHandler for KeepLeaseHandler {
         names::KEEP_LEASE
     }
 
-    fn is_acceptable(&self, role: Role) -> bool {
-        any_known_role(role)
+    fn is_acceptable(&self, _role: Role) -> bool {
+        true
     }
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &Heartbeat,
         ctx: &Context,
         _acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
-        let Some(key) = node_key(req) else {
-            return Ok(HandleControl::Continue);
-        };
-        let addr = req.peer.as_ref().map_or("", |p| p.addr.as_str());
+        let stat = hb.stat();
         ctx.node_leases.keep_alive(
-            key,
-            addr,
-            req.node_epoch,
-            req.region_stats.len(),
+            hb.key(),
+            &stat.addr,
+            stat.node_epoch,
+            stat.region_stats.len(),
             ctx.clock.now(),
         );
         Ok(HandleControl::Continue)

@@ -17,12 +17,11 @@
 //! of them made this handler the most expensive one in the pipeline (JSON of `keep` ×
 //! regions on every flush), for history nobody reads back from the KV.
 //!
-//! **Memory.** A stat holds one summary per region (48 bytes), so the kept stats are a
-//! large part of what a connected node costs the leader. The ring's slots are reused in
-//! place: a full ring overwrites its oldest stat's buffers instead of allocating new ones
-//! on every heartbeat. A cache built [`without_flush`](StatsCache::without_flush) (a
-//! metasrv whose KV is memory, which no successor will ever read) marks nothing, and so
-//! holds no second copy for the flusher.
+//! **Memory and copies.** A stat holds one summary per region, so the kept stats are a
+//! large part of what a connected node costs the leader. The ring keeps the very stat the
+//! heartbeat was parsed into (an `Arc`): recording one copies no region, and the flusher
+//! shares it too. A cache built [`without_flush`](StatsCache::without_flush) (a metasrv
+//! whose KV is memory, which no successor will ever read) marks nothing.
 
 use std::collections::VecDeque;
 
@@ -30,15 +29,16 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common_proto::v1::{HeartbeatRequest, Role};
+use common_proto::v1::Role;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use snafu::ResultExt;
 
-use super::{any_known_role, names};
+use super::names;
 use crate::error::EncodeValueSnafu;
 use crate::{
-    Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, NodeKey, Result, Stat,
+    Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, NodeKey, Result,
+    Stat,
 };
 
 /// What is written to the KV for one node.
@@ -53,8 +53,15 @@ pub struct PersistedStats {
 #[derive(Debug)]
 struct NodeStats {
     node_epoch: u64,
-    recent: VecDeque<Stat>,
+    recent: VecDeque<Arc<Stat>>,
     since_flush: usize,
+}
+
+/// What the flusher writes, borrowed: encoded like [`PersistedStats`].
+#[derive(Serialize)]
+struct PersistedRef<'a> {
+    node_epoch: u64,
+    stat: &'a Stat,
 }
 
 /// What recording a stat did.
@@ -73,7 +80,7 @@ pub struct StatsCache {
     nodes: Mutex<HashMap<NodeKey, NodeStats>>,
     /// Latest stat per node awaiting the next flush; a separate lock, so the flusher
     /// swaps it out without touching the hot-path map.
-    pending: Mutex<HashMap<NodeKey, PersistedStats>>,
+    pending: Mutex<HashMap<NodeKey, Arc<Stat>>>,
     /// Mark a node for flushing every this many heartbeats; `None`: never.
     flush_every: Option<usize>,
     keep: usize,
@@ -112,7 +119,7 @@ impl StatsCache {
     }
 
     /// The most recent stat of a node.
-    pub fn latest(&self, key: NodeKey) -> Option<Stat> {
+    pub fn latest(&self, key: NodeKey) -> Option<Arc<Stat>> {
         self.nodes
             .lock()
             .get(&key)
@@ -130,11 +137,7 @@ impl StatsCache {
             let mut pending = self.pending.lock();
             for (key, n) in nodes.iter() {
                 if let Some(stat) = n.recent.back() {
-                    let persisted = PersistedStats {
-                        node_epoch: n.node_epoch,
-                        stat: stat.clone(),
-                    };
-                    pending.insert(*key, persisted);
+                    pending.insert(*key, stat.clone());
                 }
             }
         }
@@ -142,7 +145,7 @@ impl StatsCache {
     }
 
     /// A node's recent stats, oldest first.
-    pub fn recent(&self, key: NodeKey) -> Vec<Stat> {
+    pub fn recent(&self, key: NodeKey) -> Vec<Arc<Stat>> {
         self.nodes
             .lock()
             .get(&key)
@@ -180,7 +183,7 @@ impl StatsCache {
     /// runtime that serves heartbeats, nor holds all encoded values in memory at once.
     pub async fn flush(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
         let pending = std::mem::take(&mut *self.pending.lock());
-        let mut pending: Vec<(NodeKey, PersistedStats)> = pending.into_iter().collect();
+        let mut pending: Vec<(NodeKey, Arc<Stat>)> = pending.into_iter().collect();
         let mut written = 0;
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(FLUSH_CHUNK));
@@ -199,7 +202,7 @@ impl StatsCache {
         Ok(written)
     }
 
-    fn record(&self, key: NodeKey, stat: &Stat) -> Recorded {
+    fn record(&self, key: NodeKey, stat: &Arc<Stat>) -> Recorded {
         let mut nodes = self.nodes.lock();
         let node = nodes.entry(key).or_insert_with(|| NodeStats {
             node_epoch: 0,
@@ -230,26 +233,17 @@ impl StatsCache {
             node.since_flush = 0;
         }
         if node.recent.len() >= self.keep {
-            // Reuse the oldest slot's buffers (its region list above all).
-            if let Some(mut slot) = node.recent.pop_front() {
-                overwrite(&mut slot, stat);
-                node.recent.push_back(slot);
-            }
-        } else {
-            node.recent.push_back(stat.clone());
+            node.recent.pop_front();
         }
+        node.recent.push_back(stat.clone());
         let Some(flush_every) = self.flush_every else {
             return Recorded::Cached;
         };
         node.since_flush += 1;
         if epoch_changed || regions_changed || node.since_flush >= flush_every {
             node.since_flush = 0;
-            let persisted = PersistedStats {
-                node_epoch: node.node_epoch,
-                stat: stat.clone(),
-            };
             drop(nodes);
-            self.pending.lock().insert(key, persisted);
+            self.pending.lock().insert(key, stat.clone());
             Recorded::MarkedForFlush
         } else {
             Recorded::Cached
@@ -257,37 +251,19 @@ impl StatsCache {
     }
 }
 
-/// Makes `slot` equal to `stat`, reusing `slot`'s allocations.
-fn overwrite(slot: &mut Stat, stat: &Stat) {
-    let Stat {
-        cluster_id,
-        node_id,
-        role,
-        addr,
-        node_epoch,
-        duration_since_epoch,
-        received_at_millis,
-        region_stats,
-        shared_storage,
-    } = stat;
-    slot.cluster_id = *cluster_id;
-    slot.node_id = *node_id;
-    slot.role = *role;
-    slot.addr.clone_from(addr);
-    slot.node_epoch = *node_epoch;
-    slot.duration_since_epoch = *duration_since_epoch;
-    slot.received_at_millis = *received_at_millis;
-    slot.region_stats.clone_from(region_stats);
-    slot.shared_storage = *shared_storage;
-}
-
 /// How many nodes one flush batch writes.
 const FLUSH_CHUNK: usize = 256;
 
-fn encode_chunk(chunk: Vec<(NodeKey, PersistedStats)>) -> Result<Vec<crate::BatchOp>> {
+fn encode_chunk(chunk: Vec<(NodeKey, Arc<Stat>)>) -> Result<Vec<crate::BatchOp>> {
     let mut ops = Vec::with_capacity(chunk.len());
-    for (key, persisted) in chunk {
+    for (key, stat) in chunk {
         let kv_key = StatsCache::kv_key(key);
+        // The epoch a stat is recorded under is its own (a stat of another epoch either
+        // cleared the node or was ignored).
+        let persisted = PersistedRef {
+            node_epoch: stat.node_epoch,
+            stat: &stat,
+        };
         let value = serde_json::to_vec(&persisted).context(EncodeValueSnafu { key: &kv_key })?;
         ops.push(crate::BatchOp::Put(crate::KeyValue {
             key: kv_key.into_bytes(),
@@ -316,23 +292,20 @@ impl HeartbeatHandler for PersistStatsHandler {
         names::PERSIST_STATS
     }
 
-    fn is_acceptable(&self, role: Role) -> bool {
-        any_known_role(role)
+    fn is_acceptable(&self, _role: Role) -> bool {
+        true
     }
 
     async fn handle(
         &self,
-        _req: &HeartbeatRequest,
+        _hb: &Heartbeat,
         _ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
         let Some(stat) = acc.stat.as_ref() else {
             return Ok(HandleControl::Continue);
         };
-        let key = NodeKey {
-            role: Role::try_from(stat.role).unwrap_or_default(),
-            node_id: stat.node_id,
-        };
+        let key = stat.key();
         if self.cache.record(key, stat) == Recorded::Stale {
             tracing::debug!(
                 node_id = key.node_id,
@@ -446,13 +419,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cache_without_flush_keeps_the_latest_in_reused_slots_and_marks_nothing() {
+    async fn a_cache_without_flush_keeps_only_the_latest_and_marks_nothing() {
         let f = fixture();
         let stats = std::sync::Arc::new(StatsCache::without_flush(1));
         let group = HandlerGroupBuilder::with_defaults(stats.clone())
             .build()
             .expect("build");
-        let regions = |stat: Option<crate::Stat>| -> Vec<u64> {
+        let regions = |stat: Option<std::sync::Arc<crate::Stat>>| -> Vec<u64> {
             stat.expect("cached")
                 .region_stats
                 .iter()
@@ -461,7 +434,7 @@ mod tests {
         };
         run(&group, &f.ctx, &request(9, Role::Datanode, &[1, 2, 3], 1)).await;
         assert_eq!(stats.pending_len(), 0, "a first epoch is not marked");
-        // The one slot is overwritten with a shorter, then a longer region list.
+        // The one slot holds a shorter, then a longer region list.
         run(&group, &f.ctx, &request(9, Role::Datanode, &[4], 2)).await;
         assert_eq!(regions(stats.latest(NodeKey::datanode(9))), [4]);
         run(

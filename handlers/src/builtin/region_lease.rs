@@ -1,12 +1,10 @@
 //! RegionLease: grant leases for the regions a datanode owns.
 
 use async_trait::async_trait;
-use common_proto::v1::{
-    GrantedRegion, HeartbeatRequest, RegionLease, RegionOwner, RegionRole, Role,
-};
+use common_proto::v1::{GrantedRegion, RegionLease, RegionOwner, RegionRole, Role};
 
-use super::{names, node_key};
-use crate::{Context, HandleControl, HeartbeatAccumulator, HeartbeatHandler, Result};
+use super::names;
+use crate::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHandler, Result};
 
 /// For each region the datanode reports, grants a lease in the role the route table gives
 /// it (leader or follower) under the route's region epoch; lists reported regions it does
@@ -32,14 +30,12 @@ impl HeartbeatHandler for RegionLeaseHandler {
 
     async fn handle(
         &self,
-        req: &HeartbeatRequest,
+        hb: &Heartbeat,
         ctx: &Context,
         acc: &mut HeartbeatAccumulator,
     ) -> Result<HandleControl> {
-        let Some(key) = node_key(req) else {
-            return Ok(HandleControl::Continue);
-        };
-        let ids: Vec<u64> = req.region_stats.iter().map(|s| s.region_id).collect();
+        let key = hb.key();
+        let ids: Vec<u64> = hb.regions().iter().map(|s| s.region_id).collect();
         // Recorded *before* the routes are read: any grant that saw a route as it was
         // before a migration fenced it is then visible to that migration, which waits
         // out `last_granted + lease` (S1). An over-estimate only delays a failover.
@@ -89,7 +85,7 @@ impl HeartbeatHandler for RegionLeaseHandler {
         }
         acc.region_lease = Some(RegionLease {
             regions,
-            duration_since_epoch: req.duration_since_epoch,
+            duration_since_epoch: hb.stat().duration_since_epoch,
             lease_seconds: ctx.leases.region_lease.as_secs(),
             closeable_region_ids,
             owners,

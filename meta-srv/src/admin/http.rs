@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use handlers::{NodeKey, RegionRouteStore as _};
+use handlers::{LeadershipView as _, NodeKey, RegionRouteStore as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -28,7 +28,6 @@ use crate::election::ElectionRef;
 use crate::error::Error;
 use crate::failover::supervisor::RegionSupervisor;
 use crate::leader::gate::LeaderGate;
-use crate::leader::LeaderScope;
 use crate::maintenance::Maintenance;
 use crate::procedure::migration::Migrations;
 use crate::service::mailbox::Mailbox;
@@ -40,34 +39,27 @@ use crate::MetasrvOptions;
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub(crate) options: Arc<MetasrvOptions>,
-    pub(crate) ctx: handlers::Context,
+    /// For the readiness probe's read.
+    pub(crate) kv: handlers::KvBackendRef,
+    /// The leader's clock (region lease states are judged on it).
+    pub(crate) clock: handlers::ClockRef,
     pub(crate) routes: Arc<handlers::KvRegionRouteStore>,
     pub(crate) election: ElectionRef,
+    /// Leadership (its deadline), the gate that opens once a term's state is loaded, and
+    /// the grant log.
     pub(crate) gate: Arc<LeaderGate>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) pushers: Arc<Pushers>,
     pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) group: Arc<handlers::HandlerGroup>,
     pub(crate) admin: RegionAdmin,
-    pub(crate) leader: Arc<LeaderScope>,
+    pub(crate) migrations: Arc<Migrations>,
+    pub(crate) maintenance: Arc<Maintenance>,
+    pub(crate) supervisor: Arc<RegionSupervisor>,
     /// Followers forward admin requests to the leader with it.
     pub(crate) forwarder: forward::ForwardClient,
     /// Whether the KV backend's writes fail.
     pub(crate) kv_health: Arc<crate::kv_health::WatchedKv>,
-}
-
-impl AdminState {
-    fn migrations(&self) -> &Arc<Migrations> {
-        &self.leader.migrations
-    }
-
-    fn maintenance(&self) -> &Arc<Maintenance> {
-        &self.leader.maintenance
-    }
-
-    fn supervisor(&self) -> &Arc<RegionSupervisor> {
-        &self.leader.supervisor
-    }
 }
 
 /// Builds the admin router.
@@ -263,9 +255,8 @@ async fn metrics(State(srv): State<AdminState>) -> impl IntoResponse {
     let m = &crate::metrics::METRICS;
     m.pushers.set(srv.pushers.len() as i64);
     m.mailbox_pending.set(srv.mailbox.pending_len() as i64);
-    let leading = srv.ctx.leadership.is_leader().then(|| {
-        srv.ctx
-            .leadership
+    let leading = srv.gate.is_leader().then(|| {
+        srv.gate
             .deadline()
             .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     });
@@ -288,7 +279,7 @@ async fn ready(State(srv): State<AdminState>) -> (StatusCode, Json<serde_json::V
     let mut reasons = Vec::new();
     let (leader, kv, writes) = tokio::join!(
         tokio::time::timeout(WITHIN, srv.election.leader_addr()),
-        tokio::time::timeout(WITHIN, srv.ctx.kv.get(b"__meta/ready")),
+        tokio::time::timeout(WITHIN, srv.kv.get(b"__meta/ready")),
         tokio::time::timeout(WITHIN, srv.kv_health.probe()),
     );
     let leader = match leader {
@@ -318,13 +309,13 @@ async fn ready(State(srv): State<AdminState>) -> (StatusCode, Json<serde_json::V
             "the KV backend refused a write, and a retry did not answer within {WITHIN:?}"
         )),
     }
-    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
+    if srv.election.leadership().is_leader() && !srv.gate.is_leader() {
         reasons.push("elected, but the leader state is not loaded yet".into());
     }
     let body = json!({
         "ready": reasons.is_empty(),
         "leader": leader,
-        "is_leader": srv.ctx.leadership.is_leader(),
+        "is_leader": srv.gate.is_leader(),
         "reasons": reasons,
     });
     let code = if reasons.is_empty() {
@@ -342,7 +333,7 @@ async fn health() -> Json<serde_json::Value> {
 async fn leader(State(srv): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let leader = srv.election.leader().await?;
     Ok(Json(json!({
-        "is_leader": srv.ctx.leadership.is_leader(),
+        "is_leader": srv.gate.is_leader(),
         "elected": srv.election.leadership().is_leader(),
         "leader_addr": leader.as_ref().map(|l| &l.addr),
         "term": leader.as_ref().map(|l| l.term),
@@ -369,7 +360,7 @@ struct NodeView {
 }
 
 async fn nodes(State(srv): State<AdminState>) -> Json<Vec<NodeView>> {
-    let now = srv.ctx.clock.now();
+    let now = srv.clock.now();
     let views = srv
         .cluster
         .nodes()
@@ -419,16 +410,16 @@ async fn list_regions(State(srv): State<AdminState>) -> Result<Json<Vec<RegionVi
         .list()
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let migrating = crate::procedure::migration::targets(&srv.migrations().persisted().await);
-    let mut unavailable = srv.supervisor().unavailable();
-    let failover = if srv.maintenance().is_enabled() {
+    let migrating = crate::procedure::migration::targets(&srv.migrations.persisted().await);
+    let mut unavailable = srv.supervisor.unavailable();
+    let failover = if srv.maintenance.is_enabled() {
         FailoverMode::Maintenance
     } else if !srv.options.region_failover {
         FailoverMode::Off
     } else {
         FailoverMode::On
     };
-    let now = srv.ctx.clock.now();
+    let now = srv.clock.now();
     Ok(Json(
         routes
             .into_iter()
@@ -514,7 +505,7 @@ async fn send_instruction(
         .mailbox
         .send(NodeKey::datanode(id), &ins, timeout)
         .map_err(|e| match e {
-            Error::PusherNotFound { .. } if srv.ctx.leadership.is_leader() => ApiError(
+            Error::PusherNotFound { .. } if srv.gate.is_leader() => ApiError(
                 StatusCode::NOT_FOUND,
                 format!("datanode {id} is not connected to the leader"),
             ),
@@ -574,8 +565,8 @@ async fn cluster(State(srv): State<AdminState>) -> Result<Json<serde_json::Value
             .as_ref()
             .map(|l| crate::timings::differing(&members, &l.addr).into_iter().map(|m| m.addr.clone()).collect::<Vec<_>>())
             .unwrap_or_default(),
-        "maintenance": srv.maintenance().is_enabled(),
-        "drained_nodes": srv.maintenance().drained(),
+        "maintenance": srv.maintenance.is_enabled(),
+        "drained_nodes": srv.maintenance.drained(),
         "region_failover": srv.options.region_failover,
     })))
 }
@@ -587,9 +578,9 @@ async fn import_routes(
     body: Result<Json<Vec<handlers::RegionRoute>>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let routes = json_body(body, "routes")?;
-    if !srv.ctx.leadership.is_leader() {
+    if !srv.gate.is_leader() {
         return Err(Error::NotLeader {
-            leader: srv.ctx.leadership.leader_addr(),
+            leader: srv.gate.leader_addr(),
         }
         .into());
     }

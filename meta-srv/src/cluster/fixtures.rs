@@ -25,7 +25,7 @@ pub(crate) fn stat(node_id: u64, shared: bool, regions: &[(u64, bool, Option<&st
     Stat {
         cluster_id: 1,
         node_id,
-        role: common_proto::v1::Role::Datanode as i32,
+        role: common_proto::v1::Role::Datanode,
         addr: "a".into(),
         node_epoch: 1,
         duration_since_epoch: 0,
@@ -35,7 +35,7 @@ pub(crate) fn stat(node_id: u64, shared: bool, regions: &[(u64, bool, Option<&st
             .map(
                 |&(region_id, shared_storage, unavailable)| RegionStatSummary {
                     region_id,
-                    role: 1,
+                    role: common_proto::v1::RegionRole::Leader,
                     rcus: 0,
                     wcus: 0,
                     approximate_bytes: 0,

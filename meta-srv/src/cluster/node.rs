@@ -12,6 +12,8 @@
 //! the node reports).
 
 use handlers::builtin::{PersistedStats, StatsCache};
+use std::sync::Arc;
+
 use handlers::{NodeKey, NodeLease, Stat};
 
 use super::Cluster;
@@ -127,14 +129,14 @@ impl Cluster {
     /// Datanode `node_id`'s latest stats: in memory, else as last flushed to the KV
     /// backend. Without a durable KV nothing is flushed, and the cache keeps each node's
     /// latest stat across a step-down instead.
-    pub async fn latest_stat(&self, node_id: u64) -> Option<Stat> {
+    pub async fn latest_stat(&self, node_id: u64) -> Option<Arc<Stat>> {
         let key = NodeKey::datanode(node_id);
         match self.stats.latest(key) {
             Some(stat) => Some(stat),
             None => match self.kv.get(StatsCache::kv_key(key).as_bytes()).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<PersistedStats>(&bytes)
                     .ok()
-                    .map(|p| p.stat),
+                    .map(|p| Arc::new(p.stat)),
                 _ => None,
             },
         }
@@ -157,7 +159,7 @@ impl Cluster {
             return Ok(());
         };
         let stat = self.latest_stat(node_id).await;
-        movable_in(stat.as_ref(), node_id, region_id)
+        movable_in(stat.as_deref(), node_id, region_id)
     }
 }
 

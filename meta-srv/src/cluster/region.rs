@@ -176,7 +176,7 @@ impl Cluster {
             region_id,
             leader,
             lease.as_ref(),
-            latest.as_ref(),
+            latest.as_deref(),
             now,
             region_lease,
         );

@@ -263,7 +263,7 @@ impl RegionSupervisor {
                 }
                 let stat = self.cluster.latest_stat(*node_id).await;
                 for route in led {
-                    match movable_in(stat.as_ref(), *node_id, route.region_id) {
+                    match movable_in(stat.as_deref(), *node_id, route.region_id) {
                         Ok(()) => candidates.push(route.region_id),
                         Err(reason) => {
                             unavailable.insert(route.region_id, reason);

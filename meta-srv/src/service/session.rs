@@ -1,11 +1,13 @@
 //! One heartbeat stream's session: init, run, cleanup.
 //!
-//! - **init**: the first message must validate; its header binds the stream to one
-//!   `(role, node id)`, which under mutual TLS the client certificate must name (else
-//!   PERMISSION_DENIED), and registers a pusher (or is refused with ALREADY_EXISTS).
-//! - **run**: every message is validated (a stream cannot switch node), its mailbox reply
-//!   is delivered first (so a reply never waits behind a slow handler), then the handler
-//!   group builds the response. The first response carries the handshake config.
+//! - **init**: the first message must parse into a [`Heartbeat`] (validated here, once,
+//!   for every handler); its header binds the stream to one `(role, node id)`, which under
+//!   mutual TLS the client certificate must name (else PERMISSION_DENIED), and registers a
+//!   pusher (or is refused with ALREADY_EXISTS).
+//! - **run**: every message is parsed the same way (a stream cannot switch node), its
+//!   mailbox reply is delivered first (so a reply never waits behind a slow handler), then
+//!   the handler group builds the response. The first response carries the handshake
+//!   config.
 //! - **end**: the node closes the stream; a newer session replaces this one; the metasrv
 //!   shuts down; or this metasrv loses leadership. Each ends with a clear status.
 //! - **cleanup**: deregister this session's pusher (by generation only) and fail the
@@ -15,10 +17,9 @@
 
 use std::time::Duration;
 
-use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse, Role};
+use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse, MailboxMessage, Role};
 use futures::{Stream, StreamExt};
-use handlers::validate::validate_request;
-use handlers::{HeartbeatAccumulator, NodeKey};
+use handlers::{Heartbeat, HeartbeatAccumulator, NodeKey};
 use tonic::Status;
 use tracing::{info, warn, Instrument};
 
@@ -38,7 +39,7 @@ pub(crate) async fn run<S>(
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
 {
     let _stream = StreamGuard::open();
-    let first = match inbound.next().await {
+    let mut first = match inbound.next().await {
         Some(Ok(req)) => req,
         Some(Err(status)) => {
             METRICS
@@ -50,13 +51,14 @@ pub(crate) async fn run<S>(
         }
         None => return,
     };
-    let header = match validate_request(&first, srv.cluster_id) {
-        Ok(h) => h,
+    let role = first
+        .header
+        .as_ref()
+        .map_or(Role::Unspecified, |h| h.role());
+    let first_reply = first.mailbox_message.take();
+    let first = match Heartbeat::parse(first, srv.ctx.cluster_id) {
+        Ok(hb) => hb,
         Err(err) => {
-            let role = first
-                .header
-                .as_ref()
-                .map_or(Role::Unspecified, |h| h.role());
             METRICS.heartbeats.inc(role, HeartbeatOutcome::Invalid);
             warn!(error = %err, "rejected a heartbeat stream");
             let _ = tx
@@ -65,10 +67,7 @@ pub(crate) async fn run<S>(
             return;
         }
     };
-    let key = NodeKey {
-        role: header.role,
-        node_id: header.node_id,
-    };
+    let key = first.key();
     if let Some(identity) = identity.filter(|id| !id.permits(key.role, key.node_id)) {
         METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Refused);
         warn!(node_id = key.node_id, role = key.role.label(), names = ?identity.names(), "refused a heartbeat for a node the client certificate does not name");
@@ -89,19 +88,24 @@ pub(crate) async fn run<S>(
         role = key.role.label()
     );
     async move {
-        let addr = first.peer.as_ref().map_or("", |p| p.addr.as_str()).to_string();
+        let addr = first.stat().addr.clone();
+        let node_epoch = first.stat().node_epoch;
         let now = srv.ctx.clock.now();
-        let pusher = match srv.pushers.register(key, first.node_epoch, &addr, tx.clone(), now, srv.node_lease) {
-            Ok(p) => p,
-            Err(err) => {
-                warn!(error = %err, "refused a second stream for a connected node");
-                let _ = tx.send(Err(Status::from(err))).await;
-                return;
-            }
-        };
-        info!(generation = pusher.generation(), %addr, node_epoch = first.node_epoch, "session started");
-        register(&srv, key, &addr, first.node_epoch).await;
-        let reason = serve(&srv, key, &pusher, first, &mut inbound, &tx).await;
+        let pusher =
+            match srv
+                .pushers
+                .register(key, node_epoch, &addr, tx.clone(), now, srv.node_lease)
+            {
+                Ok(p) => p,
+                Err(err) => {
+                    warn!(error = %err, "refused a second stream for a connected node");
+                    let _ = tx.send(Err(Status::from(err))).await;
+                    return;
+                }
+            };
+        info!(generation = pusher.generation(), %addr, node_epoch, "session started");
+        register(&srv, key, &addr, node_epoch).await;
+        let reason = serve(&srv, key, &pusher, (first, first_reply), &mut inbound, &tx).await;
         info!(generation = pusher.generation(), reason, "session ended");
         srv.pushers.deregister(key, pusher.generation());
         srv.mailbox.on_channel_closed(key, pusher.generation());
@@ -125,7 +129,7 @@ async fn serve<S>(
     srv: &SessionDeps,
     key: NodeKey,
     pusher: &Pusher,
-    first: HeartbeatRequest,
+    first: (Heartbeat, Option<MailboxMessage>),
     inbound: &mut S,
     tx: &ResponseTx,
 ) -> &'static str
@@ -146,8 +150,8 @@ where
     let mut next = Some(first);
     let mut handshake = true;
     loop {
-        let req = match next.take() {
-            Some(req) => req,
+        let (hb, reply) = match next.take() {
+            Some(parsed) => parsed,
             None => tokio::select! {
                 biased;
                 _ = pusher.replaced() => {
@@ -167,7 +171,15 @@ where
                     continue;
                 }
                 msg = inbound.next() => match msg {
-                    Some(Ok(req)) => req,
+                    Some(Ok(req)) => match parse(srv, key, req) {
+                        Ok(parsed) => parsed,
+                        Err(status) => {
+                            METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
+                            warn!(error = %status, "rejected a heartbeat");
+                            let _ = tx.send(Err(status)).await;
+                            return "invalid heartbeat";
+                        }
+                    },
                     Some(Err(status)) => {
                         warn!(error = %status, "heartbeat stream error");
                         // Oversized or undecodable messages: tell the node why.
@@ -178,19 +190,10 @@ where
                 },
             },
         };
-        match handle(srv, key, pusher, req, handshake).await {
-            Ok(resp) => {
-                METRICS.heartbeats.inc(key.role, outcome(&resp));
-                if tx.send(Ok(Box::new(resp))).await.is_err() {
-                    return "node went away";
-                }
-            }
-            Err(status) => {
-                METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
-                warn!(error = %status, "rejected a heartbeat");
-                let _ = tx.send(Err(status)).await;
-                return "invalid heartbeat";
-            }
+        let resp = handle(srv, key, pusher, &hb, reply, handshake).await;
+        METRICS.heartbeats.inc(key.role, outcome(&resp));
+        if tx.send(Ok(Box::new(resp))).await.is_err() {
+            return "node went away";
         }
         handshake = false;
     }
@@ -205,32 +208,43 @@ fn outcome(resp: &HeartbeatResponse) -> HeartbeatOutcome {
     }
 }
 
-/// One heartbeat: validate, deliver the mailbox reply, run the handlers.
+/// A later message of the stream, parsed: its heartbeat (for the node the stream is
+/// bound to) and the mailbox reply it carries.
+fn parse(
+    srv: &SessionDeps,
+    key: NodeKey,
+    mut req: HeartbeatRequest,
+) -> Result<(Heartbeat, Option<MailboxMessage>), Status> {
+    let reply = req.mailbox_message.take();
+    let hb = Heartbeat::parse(req, srv.ctx.cluster_id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if hb.key() != key {
+        return Err(Status::invalid_argument(format!(
+            "this stream is bound to node {key}; got a heartbeat for node {}",
+            hb.key()
+        )));
+    }
+    Ok((hb, reply))
+}
+
+/// One heartbeat: deliver the mailbox reply, run the handlers.
 async fn handle(
     srv: &SessionDeps,
     key: NodeKey,
     pusher: &Pusher,
-    mut req: HeartbeatRequest,
+    hb: &Heartbeat,
+    reply: Option<MailboxMessage>,
     handshake: bool,
-) -> Result<HeartbeatResponse, Status> {
-    let header = validate_request(&req, srv.cluster_id)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if header.node_id != key.node_id || header.role != key.role {
-        return Err(Status::invalid_argument(format!(
-            "this stream is bound to node {key}; got a heartbeat for node {}-{}",
-            header.role.label(),
-            header.node_id
-        )));
-    }
+) -> HeartbeatResponse {
     pusher.touch(srv.ctx.clock.now());
-    if let Some(msg) = req.mailbox_message.take() {
+    if let Some(msg) = reply {
         srv.mailbox.on_recv(key, msg);
     }
-    let mut acc = HeartbeatAccumulator::new(srv.cluster_id);
+    let mut acc = HeartbeatAccumulator::new(srv.ctx.cluster_id);
     if handshake {
         acc.heartbeat_config = Some(srv.heartbeat_config);
     }
-    srv.group.handle(key.role, &req, &srv.ctx, &mut acc).await;
+    srv.group.handle(hb, &srv.ctx, &mut acc).await;
     if acc.error_code() != Some(ErrorCode::NotLeader) {
         // Fail closed: CheckLeader decided at the start of the chain, and leadership is a
         // deadline that may have passed since (a slow handler, a paused process). Check it
@@ -238,13 +252,13 @@ async fn handle(
         // grant log never records a grant later than the authority behind it.
         let at_ms = common_proto::unix_millis();
         if !srv.ctx.leadership.is_leader() {
-            let mut lapsed = HeartbeatAccumulator::new(srv.cluster_id);
+            let mut lapsed = HeartbeatAccumulator::new(srv.ctx.cluster_id);
             lapsed.heartbeat_config = acc.heartbeat_config.take();
             lapsed.set_error(
                 ErrorCode::NotLeader,
                 "not leader: this metasrv's leadership lapsed while it handled the heartbeat",
             );
-            return Ok(lapsed.into_response());
+            return lapsed.into_response();
         }
         if let Some(lease) = &acc.region_lease {
             srv.gate.grants.record_grant(at_ms);
@@ -254,7 +268,7 @@ async fn handle(
                 .inc_by(lease.closeable_region_ids.len() as u64);
         }
     }
-    Ok(acc.into_response())
+    acc.into_response()
 }
 
 /// Writes the node's registration, once per session, only on the leader. A failure is

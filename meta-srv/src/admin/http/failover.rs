@@ -21,11 +21,13 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use handlers::LeadershipView as _;
 use handlers::RegionRouteStore as _;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{json_body, millis, path_id, query, AdminState, ApiError};
+use crate::procedure::drain::{self, DrainError, DrainOutcome};
 use crate::procedure::migration::{MigrationError, MigrationReason, Step};
 
 impl From<MigrationError> for ApiError {
@@ -72,11 +74,11 @@ pub(super) struct MigrateRequest {
 }
 
 fn ensure_leader(srv: &AdminState) -> Result<(), ApiError> {
-    if srv.ctx.leadership.is_leader() {
+    if srv.gate.is_leader() {
         Ok(())
     } else {
         Err(crate::Error::NotLeader {
-            leader: srv.ctx.leadership.leader_addr(),
+            leader: srv.gate.leader_addr(),
         }
         .into())
     }
@@ -103,7 +105,7 @@ pub(super) async fn migrate(
     };
     ensure_leader(&srv)?;
     let started = match srv
-        .migrations()
+        .migrations
         .start(id, req.to, MigrationReason::Manual)
         .await
     {
@@ -111,10 +113,10 @@ pub(super) async fn migrate(
         // A repeat of a running move (the same target, or none named) joins it, so a
         // retried request neither starts a second move nor fails: migrate is idempotent.
         Err(MigrationError::AlreadyMigrating { to, .. }) if req.to.is_none_or(|t| t == to) => {
-            match srv.migrations().in_flight(id).await {
+            match srv.migrations.in_flight(id).await {
                 Some(running) => running,
                 // It finished in between: its outcome is in the history.
-                None => srv.migrations().last_finished(id).ok_or_else(|| {
+                None => srv.migrations.last_finished(id).ok_or_else(|| {
                     ApiError(
                         StatusCode::CONFLICT,
                         format!("region {id}'s migration to node {to} ended meanwhile; ask again"),
@@ -124,7 +126,7 @@ pub(super) async fn migrate(
         }
         Err(err) => return Err(err.into()),
     };
-    match srv.migrations().wait(id, within).await {
+    match srv.migrations.wait(id, within).await {
         // Dropped while it moved: the region is gone, as for a migrate of an unknown one.
         Some(done)
             if done.step == Step::RolledBack && matches!(srv.routes.get(id).await, Ok(None)) =>
@@ -157,59 +159,29 @@ pub(super) async fn drain(
     let node_id = path_id(node_id)?;
     let within = WaitQuery::within(q)?;
     ensure_leader(&srv)?;
-    if srv
-        .cluster
-        .node(handlers::NodeKey::datanode(node_id))
-        .is_none()
-    {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("datanode {node_id} is not known to this leader"),
-        ));
-    }
-    // Drained first, so no region lands back on it while its regions move.
-    srv.maintenance().set_drained(node_id, true).await?;
-    let mut started = Vec::new();
-    let mut refused = Vec::new();
-    for r in srv.cluster.led_by(node_id).await {
-        match srv
-            .migrations()
-            .start(r.region_id, None, MigrationReason::Drain)
-            .await
-        {
-            Ok(state) => started.push(state),
-            // Already moving (the supervisor keeps drains going, and may have started
-            // this one a moment ago): wait for it like the others.
-            Err(MigrationError::AlreadyMigrating { .. }) => {
-                started.extend(srv.migrations().in_flight(r.region_id).await);
-            }
-            Err(err) => refused.push(json!({ "region_id": r.region_id, "error": err.to_string() })),
-        }
-    }
-    let mut finished = Vec::new();
-    let mut running = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    for s in &started {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match srv.migrations().wait(s.region_id, left).await {
-            Some(done) => finished.push(done),
-            None => running.push(s.clone()),
-        }
-    }
+    let report = drain::drain(
+        &srv.cluster,
+        &srv.maintenance,
+        &srv.migrations,
+        node_id,
+        within,
+    )
+    .await
+    .map_err(|err| match err {
+        DrainError::UnknownNode { .. } => ApiError(StatusCode::NOT_FOUND, err.to_string()),
+        DrainError::Mark { source, .. } => source.into(),
+    })?;
     // 200: all moved; 202: some still moving, or rolled back (the supervisor retries
     // them while the node stays drained); 409: some could not start at all.
-    let rolled_back = finished.iter().any(|s| s.step == Step::RolledBack);
-    let code = if !refused.is_empty() {
-        StatusCode::CONFLICT
-    } else if running.is_empty() && !rolled_back {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
+    let code = match report.outcome() {
+        DrainOutcome::Moved => StatusCode::OK,
+        DrainOutcome::Moving => StatusCode::ACCEPTED,
+        DrainOutcome::Refused => StatusCode::CONFLICT,
     };
     Ok((
         code,
         Json(
-            json!({ "node_id": node_id, "drained": true, "finished": finished, "running": running, "refused": refused }),
+            json!({ "node_id": node_id, "drained": true, "finished": report.finished, "running": report.running, "refused": report.refused }),
         ),
     ))
 }
@@ -223,7 +195,7 @@ pub(super) async fn undrain(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let node_id = path_id(node_id)?;
     ensure_leader(&srv)?;
-    let was_drained = srv.maintenance().set_drained(node_id, false).await?;
+    let was_drained = srv.maintenance.set_drained(node_id, false).await?;
     Ok(Json(
         json!({ "node_id": node_id, "drained": false, "was_drained": was_drained }),
     ))
@@ -238,7 +210,7 @@ pub(super) struct MaintenanceRequest {
 
 pub(super) async fn get_maintenance(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     Json(
-        json!({ "enabled": srv.maintenance().is_enabled(), "drained_nodes": srv.maintenance().drained() }),
+        json!({ "enabled": srv.maintenance.is_enabled(), "drained_nodes": srv.maintenance.drained() }),
     )
 }
 
@@ -248,14 +220,14 @@ pub(super) async fn set_maintenance(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req = json_body(body, "request body")?;
     ensure_leader(&srv)?;
-    srv.maintenance().set(req.enabled).await?;
+    srv.maintenance.set(req.enabled).await?;
     Ok(Json(json!({ "enabled": req.enabled })))
 }
 
 pub(super) async fn procedures(State(srv): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!({
-        "running": srv.migrations().persisted().await,
-        "finished": srv.migrations().history(),
-        "failed_nodes": srv.supervisor().failed_nodes(),
+        "running": srv.migrations.persisted().await,
+        "finished": srv.migrations.history(),
+        "failed_nodes": srv.supervisor.failed_nodes(),
     }))
 }

@@ -39,6 +39,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use handlers::LeadershipView as _;
+
 use super::{AdminState, ApiError};
 
 /// The member whose state answered a request.
@@ -111,10 +113,10 @@ pub(super) async fn layer(State(srv): State<AdminState>, req: Request, next: Nex
     if wants_local(req.uri()) {
         return stamp(next.run(req).await, ANSWERED_BY, &me);
     }
-    if srv.election.leadership().is_leader() && !srv.ctx.leadership.is_leader() {
+    if srv.election.leadership().is_leader() && !srv.gate.is_leader() {
         srv.gate.wait_open(Duration::from_secs(2)).await;
     }
-    if srv.ctx.leadership.is_leader() {
+    if srv.gate.is_leader() {
         return stamp(next.run(req).await, ANSWERED_BY, &me);
     }
     let resp = if let Some(from) = req.headers().get(&FORWARDED_BY) {

@@ -8,17 +8,31 @@
 //! resumed procedure picks up, what the persisted record says at each step, and what a
 //! rollback leaves behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use common_proto::{InstructionReply, JsonPayload, RegionReply};
 use handlers::builtin::{PersistedStats, StatsCache};
 use handlers::{LeaderLease, MemoryKvBackend, MemoryNodeLeaseStore, RegionRouteStore};
 use tokio::sync::mpsc;
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common_proto::Instruction;
+use handlers::{KvBackendRef, KvRegionRouteStore, LeadershipRef, NodeKey, RegionRoute};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::manager::*;
+use super::state::*;
 use crate::cluster::{Candidate, LeastRegionsSelector};
+use crate::cluster::{Cluster, Purpose, Reach};
 use crate::election::LeaderState;
+use crate::leader::gate::LeaderGate;
 use crate::leader::lease_bound::Bound;
+use crate::leader::lease_bound::LeaseWait;
+use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 use crate::service::pusher::ResponseTx;
 
