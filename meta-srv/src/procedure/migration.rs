@@ -29,8 +29,9 @@
 
 //!
 //! Layout: `state` (the persisted record and the start errors), `manager`
-//! ([`Migrations`]: start, run loop, resume, history), `steps` (one function per step, with
-//! a typed [`StepError`](steps::StepError): retry the step, or roll the move back).
+//! ([`Migrations`]: start, run loop, resume, history), `steps` (one function per step;
+//! those before the fence may retry or roll back, those after it may only retry, by
+//! their return type).
 
 mod manager;
 mod state;

@@ -16,7 +16,7 @@ use super::state::{
     key, outcome_labels, remember, AlreadyMigratingSnafu, BadTargetSnafu, MigrationError,
     MigrationReason, MigrationState, NoRouteSnafu, RouteChangedSnafu, Step, PREFIX,
 };
-use super::steps::StepError;
+use super::steps::{Retry, StepError};
 use crate::cluster::{Cluster, Purpose};
 use crate::leader::gate::LeaderGate;
 use crate::leader::lease_bound::LeaseWait;
@@ -384,12 +384,16 @@ impl Migrations {
             // A step that reports its own outcome (an upgrade whose target died) sets
             // `last_error` itself; an error from an earlier, retried attempt is stale.
             state.last_error = None;
+            // Only a step before the fence can ask to roll back (the later ones return
+            // `Retry`, which cannot).
             let outcome = match self.step(&mut state).await {
-                Err(StepError::RollBack(reason)) if state.step.before_fence() => self
+                Err(StepError::RollBack(reason)) => self
                     .roll_back(&mut state, reason)
                     .await
-                    .map(|()| Step::RolledBack),
-                outcome => outcome,
+                    .map(|()| Step::RolledBack)
+                    .map_err(|Retry(reason)| reason),
+                Err(StepError::Retry(reason)) => Err(reason),
+                Ok(next) => Ok(next),
             };
             match outcome {
                 Ok(next) => {
@@ -406,12 +410,6 @@ impl Migrations {
                     }
                 }
                 Err(err) => {
-                    // A rollback asked for past the fence is a bug in a step: the route
-                    // changed already, so it is retried forward, never undone.
-                    if let StepError::RollBack(reason) = &err {
-                        tracing::error!(step = ?state.step, reason, "a step asked to roll back after the fence; retrying it instead");
-                    }
-                    let err = err.to_string();
                     warn!(step = ?state.step, error = err, "migration step failed; retrying");
                     state.last_error = Some(err);
                     let _ = self.save(&state).await;

@@ -44,14 +44,6 @@ pub enum Step {
     RolledBack,
 }
 
-impl Step {
-    /// Whether the route is still as it was, so a failure may undo the move: true before
-    /// the fence. From the fence on, the procedure only goes forward.
-    pub fn before_fence(self) -> bool {
-        matches!(self, Step::AddFollower | Step::OpenCandidate | Step::Fence)
-    }
-}
-
 /// A migration's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationState {

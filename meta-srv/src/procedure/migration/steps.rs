@@ -1,8 +1,11 @@
 //! The steps of a migration, one function each. A step reads the route, acts, and says
-//! where the procedure goes next (`Ok(step)`) or why it cannot ([`StepError`]): retry the
-//! same step after a backoff, or, before the fence only, roll the move back. Re-targeting
-//! a move whose target died after the fence is a normal transition (the switch runs again
-//! for the new target), not an error.
+//! where the procedure goes next (`Ok(step)`) or why it cannot: retry the same step after
+//! a backoff, or roll the move back ([`StepError`]).
+//!
+//! **After the fence, only forward**, by the types: the steps from the release on return
+//! [`Retry`], which has no way to say "roll back", so no later change can undo a fenced
+//! route by mistake. Re-targeting a move whose target died after the fence is a normal
+//! transition (the switch runs again for the new target), not an error.
 
 use common_proto::instruction::OpenRole;
 use common_proto::{Instruction, RegionIdent};
@@ -14,48 +17,52 @@ use super::manager::Migrations;
 use super::state::{MigrationReason, MigrationState, Step};
 use crate::cluster::{Purpose, Reach};
 
-/// Why a step did not move the procedure on.
+/// Why a step before the fence did not move the procedure on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StepError {
-    /// Transient (a backend error, a route changed underneath, a node not connected yet,
-    /// an instruction not answered): run the same step again after a backoff.
+    /// Transient: run the same step again after a backoff.
     Retry(String),
     /// The move cannot go on (its target is gone or could not open the region, or the
-    /// region's leader changed): undo it, so the route is as it was, and end. Honoured
-    /// only before the fence; the run loop retries it forward after.
+    /// region's leader changed): undo it, so the route is as it was, and end.
     RollBack(String),
 }
 
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StepError::Retry(reason) => f.write_str(reason),
-            StepError::RollBack(reason) => write!(f, "rolling back: {reason}"),
-        }
+/// Why a step did not move the procedure on, when all it may do is try again: a backend
+/// error, a route changed underneath, a node not connected yet, an instruction not
+/// answered. The only error of the steps after the fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retry(pub(crate) String);
+
+impl From<Retry> for StepError {
+    fn from(Retry(reason): Retry) -> Self {
+        StepError::Retry(reason)
     }
 }
 
-fn retry<E: std::fmt::Display>(err: E) -> StepError {
-    StepError::Retry(err.to_string())
+fn retry<E: std::fmt::Display>(err: E) -> Retry {
+    Retry(err.to_string())
 }
 
-type StepResult = Result<Step, StepError>;
+/// A step before the fence: it may roll back.
+type Undoable = Result<Step, StepError>;
+/// A step from the fence on: it only goes forward.
+type Forward = Result<Step, Retry>;
 
 impl Migrations {
     /// Runs the procedure's current step.
-    pub(super) async fn step(&self, state: &mut MigrationState) -> StepResult {
+    pub(super) async fn step(&self, state: &mut MigrationState) -> Undoable {
         match state.step {
             Step::AddFollower => self.add_follower(state).await,
             Step::OpenCandidate => self.open_candidate(state).await,
             Step::Fence => self.fence(state).await,
-            Step::Release => self.release(state).await,
-            Step::Switch => self.switch(state).await,
-            Step::Upgrade => self.upgrade(state).await,
+            Step::Release => Ok(self.release(state).await?),
+            Step::Switch => Ok(self.switch(state).await?),
+            Step::Upgrade => Ok(self.upgrade(state).await?),
             Step::Done | Step::RolledBack => Ok(state.step),
         }
     }
 
-    async fn route(&self, region_id: u64) -> Result<RegionRoute, StepError> {
+    async fn route(&self, region_id: u64) -> Result<RegionRoute, Retry> {
         self.deps
             .routes
             .get(region_id)
@@ -65,7 +72,7 @@ impl Migrations {
     }
 
     /// Replaces `expected` by `new`; a route changed underneath is retried.
-    async fn cas(&self, expected: &RegionRoute, new: RegionRoute) -> Result<(), StepError> {
+    async fn cas(&self, expected: &RegionRoute, new: RegionRoute) -> Result<(), Retry> {
         match self.deps.routes.compare_and_put(expected, new).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(retry("the route changed; retrying")),
@@ -83,7 +90,7 @@ impl Migrations {
 
     /// Whether the target is there: `Ok(true)` connected, `Ok(false)` gone, a retry
     /// while it is known but not connected yet.
-    fn target_present(&self, node_id: u64) -> Result<bool, StepError> {
+    fn target_present(&self, node_id: u64) -> Result<bool, Retry> {
         match self.deps.cluster.reach(node_id) {
             Reach::Connected => Ok(true),
             Reach::Waiting => Err(retry(format!("target {node_id} is not connected yet"))),
@@ -97,7 +104,7 @@ impl Migrations {
     }
 
     /// 1. The route gains the target as a follower.
-    async fn add_follower(&self, state: &MigrationState) -> StepResult {
+    async fn add_follower(&self, state: &MigrationState) -> Undoable {
         let route = self.route(state.region_id).await?;
         if route.leader != state.from {
             return Err(Self::leader_changed(&route));
@@ -111,7 +118,7 @@ impl Migrations {
     }
 
     /// 2. The target opens the region as a follower.
-    async fn open_candidate(&self, state: &MigrationState) -> StepResult {
+    async fn open_candidate(&self, state: &MigrationState) -> Undoable {
         if !self.target_present(state.to)? {
             return Err(StepError::RollBack(format!("target {} is gone", state.to)));
         }
@@ -130,7 +137,7 @@ impl Migrations {
 
     /// 3. The route loses its leader: no metasrv grants the old owner a leader lease for
     ///    the region from here on.
-    async fn fence(&self, state: &MigrationState) -> StepResult {
+    async fn fence(&self, state: &MigrationState) -> Undoable {
         let route = self.route(state.region_id).await?;
         if route.leader.is_none() {
             return Ok(Step::Release); // already fenced (a resumed procedure)
@@ -150,7 +157,7 @@ impl Migrations {
 
     /// 4. The old owner provably stops writing: downgraded when it is live and answers,
     ///    else its lease is waited out (S1).
-    async fn release(&self, state: &mut MigrationState) -> StepResult {
+    async fn release(&self, state: &mut MigrationState) -> Forward {
         let Some(from) = state.from else {
             return Ok(Step::Switch);
         };
@@ -208,7 +215,7 @@ impl Migrations {
     }
 
     /// 5. The route names the target leader, under a new region epoch.
-    async fn switch(&self, state: &mut MigrationState) -> StepResult {
+    async fn switch(&self, state: &mut MigrationState) -> Forward {
         let route = self.route(state.region_id).await?;
         if route.leader == Some(state.to) {
             return Ok(Step::Upgrade);
@@ -234,7 +241,7 @@ impl Migrations {
 
     /// The target died after the fence: another takes its place (no rollback now), and
     /// the switch runs again for it.
-    async fn retarget(&self, state: &mut MigrationState, route: &RegionRoute) -> StepResult {
+    async fn retarget(&self, state: &mut MigrationState, route: &RegionRoute) -> Forward {
         let region_id = state.region_id;
         let mut exclude = vec![state.to];
         exclude.extend(state.from);
@@ -267,14 +274,14 @@ impl Migrations {
             role: OpenRole::Follower,
             epoch: route.epoch,
         };
-        self.instruct(next, open).await.map_err(StepError::Retry)?;
+        self.instruct(next, open).await.map_err(Retry)?;
         state.to = next;
         self.running.lock().insert(region_id, next);
         Ok(Step::Switch)
     }
 
     /// 6. The target becomes leader.
-    async fn upgrade(&self, state: &mut MigrationState) -> StepResult {
+    async fn upgrade(&self, state: &mut MigrationState) -> Forward {
         if !self.target_present(state.to)? {
             // The route names it; its own failure now starts a new failover (from it,
             // waiting out whatever lease it may hold).
@@ -294,9 +301,7 @@ impl Migrations {
             region_id: state.region_id,
             epoch: route.epoch,
         };
-        self.instruct(state.to, upgrade)
-            .await
-            .map_err(StepError::Retry)?;
+        self.instruct(state.to, upgrade).await.map_err(Retry)?;
         Ok(Step::Done)
     }
 
@@ -330,7 +335,7 @@ impl Migrations {
         &self,
         state: &mut MigrationState,
         reason: String,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Retry> {
         warn!(reason, "rolling the migration back");
         let route = self.route(state.region_id).await?;
         if route.leader == Some(state.to) {

@@ -1063,3 +1063,55 @@ fn the_regions_view_names_each_moving_regions_target() {
     assert_eq!(targets(&states), HashMap::from([(7, 2), (8, 5)]));
     assert!(targets(&[]).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_marks_the_node_and_moves_what_it_leads_within_its_bound() {
+    use crate::procedure::drain::{drain, DrainError, DrainOutcome};
+    let h = Harness::new().await;
+    for id in [1, 2] {
+        h.alive(id, &[REGION], true).await;
+        h.connect(id);
+    }
+    h.put_route(Some(1), vec![]).await;
+    let cluster = &h.deps.cluster;
+    let unknown = drain(cluster, &cluster.maintenance, &h.migrations, 9, WITHIN).await;
+    assert!(
+        matches!(unknown, Err(DrainError::UnknownNode { node_id: 9 })),
+        "{unknown:?}"
+    );
+    assert!(!cluster.maintenance.is_drained(9), "nothing marked");
+
+    let report = drain(cluster, &cluster.maintenance, &h.migrations, 1, WITHIN)
+        .await
+        .expect("drained");
+    assert!(cluster.maintenance.is_drained(1));
+    assert_eq!(report.outcome(), DrainOutcome::Moved, "{report:?}");
+    assert_eq!(report.finished.len(), 1);
+    assert_eq!(
+        (report.finished[0].reason, report.finished[0].to),
+        (MigrationReason::Drain, 2)
+    );
+    assert_eq!(h.route().await.leader, Some(2));
+}
+
+/// Re-targeting is a transition, not a failure: with a new target that answers, the
+/// switch runs again for it at once, with no backoff and no error on the record.
+#[tokio::test(start_paused = true)]
+async fn a_retarget_that_works_goes_straight_on_without_a_backoff_or_an_error() {
+    let h = Harness::new().await;
+    h.alive(3, &[], true).await;
+    h.connect(3);
+    h.put_route(None, vec![2, 1]).await; // fenced; target 2 has since vanished
+    h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
+        .await;
+    let began = Instant::now();
+    h.migrations.begin_term(CancellationToken::new()).await;
+    let done = h.finished().await;
+    assert_eq!((done.step, done.to), (Step::Done, 3));
+    assert_eq!(done.last_error, None);
+    assert!(
+        Instant::now() < began + FIRST_BACKOFF,
+        "no step waited out a backoff (the paused clock stood still)"
+    );
+    assert_eq!(h.told(), [(3, "open_region"), (3, "upgrade_region")]);
+}
