@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(hb.role(), Role::Datanode);
         assert_eq!(hb.extension("version"), Some("1.2.0"));
         assert_eq!(hb.extension("zone"), None);
-        assert_eq!(hb.extensions().len(), 1);
+        assert_eq!(
+            hb.extensions(),
+            &HashMap::from([("version".to_string(), "1.2.0".to_string())])
+        );
         let stat = hb.stat();
         assert_eq!(
             (

@@ -1,15 +1,17 @@
 //! The metasrv: the coordination plane's server.
 //!
-//! Datanodes hold one bidirectional heartbeat stream each. Every message runs through the
-//! [`handlers::HandlerGroup`]; its response goes back on the same stream. Instructions go
+//! Datanodes hold one bidirectional heartbeat stream each. Every message is validated
+//! once, where the session receives it, into a [`handlers::Heartbeat`], and runs through
+//! the [`handlers::HandlerGroup`]; its response goes back on the same stream. Instructions go
 //! down the same streams through the [`Mailbox`], and replies come back up matched by id.
 //! Only the leader grants leases; standalone, one metasrv always leads on the embedded
 //! in-memory backend.
 //!
 //! Layout (folders follow the architecture):
 //! - `config`: [`MetasrvOptions`] and the lease rules checked at start.
-//! - `metasrv`: [`Metasrv`] and [`MetasrvBuilder`]: wiring and lifecycle; hands each part
-//!   a narrow handle.
+//! - `metasrv/`: [`Metasrv`] and its narrow handles; `builder` ([`MetasrvBuilder`], the
+//!   wiring), `serve` (listeners, tasks, shutdown), `health` (gRPC health follows
+//!   leadership).
 //! - `service/`: the tonic service and its sessions; [`Pushers`], the per-node downstream
 //!   channels with generations; the [`Mailbox`], instructions down and replies back.
 //! - `election/`: the [`Election`] trait, [`StandaloneElection`] and `EtcdElection`,
@@ -22,7 +24,8 @@
 //! - `cluster/`: [`cluster::Cluster`], the leader's read-only model of nodes (one
 //!   `reach`), their storage, and placement (the `RegionSelector`, for every path).
 //! - `failover/`: the phi-accrual detector, the judgement, the region supervisor.
-//! - `procedure/`: the region-migration procedure (failover, migrate, drain).
+//! - `procedure/`: the region-migration procedure (failover, migrate, drain: its record,
+//!   manager and steps) and the drain of a node.
 //! - `maintenance`: the persisted switch that pauses failover.
 //! - `metrics`: the Prometheus registry behind `GET /metrics`.
 //! - `admin/`: the admin HTTP API and region creation and removal.
