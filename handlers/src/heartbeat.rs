@@ -124,7 +124,7 @@ fn invalid<T>(reason: String) -> Result<T> {
 
 /// Checks a request header (present, a supported protocol version, the expected cluster,
 /// a real node id, a known role) and returns whose it is.
-pub fn validate_header(header: Option<&RequestHeader>, cluster_id: u64) -> Result<NodeKey> {
+fn validate_header(header: Option<&RequestHeader>, cluster_id: u64) -> Result<NodeKey> {
     let Some(h) = header else {
         return invalid("missing header".into());
     };

@@ -228,7 +228,6 @@ impl MetasrvBuilder {
             routes: routes.clone(),
             cluster: cluster.clone(),
             mailbox: mailbox.clone(),
-            leadership: ctx.leadership.clone(),
             gate: gate.clone(),
             lease_wait: options.lease_wait(),
             instruction_timeout: options.mailbox_timeout,

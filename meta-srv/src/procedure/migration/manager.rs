@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use handlers::{KvBackendRef, KvRegionRouteStore, LeadershipRef, RegionRouteStore as _};
+use handlers::{KvBackendRef, KvRegionRouteStore, LeadershipView as _, RegionRouteStore as _};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +39,8 @@ pub struct MigrationDeps {
     pub cluster: Cluster,
     /// Instructions.
     pub mailbox: Arc<Mailbox>,
-    /// Leadership, checked before every step.
-    pub leadership: LeadershipRef,
-    /// The term's start, the bound on earlier leaders' grants.
+    /// Leadership, checked before every step, and the term's start, the bound on
+    /// earlier leaders' grants.
     pub gate: Arc<LeaderGate>,
     /// How long a lease wait lasts: own lease, drift margin, `failover_wait`; with the
     /// term's start and the earlier terms' bound ([`LeaderGate::term_start`]).
@@ -372,7 +371,7 @@ impl Migrations {
     async fn run(&self, mut state: MigrationState) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            if !self.deps.leadership.is_leader() {
+            if !self.deps.gate.is_leader() {
                 return;
             }
             // A dropped region has nothing left to move: end, rather than retry against

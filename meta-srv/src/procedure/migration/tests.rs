@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common_proto::Instruction;
-use handlers::{KvBackendRef, KvRegionRouteStore, LeadershipRef, NodeKey, RegionRoute};
+use handlers::{KvBackendRef, KvRegionRouteStore, NodeKey, RegionRoute};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,10 @@ enum Answer {
 struct Harness {
     migrations: Arc<Migrations>,
     deps: MigrationDeps,
+    /// The election's view under the gate: set it to lose leadership.
+    lease: Arc<LeaderLease>,
+    /// The election's announcements, which the gate's term must match.
+    election: tokio::sync::watch::Sender<LeaderState>,
     term: CancellationToken,
     /// Every instruction the fake nodes received, in order.
     log: Arc<Mutex<Vec<(u64, Instruction)>>>,
@@ -69,11 +73,17 @@ impl Harness {
     /// As [`new`](Self::new), over `kv`.
     async fn over(kv: KvBackendRef) -> Self {
         let pushers = Arc::new(Pushers::new());
-        let leadership: LeadershipRef = Arc::new(LeaderLease::new(true, None));
-        let gate = Arc::new(LeaderGate::new(
-            leadership.clone(),
-            tokio::sync::watch::channel(LeaderState::default()).1,
-        ));
+        let lease = Arc::new(LeaderLease::new(true, None));
+        // The term this gate opens is the one the election names (seq 1), as in a leader
+        // whose term began.
+        let elected = LeaderState {
+            is_leader: true,
+            term: 1,
+            leader_addr: None,
+            seq: 1,
+        };
+        let (election, announced) = tokio::sync::watch::channel(elected);
+        let gate = Arc::new(LeaderGate::new(lease.clone(), announced));
         gate.open(1, 1, Bound::default());
         let routes = Arc::new(KvRegionRouteStore::new(kv.clone()));
         let deps = MigrationDeps {
@@ -89,7 +99,6 @@ impl Harness {
                 selector: Arc::new(LeastRegionsSelector),
             },
             mailbox: Arc::new(Mailbox::new(pushers, 1, "ms")),
-            leadership,
             gate,
             lease_wait: LeaseWait {
                 own: LEASE,
@@ -104,6 +113,8 @@ impl Harness {
         Self {
             migrations,
             deps,
+            lease,
+            election,
             term,
             log: Arc::default(),
             answers: Arc::default(),
@@ -799,6 +810,7 @@ async fn failover_switch_time(wait: LeaseWait, earlier: Duration) -> (Instant, I
     let mut h = Harness::new().await;
     h.deps.lease_wait = wait;
     h.migrations = Arc::new(Migrations::new(h.deps.clone()));
+    h.election.send_modify(|s| s.seq = 2);
     h.deps.gate.open(2, 2, earlier);
     let granted = h.fail_over_1_to_2(Duration::from_secs(1)).await;
     (granted, Instant::now())
@@ -956,8 +968,6 @@ async fn a_switch_is_a_compare_and_put_so_a_route_changed_underneath_is_never_ov
 #[tokio::test(start_paused = true)]
 async fn a_member_that_no_longer_leads_takes_no_step() {
     let mut h = Harness::new().await;
-    let lease = Arc::new(LeaderLease::new(true, None));
-    h.deps.leadership = lease.clone();
     h.migrations = Arc::new(Migrations::new(h.deps.clone()));
     h.alive(2, &[], true).await;
     h.connect(2);
@@ -965,7 +975,7 @@ async fn a_member_that_no_longer_leads_takes_no_step() {
     h.persist(Some(1), 2, Step::Switch, MigrationReason::Failover)
         .await;
     // Leadership is lost just as the term's procedures resume.
-    lease.set(false, None);
+    h.lease.set(false, None);
     h.migrations.begin_term(CancellationToken::new()).await;
     tokio::time::sleep(LEASE * 3).await;
     assert_eq!(h.route().await.leader, None, "still fenced: no switch");
