@@ -14,9 +14,7 @@ use common_proto::v1::{
     AskLeaderRequest, AskLeaderResponse, HeartbeatRequest, HeartbeatResponse, Peer, ResponseHeader,
 };
 use common_proto::PROTOCOL_VERSION;
-use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use std::time::Duration;
@@ -30,7 +28,7 @@ use crate::leader::gate::LeaderGate;
 use crate::service::mailbox::Mailbox;
 use crate::service::pusher::Pushers;
 
-/// How many responses may queue on one stream before pushes to it fail fast.
+/// How many pushes may queue on one stream before further pushes to it fail fast.
 pub(crate) const STREAM_QUEUE: usize = 64;
 
 /// What a heartbeat session needs, and nothing more: a narrow handle instead of the
@@ -84,11 +82,11 @@ impl Heartbeat for HeartbeatService {
             None => common_proto::tls::NodeIdentity::default(),
         });
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session::run(self.srv.clone(), identity, inbound, tx));
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|r| r.map(|b| *b)),
-        )))
+        Ok(Response::new(Box::pin(session::responses(
+            self.srv.clone(),
+            identity,
+            inbound,
+        ))))
     }
 
     async fn ask_leader(

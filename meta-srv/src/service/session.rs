@@ -7,11 +7,17 @@
 //! - **run**: every message is parsed the same way (a stream cannot switch node), its
 //!   mailbox reply is delivered first (so a reply never waits behind a slow handler), then
 //!   the handler group builds the response. The first response carries the handshake
-//!   config.
+//!   config. Pushes queued on the pusher are merged into the same response stream.
 //! - **end**: the node closes the stream; a newer session replaces this one; the metasrv
 //!   shuts down; or this metasrv loses leadership. Each ends with a clear status.
 //! - **cleanup**: deregister this session's pusher (by generation only) and fail the
-//!   mailbox messages that were waiting on it.
+//!   mailbox messages that were waiting on it. Cleanup runs when the session is dropped,
+//!   so it also runs when the transport drops the response stream mid-heartbeat.
+//!
+//! The session *is* the response stream: the transport polls it, and each poll reads the
+//! inbound stream and runs the handlers inline. No task or queue sits between a request
+//! and its response; only pushes, which come from other tasks, go through the pusher's
+//! bounded queue.
 //!
 //! Generic over the inbound stream so it can be driven without tonic.
 
@@ -20,98 +26,316 @@ use std::time::Duration;
 use common_proto::v1::{ErrorCode, HeartbeatRequest, HeartbeatResponse, MailboxMessage, Role};
 use futures::{Stream, StreamExt};
 use handlers::{Heartbeat, HeartbeatAccumulator, NodeKey};
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn, Instrument, Span};
 
-use super::SessionDeps;
+use super::{SessionDeps, STREAM_QUEUE};
+use crate::election::LeaderState;
 use crate::metrics::{HeartbeatOutcome, StreamGuard, METRICS};
 use crate::registration::Registration;
-use crate::service::pusher::{Pusher, ResponseTx};
+use crate::service::pusher::Pusher;
 
-/// Runs a session to its end. `identity`: under mutual TLS, who the client certificate
-/// says the peer is (`None`: no mTLS, any node key is accepted).
-pub(crate) async fn run<S>(
+/// One item of a session's response stream.
+type Item = Result<HeartbeatResponse, Status>;
+
+/// The response stream of one heartbeat stream. `identity`: under mutual TLS, who the
+/// client certificate says the peer is (`None`: no mTLS, any node key is accepted).
+pub(crate) fn responses<S>(
     srv: SessionDeps,
     identity: Option<common_proto::tls::NodeIdentity>,
-    mut inbound: S,
-    tx: ResponseTx,
-) where
+    inbound: S,
+) -> impl Stream<Item = Item> + Send
+where
     S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
 {
-    let _stream = StreamGuard::open();
-    let mut first = match inbound.next().await {
-        Some(Ok(req)) => req,
-        Some(Err(status)) => {
-            METRICS
-                .heartbeats
-                .inc(Role::Unspecified, HeartbeatOutcome::Invalid);
-            warn!(error = %status, "heartbeat stream failed before its first message");
-            let _ = tx.send(Err(receive_error(status))).await;
-            return;
+    let start = Phase::Start(Start {
+        srv,
+        identity,
+        inbound,
+        guard: StreamGuard::open(),
+    });
+    futures::stream::unfold(start, |phase| async move {
+        match phase {
+            Phase::Start(start) => start.open().await,
+            Phase::Live(live) => live.next().await,
+            Phase::Ended => None,
         }
-        None => return,
-    };
-    let role = first
-        .header
-        .as_ref()
-        .map_or(Role::Unspecified, |h| h.role());
-    let first_reply = first.mailbox_message.take();
-    let first = match Heartbeat::parse(first, srv.ctx.cluster_id) {
-        Ok(hb) => hb,
-        Err(err) => {
-            METRICS.heartbeats.inc(role, HeartbeatOutcome::Invalid);
-            warn!(error = %err, "rejected a heartbeat stream");
-            let _ = tx
-                .send(Err(Status::invalid_argument(err.to_string())))
-                .await;
-            return;
-        }
-    };
-    let key = first.key();
-    if let Some(identity) = identity.filter(|id| !id.permits(key.role, key.node_id)) {
-        METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Refused);
-        warn!(node_id = key.node_id, role = key.role.label(), names = ?identity.names(), "refused a heartbeat for a node the client certificate does not name");
-        let _ = tx
-            .send(Err(Status::permission_denied(format!(
+    })
+}
+
+/// Where a session is: waiting for its first message, serving, or over.
+enum Phase<S> {
+    Start(Start<S>),
+    Live(Live<S>),
+    Ended,
+}
+
+/// What the next poll yields: an item and the phase after it, or the end of the stream.
+type Next<S> = Option<(Item, Phase<S>)>;
+
+/// A session before its first message.
+struct Start<S> {
+    srv: SessionDeps,
+    identity: Option<common_proto::tls::NodeIdentity>,
+    inbound: S,
+    guard: StreamGuard,
+}
+
+impl<S> Start<S>
+where
+    S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
+{
+    /// Admits the stream on its first message and answers it.
+    async fn open(self) -> Next<S> {
+        let Start {
+            srv,
+            identity,
+            mut inbound,
+            guard,
+        } = self;
+        let mut first = match inbound.next().await {
+            Some(Ok(req)) => req,
+            Some(Err(status)) => {
+                METRICS
+                    .heartbeats
+                    .inc(Role::Unspecified, HeartbeatOutcome::Invalid);
+                warn!(error = %status, "heartbeat stream failed before its first message");
+                return refuse(receive_error(status));
+            }
+            None => return None,
+        };
+        let role = first
+            .header
+            .as_ref()
+            .map_or(Role::Unspecified, |h| h.role());
+        let first_reply = first.mailbox_message.take();
+        let first = match Heartbeat::parse(first, srv.ctx.cluster_id) {
+            Ok(hb) => hb,
+            Err(err) => {
+                METRICS.heartbeats.inc(role, HeartbeatOutcome::Invalid);
+                warn!(error = %err, "rejected a heartbeat stream");
+                return refuse(Status::invalid_argument(err.to_string()));
+            }
+        };
+        let key = first.key();
+        if let Some(identity) = identity.filter(|id| !id.permits(key.role, key.node_id)) {
+            METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Refused);
+            warn!(node_id = key.node_id, role = key.role.label(), names = ?identity.names(), "refused a heartbeat for a node the client certificate does not name");
+            return refuse(Status::permission_denied(format!(
                 "this client certificate may not heartbeat as {} {}: its subjectAltNames {:?} name no such node (expected {})",
                 key.role.label(),
                 key.node_id,
                 identity.names(),
                 common_proto::tls::expected_names(key.role, key.node_id),
-            ))))
-            .await;
-        return;
-    }
-    let span = tracing::info_span!(
-        "heartbeat_session",
-        node_id = key.node_id,
-        role = key.role.label()
-    );
-    async move {
+            )));
+        }
+        let span = tracing::info_span!(
+            "heartbeat_session",
+            node_id = key.node_id,
+            role = key.role.label()
+        );
         let addr = first.stat().addr.clone();
         let node_epoch = first.stat().node_epoch;
+        let (tx, pushes) = mpsc::channel(STREAM_QUEUE);
         let now = srv.ctx.clock.now();
-        let pusher =
-            match srv
-                .pushers
-                .register(key, node_epoch, &addr, tx.clone(), now, srv.node_lease)
-            {
-                Ok(p) => p,
-                Err(err) => {
-                    warn!(error = %err, "refused a second stream for a connected node");
-                    let _ = tx.send(Err(Status::from(err))).await;
-                    return;
-                }
-            };
-        info!(generation = pusher.generation(), %addr, node_epoch, "session started");
-        register(&srv, key, &addr, node_epoch).await;
-        let reason = serve(&srv, key, &pusher, (first, first_reply), &mut inbound, &tx).await;
-        info!(generation = pusher.generation(), reason, "session ended");
-        srv.pushers.deregister(key, pusher.generation());
-        srv.mailbox.on_channel_closed(key, pusher.generation());
+        let pusher = match srv
+            .pushers
+            .register(key, node_epoch, &addr, tx, now, srv.node_lease)
+        {
+            Ok(p) => p,
+            Err(err) => {
+                span.in_scope(
+                    || warn!(error = %err, "refused a second stream for a connected node"),
+                );
+                return refuse(Status::from(err));
+            }
+        };
+        span.in_scope(
+            || info!(generation = pusher.generation(), %addr, node_epoch, "session started"),
+        );
+        let leader_rx = srv.election.subscribe();
+        let mut live = Live {
+            srv,
+            key,
+            pusher,
+            pushes,
+            inbound,
+            leader_rx,
+            handshake: true,
+            span,
+            reason: "node went away",
+            _guard: guard,
+        };
+        let span = live.span.clone();
+        async move {
+            register(&live.srv, key, &addr, node_epoch).await;
+            live.await_gate().await;
+            live.answer(first, first_reply).await
+        }
+        .instrument(span)
+        .await
     }
-    .instrument(span)
-    .await
+}
+
+/// Ends the stream with `status`.
+fn refuse<S>(status: Status) -> Next<S> {
+    Some((Err(status), Phase::Ended))
+}
+
+/// A session bound to one node, with its pusher registered.
+struct Live<S> {
+    srv: SessionDeps,
+    key: NodeKey,
+    pusher: std::sync::Arc<Pusher>,
+    /// Responses pushed by other tasks through the pusher.
+    pushes: mpsc::Receiver<Result<Box<HeartbeatResponse>, Status>>,
+    inbound: S,
+    leader_rx: watch::Receiver<LeaderState>,
+    /// The next response is the stream's first (it carries the handshake config).
+    handshake: bool,
+    span: Span,
+    /// Why the session ended, logged at cleanup (the default: the transport dropped it).
+    reason: &'static str,
+    _guard: StreamGuard,
+}
+
+/// What woke a live session. A temporary on the stack, consumed at once: boxing the
+/// message to even out the variants would cost an allocation per heartbeat.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Replaced,
+    Shutdown,
+    LostLeadership,
+    Push(Result<Box<HeartbeatResponse>, Status>),
+    Message(Option<Result<HeartbeatRequest, Status>>),
+}
+
+impl<S> Live<S>
+where
+    S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send + 'static,
+{
+    /// Elected a moment ago (or named by etcd, with the first keep-alive of the term still
+    /// on its way): the leader state is loading. Nodes are told of a new leader the instant
+    /// etcd names it, so they often arrive first; they wait here the few milliseconds it
+    /// takes rather than being sent away as NOT_LEADER.
+    async fn await_gate(&mut self) {
+        let srv = &self.srv;
+        let named_here =
+            self.leader_rx.borrow().leader_addr.as_deref() == Some(srv.self_addr.as_str());
+        if !srv.ctx.leadership.is_leader() && (srv.election.leadership().is_leader() || named_here)
+        {
+            srv.gate
+                .wait_open(srv.node_lease.min(Duration::from_secs(2)))
+                .await;
+        }
+    }
+
+    /// The next item: a push, or the answer to the next message, or the end.
+    async fn next(mut self) -> Next<S> {
+        let span = self.span.clone();
+        async move {
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    _ = self.pusher.replaced() => Event::Replaced,
+                    _ = self.srv.shutdown.cancelled() => Event::Shutdown,
+                    changed = self.leader_rx.changed() => {
+                        if changed.is_err() || !self.leader_rx.borrow_and_update().is_leader {
+                            Event::LostLeadership
+                        } else {
+                            continue;
+                        }
+                    }
+                    // The pusher holds the sender as long as this session holds the pusher.
+                    Some(push) = self.pushes.recv() => Event::Push(push),
+                    msg = self.inbound.next() => Event::Message(msg),
+                };
+                return match event {
+                    Event::Replaced => {
+                        let status = Status::aborted(format!(
+                            "replaced by a newer stream for node {}",
+                            self.key
+                        ));
+                        self.end("replaced", status)
+                    }
+                    Event::Shutdown => {
+                        self.end("shutdown", Status::unavailable("metasrv is shutting down"))
+                    }
+                    Event::LostLeadership => {
+                        let leader = self
+                            .srv
+                            .ctx
+                            .leadership
+                            .leader_addr()
+                            .unwrap_or_else(|| "unknown".into());
+                        let status = Status::unavailable(format!(
+                            "not leader: this metasrv lost leadership; the leader is {leader}"
+                        ));
+                        self.end("lost leadership", status)
+                    }
+                    Event::Push(push) => Some((push.map(|b| *b), Phase::Live(self))),
+                    Event::Message(Some(Ok(req))) => match parse(&self.srv, self.key, req) {
+                        Ok((hb, reply)) => self.answer(hb, reply).await,
+                        Err(status) => {
+                            METRICS
+                                .heartbeats
+                                .inc(self.key.role, HeartbeatOutcome::Invalid);
+                            warn!(error = %status, "rejected a heartbeat");
+                            self.end("invalid heartbeat", status)
+                        }
+                    },
+                    Event::Message(Some(Err(status))) => {
+                        warn!(error = %status, "heartbeat stream error");
+                        // Oversized or undecodable messages: tell the node why.
+                        self.end("stream error", receive_error(status))
+                    }
+                    Event::Message(None) => self.close("closed by node"),
+                };
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Answers one heartbeat; the session goes on.
+    async fn answer(mut self, hb: Heartbeat, reply: Option<MailboxMessage>) -> Next<S> {
+        let resp = handle(
+            &self.srv,
+            self.key,
+            &self.pusher,
+            &hb,
+            reply,
+            self.handshake,
+        )
+        .await;
+        METRICS.heartbeats.inc(self.key.role, outcome(&resp));
+        self.handshake = false;
+        Some((Ok(resp), Phase::Live(self)))
+    }
+
+    /// Ends the session with `status`, for `reason`.
+    fn end(self, reason: &'static str, status: Status) -> Next<S> {
+        self.close(reason);
+        refuse(status)
+    }
+
+    /// Ends the session without a status (the node closed its side).
+    fn close(mut self, reason: &'static str) -> Next<S> {
+        self.reason = reason;
+        drop(self);
+        None
+    }
+}
+
+impl<S> Drop for Live<S> {
+    fn drop(&mut self) {
+        let generation = self.pusher.generation();
+        self.span
+            .in_scope(|| info!(generation, reason = self.reason, "session ended"));
+        self.srv.pushers.deregister(self.key, generation);
+        self.srv.mailbox.on_channel_closed(self.key, generation);
+    }
 }
 
 /// The status a node gets for a message the server could not receive: gRPC says a
@@ -121,81 +345,6 @@ fn receive_error(status: Status) -> Status {
         Status::resource_exhausted(status.message().to_string())
     } else {
         status
-    }
-}
-
-/// The message loop; returns why it ended.
-async fn serve<S>(
-    srv: &SessionDeps,
-    key: NodeKey,
-    pusher: &Pusher,
-    first: (Heartbeat, Option<MailboxMessage>),
-    inbound: &mut S,
-    tx: &ResponseTx,
-) -> &'static str
-where
-    S: Stream<Item = Result<HeartbeatRequest, Status>> + Unpin,
-{
-    let mut leader_rx = srv.election.subscribe();
-    let named_here = leader_rx.borrow().leader_addr.as_deref() == Some(srv.self_addr.as_str());
-    if !srv.ctx.leadership.is_leader() && (srv.election.leadership().is_leader() || named_here) {
-        // Elected a moment ago (or named by etcd, with the first keep-alive of the term
-        // still on its way): the leader state is loading. Nodes are told of a new leader
-        // the instant etcd names it, so they often arrive first; they wait here the few
-        // milliseconds it takes rather than being sent away as NOT_LEADER.
-        srv.gate
-            .wait_open(srv.node_lease.min(Duration::from_secs(2)))
-            .await;
-    }
-    let mut next = Some(first);
-    let mut handshake = true;
-    loop {
-        let (hb, reply) = match next.take() {
-            Some(parsed) => parsed,
-            None => tokio::select! {
-                biased;
-                _ = pusher.replaced() => {
-                    let _ = tx.send(Err(Status::aborted(format!("replaced by a newer stream for node {key}")))).await;
-                    return "replaced";
-                }
-                _ = srv.shutdown.cancelled() => {
-                    let _ = tx.send(Err(Status::unavailable("metasrv is shutting down"))).await;
-                    return "shutdown";
-                }
-                changed = leader_rx.changed() => {
-                    if changed.is_err() || !leader_rx.borrow_and_update().is_leader {
-                        let leader = srv.ctx.leadership.leader_addr().unwrap_or_else(|| "unknown".into());
-                        let _ = tx.send(Err(Status::unavailable(format!("not leader: this metasrv lost leadership; the leader is {leader}")))).await;
-                        return "lost leadership";
-                    }
-                    continue;
-                }
-                msg = inbound.next() => match msg {
-                    Some(Ok(req)) => match parse(srv, key, req) {
-                        Ok(parsed) => parsed,
-                        Err(status) => {
-                            METRICS.heartbeats.inc(key.role, HeartbeatOutcome::Invalid);
-                            warn!(error = %status, "rejected a heartbeat");
-                            let _ = tx.send(Err(status)).await;
-                            return "invalid heartbeat";
-                        }
-                    },
-                    Some(Err(status)) => {
-                        warn!(error = %status, "heartbeat stream error");
-                        // Oversized or undecodable messages: tell the node why.
-                        let _ = tx.send(Err(receive_error(status))).await;
-                        return "stream error";
-                    }
-                    None => return "closed by node",
-                },
-            },
-        };
-        let resp = handle(srv, key, pusher, &hb, reply, handshake).await;
-        METRICS.heartbeats.inc(key.role, outcome(&resp));
-        if tx.send(Ok(Box::new(resp))).await.is_err() {
-            return "node went away";
-        }
-        handshake = false;
     }
 }
 
@@ -293,5 +442,117 @@ async fn register(srv: &SessionDeps, key: NodeKey, addr: &str, node_epoch: u64) 
         .await
     {
         warn!(error = %err, "could not record the node registration");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A session driven in process, without a transport: the inbound stream is a
+    //! channel, and the test holds the response stream the transport would poll.
+
+    use common_proto::v1::{Peer, RequestHeader};
+    use common_proto::PROTOCOL_VERSION;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::{MetasrvBuilder, MetasrvOptions};
+
+    fn request(node_id: u64) -> HeartbeatRequest {
+        HeartbeatRequest {
+            header: Some(RequestHeader {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id: MetasrvOptions::default().cluster_id,
+                node_id,
+                role: Role::Datanode as i32,
+            }),
+            peer: Some(Peer {
+                id: node_id,
+                addr: format!("127.0.0.1:{}", 20000 + node_id),
+            }),
+            node_epoch: 1,
+            ..Default::default()
+        }
+    }
+
+    async fn session() -> (
+        std::sync::Arc<crate::Metasrv>,
+        mpsc::Sender<Result<HeartbeatRequest, Status>>,
+        std::pin::Pin<Box<dyn Stream<Item = Item> + Send>>,
+    ) {
+        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
+            .build()
+            .await
+            .expect("a standalone metasrv");
+        let (tx, rx) = mpsc::channel(4);
+        let stream = responses(
+            metasrv.heartbeat_service().srv,
+            None,
+            ReceiverStream::new(rx),
+        );
+        (metasrv, tx, Box::pin(stream))
+    }
+
+    #[tokio::test]
+    async fn a_session_dropped_by_its_transport_mid_stream_still_cleans_up() {
+        let (metasrv, tx, mut stream) = session().await;
+        tx.send(Ok(request(7))).await.expect("inbound open");
+        let first = stream
+            .next()
+            .await
+            .expect("an answer")
+            .expect("not refused");
+        assert!(
+            first.heartbeat_config.is_some(),
+            "the first answer is the handshake"
+        );
+        let key = NodeKey::datanode(7);
+        assert!(
+            metasrv.pushers().get(key).is_some(),
+            "registered while live"
+        );
+
+        // The transport drops the stream while the session waits for the next message.
+        drop(stream);
+        assert!(
+            metasrv.pushers().get(key).is_none(),
+            "the pusher is deregistered the moment the session is dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_push_reaches_a_silent_node_between_its_answers() {
+        let (metasrv, tx, mut stream) = session().await;
+        tx.send(Ok(request(8))).await.expect("inbound open");
+        stream
+            .next()
+            .await
+            .expect("an answer")
+            .expect("not refused");
+        let pusher = metasrv
+            .pushers()
+            .get(NodeKey::datanode(8))
+            .expect("registered");
+
+        // No message arrives; the push is delivered on its own.
+        let pushed = HeartbeatResponse {
+            heartbeat_config: None,
+            ..Default::default()
+        };
+        pusher.push(pushed.clone()).expect("queued");
+        let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the push is not held back until the next heartbeat")
+            .expect("an item")
+            .expect("not an error");
+        assert_eq!(got, pushed);
+
+        // The session goes on answering.
+        tx.send(Ok(request(8))).await.expect("inbound open");
+        let next = stream
+            .next()
+            .await
+            .expect("an answer")
+            .expect("not refused");
+        assert!(next.heartbeat_config.is_none());
     }
 }
