@@ -520,6 +520,157 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn under_mtls_a_stream_may_speak_only_for_the_node_its_certificate_names() {
+        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
+            .build()
+            .await
+            .expect("a standalone metasrv");
+        let (tx, rx) = mpsc::channel(4);
+        let nameless = common_proto::tls::NodeIdentity::default();
+        let mut stream = Box::pin(responses(
+            metasrv.heartbeat_service().srv,
+            Some(nameless),
+            ReceiverStream::new(rx),
+        ));
+        tx.send(Ok(request(9))).await.expect("inbound open");
+        let refused = stream
+            .next()
+            .await
+            .expect("an answer")
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(stream.next().await.is_none(), "the stream ends");
+        assert!(metasrv.pushers().get(NodeKey::datanode(9)).is_none());
+    }
+
+    /// An election whose authority and published state the test sets apart.
+    #[derive(Debug)]
+    struct Scripted(crate::election::LeaderSignal);
+
+    #[async_trait::async_trait]
+    impl crate::election::Election for Scripted {
+        fn leadership(&self) -> handlers::LeadershipRef {
+            self.0.view()
+        }
+        fn subscribe(&self) -> watch::Receiver<LeaderState> {
+            self.0.subscribe()
+        }
+        async fn run(&self, shutdown: tokio_util::sync::CancellationToken) -> crate::Result<()> {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+        async fn resign(&self) -> crate::Result<()> {
+            Ok(())
+        }
+        async fn leader(&self) -> crate::Result<Option<crate::election::LeaderInfo>> {
+            Ok(None)
+        }
+        async fn members(&self) -> crate::Result<Vec<crate::election::Member>> {
+            Ok(vec![])
+        }
+    }
+
+    /// A session of a metasrv whose election is `scripted` and whose gate is closed.
+    async fn electing(
+        scripted: std::sync::Arc<Scripted>,
+    ) -> (
+        SessionDeps,
+        std::sync::Arc<crate::leader::gate::LeaderGate>,
+        std::sync::Arc<crate::Metasrv>,
+    ) {
+        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
+            .build()
+            .await
+            .expect("a standalone metasrv");
+        let mut deps = metasrv.heartbeat_service().srv;
+        let gate = std::sync::Arc::new(crate::leader::gate::LeaderGate::new(
+            scripted.0.view(),
+            scripted.0.subscribe(),
+        ));
+        deps.election = scripted;
+        deps.gate = gate.clone();
+        deps.ctx.leadership = gate.clone();
+        (deps, gate, metasrv)
+    }
+
+    /// The first answer of a stream to `deps`, and how long it took.
+    async fn first_answer(deps: SessionDeps) -> (Item, Duration) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut stream = Box::pin(responses(deps, None, ReceiverStream::new(rx)));
+        tx.send(Ok(request(5))).await.expect("inbound open");
+        let started = tokio::time::Instant::now();
+        let answer = stream.next().await.expect("an answer");
+        (answer, started.elapsed())
+    }
+
+    fn not_leader(item: &Item) -> bool {
+        let header = item.as_ref().ok().and_then(|r| r.header.as_ref());
+        header
+            .and_then(|h| h.error.as_ref())
+            .is_some_and(|e| e.code() == ErrorCode::NotLeader)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_reaches_a_leader_named_a_moment_ago_waits_for_its_gate() {
+        let scripted = std::sync::Arc::new(Scripted(crate::election::LeaderSignal::new()));
+        let (deps, gate, _metasrv) = electing(scripted.clone()).await;
+        // Named by the election, its first keep-alive still on its way: not yet leading.
+        scripted.0.observed(&crate::election::LeaderInfo {
+            addr: deps.self_addr.clone(),
+            term: 2,
+        });
+        let self_addr = deps.self_addr.clone();
+        let opener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            scripted.0.lead(self_addr, 2, None);
+            let seq = scripted.0.current().seq;
+            gate.open(seq, 2, crate::leader::lease_bound::Bound::default());
+        });
+        let (answer, took) = first_answer(deps).await;
+        opener.await.expect("opened");
+        assert!(
+            !not_leader(&answer),
+            "answered once the gate opened: {answer:?}"
+        );
+        assert!(
+            answer.is_ok() && took >= Duration::from_millis(300),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_reaches_a_follower_is_sent_away_at_once() {
+        let scripted = std::sync::Arc::new(Scripted(crate::election::LeaderSignal::new()));
+        let (deps, _gate, _metasrv) = electing(scripted.clone()).await;
+        scripted.0.observed(&crate::election::LeaderInfo {
+            addr: "elsewhere:1".into(),
+            term: 2,
+        });
+        let (answer, took) = first_answer(deps).await;
+        assert!(not_leader(&answer), "{answer:?}");
+        assert!(
+            took < Duration::from_millis(100),
+            "no wait for a gate: {took:?}"
+        );
+    }
+
+    #[test]
+    fn only_an_oversized_message_is_resource_exhausted() {
+        let oversized = Status::out_of_range("decoded message length too large");
+        assert_eq!(
+            receive_error(oversized).code(),
+            tonic::Code::ResourceExhausted
+        );
+        for other in [
+            Status::out_of_range("something else"),
+            Status::internal("frame too large"),
+        ] {
+            let code = other.code();
+            assert_eq!(receive_error(other).code(), code);
+        }
+    }
+
+    #[tokio::test]
     async fn a_push_reaches_a_silent_node_between_its_answers() {
         let (metasrv, tx, mut stream) = session().await;
         tx.send(Ok(request(8))).await.expect("inbound open");
