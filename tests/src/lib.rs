@@ -21,6 +21,7 @@ mod process;
 pub mod proxy;
 pub mod quorum_loss;
 mod setup;
+pub mod sim;
 mod wait;
 pub mod writers;
 
