@@ -51,7 +51,7 @@ pub use heartbeat::{HeartbeatOptions, HeartbeatTask};
 pub use instruction::InstructionHandler;
 pub use lease::{RegionLeases, WriteTicket, DEFAULT_LEASE_MARGIN};
 pub use memory_engine::MemoryRegionEngine;
-pub use meta_client::{Backoff, MetaClient};
+pub use meta_client::{Backoff, Connector, ConnectorIo, MetaClient};
 pub use status::{HeartbeatStatus, StatusCell};
 
 /// Re-exported so an engine can implement [`RegionEngine`] (an `async_trait`) without

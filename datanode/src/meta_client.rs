@@ -10,18 +10,26 @@
 //! the node chooses). So a node hunting after its leader died learns the successor the
 //! moment etcd elects it, instead of retrying on a backoff that could add seconds.
 //!
+//! A [`Connector`] replaces TCP as the way to reach an address (a proxy, a Unix socket,
+//! the deterministic simulation's network); everything above the byte stream is the same.
+//!
 //! [`Backoff`]: the first retry is immediate; later ones back off exponentially with
 //! jitter, capped at the heartbeat interval, so a metasrv restart is not stormed.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common_proto::v1::heartbeat_client::HeartbeatClient;
 use common_proto::v1::{AskLeaderRequest, RequestHeader, Role};
 use common_proto::PROTOCOL_VERSION;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use hyper_util::rt::TokioIo;
 use rand::Rng;
 use snafu::ResultExt;
-use tonic::transport::{Channel, Endpoint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{ConnectSnafu, NoLeaderSnafu, Result, RpcSnafu};
 
@@ -35,6 +43,41 @@ pub struct MetaClient {
     /// TLS to every metasrv (`None`: plaintext).
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
+    /// How to open the byte stream to an address (`None`: TCP).
+    connector: Option<Connector>,
+}
+
+/// A byte stream a [`Connector`] opens.
+pub trait ConnectorIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ConnectorIo for T {}
+
+type Connect =
+    dyn Fn(Uri) -> BoxFuture<'static, std::io::Result<Box<dyn ConnectorIo>>> + Send + Sync;
+
+/// Opens the byte stream to a metasrv's address instead of TCP.
+#[derive(Clone)]
+pub struct Connector(Arc<Connect>);
+
+impl Connector {
+    /// A connector that opens a stream to `uri` with `connect`.
+    pub fn new<F, Fut, S>(connect: F) -> Self
+    where
+        F: Fn(Uri) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: ConnectorIo,
+    {
+        Self(Arc::new(move |uri| {
+            let opening = connect(uri);
+            Box::pin(async move { Ok(Box::new(opening.await?) as Box<dyn ConnectorIo>) })
+        }))
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 impl MetaClient {
@@ -47,7 +90,14 @@ impl MetaClient {
             rpc_timeout,
             #[cfg(feature = "tls")]
             tls: None,
+            connector: None,
         }
+    }
+
+    /// Opens every stream to a metasrv with `connector` instead of TCP.
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
     }
 
     /// Dials every metasrv over TLS: addresses without a scheme become `https://`.
@@ -97,10 +147,19 @@ impl MetaClient {
 
     /// Connects a channel to `addr`.
     pub async fn connect(&self, addr: &str) -> Result<Channel> {
-        self.endpoint(addr)?
-            .connect()
-            .await
-            .context(ConnectSnafu { addr })
+        let endpoint = self.endpoint(addr)?;
+        let connected = match &self.connector {
+            None => endpoint.connect().await,
+            Some(Connector(connect)) => {
+                let connect = connect.clone();
+                let service = tower::service_fn(move |uri: Uri| {
+                    let opening = connect(uri);
+                    async move { opening.await.map(TokioIo::new) }
+                });
+                endpoint.connect_with_connector(service).await
+            }
+        };
+        connected.context(ConnectSnafu { addr })
     }
 
     /// The request header this node sends.

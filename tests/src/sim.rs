@@ -76,14 +76,25 @@ pub async fn incoming(port: u16) -> io::Result<impl Stream<Item = io::Result<Sim
     }))
 }
 
+/// Opens a simulated TCP stream from the current host to `uri`'s host and port.
+async fn open(uri: Uri) -> io::Result<SimIo> {
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(GRPC_PORT);
+    turmoil::net::TcpStream::connect((host, port))
+        .await
+        .map(SimIo)
+}
+
 /// A gRPC channel from the current simulated host to `host:port`.
 pub async fn channel(host: &str, port: u16) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{host}:{port}"))?
         .connect_with_connector(tower::service_fn(|uri: Uri| async move {
-            let host = uri.host().unwrap_or_default().to_string();
-            let port = uri.port_u16().unwrap_or(GRPC_PORT);
-            let stream = turmoil::net::TcpStream::connect((host, port)).await?;
-            Ok::<_, io::Error>(TokioIo::new(SimIo(stream)))
+            open(uri).await.map(TokioIo::new)
         }))
         .await
+}
+
+/// A datanode's way to its metasrvs over the simulated network.
+pub fn connector() -> datanode::Connector {
+    datanode::Connector::new(open)
 }

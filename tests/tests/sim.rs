@@ -113,3 +113,126 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
     assert_eq!(a, run(11), "a run is a function of its seed");
     assert_ne!(a, run(12), "the seed decides the network's delays");
 }
+
+/// When the partition between the datanode and its metasrv begins and ends.
+const CUT: Duration = Duration::from_secs(30);
+const HEAL: Duration = Duration::from_secs(60);
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+
+/// One run of a real datanode (heartbeat task, keeper, lease check, memory engine) that
+/// leads region 1, cut off from its metasrv from `CUT` to `HEAL`: the simulated time of
+/// every write it tried, and whether it was accepted.
+fn cut_off(seed: u64) -> Vec<(Duration, bool)> {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(120))
+        .rng_seed(seed)
+        .build();
+    sim.host("ms", || async {
+        let options = meta_srv::MetasrvOptions {
+            server_addr: format!("ms:{GRPC_PORT}"),
+            ..Default::default()
+        };
+        let metasrv = meta_srv::MetasrvBuilder::new(options).build().await?;
+        let route = handlers::RegionRoute {
+            region_id: 1,
+            leader: Some(1),
+            followers: vec![],
+            epoch: 1,
+        };
+        metasrv.context().routes.put(route).await?;
+        tonic::transport::Server::builder()
+            .add_service(HeartbeatServer::new(metasrv.heartbeat_service()))
+            .serve_with_incoming(incoming(GRPC_PORT).await?)
+            .await?;
+        Ok(())
+    });
+    let log = writes.clone();
+    sim.client("dn1", async move {
+        use datanode::RegionEngine;
+        let leases = datanode::RegionLeases::new(datanode::DEFAULT_LEASE_MARGIN);
+        let engine = Arc::new(datanode::MemoryRegionEngine::new(leases.clone()));
+        engine
+            .open_region(1, common_proto::v1::RegionRole::Leader, 1)
+            .await?;
+        let keeper = datanode::RegionAliveKeeper::new(engine.clone(), leases);
+        let cluster_id = meta_srv::MetasrvOptions::default().cluster_id;
+        let rpc_timeout = Duration::from_secs(1);
+        let client =
+            datanode::MetaClient::new(vec![format!("ms:{GRPC_PORT}")], cluster_id, 1, rpc_timeout)
+                .with_connector(tests::sim::connector());
+        let opts = datanode::HeartbeatOptions {
+            node_id: 1,
+            advertise_addr: "dn1:4001".into(),
+            node_epoch: 1,
+            initial_interval: Duration::from_secs(3),
+            rpc_timeout,
+            extensions: datanode::heartbeat::default_extensions(),
+        };
+        let task = datanode::HeartbeatTask::new(client, opts, engine.clone(), keeper.clone());
+        let shutdown = datanode::CancellationToken::new();
+        tokio::spawn(keeper.run(shutdown.clone()));
+        tokio::spawn(task.run(shutdown.clone()));
+        let mut n = 0u64;
+        while turmoil::sim_elapsed().unwrap_or_default() < Duration::from_secs(90) {
+            n += 1;
+            let accepted = engine.write(1, "k", &n.to_string()).is_ok();
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            log.lock().expect("log").push((at, accepted));
+            tokio::time::sleep(WRITE_EVERY).await;
+        }
+        shutdown.cancel();
+        Ok(())
+    });
+    let (mut cut, mut healed) = (false, false);
+    while !sim.step().expect("the simulation runs") {
+        let now = sim.elapsed();
+        if !cut && now >= CUT {
+            sim.partition("dn1", "ms");
+            cut = true;
+        }
+        if !healed && now >= HEAL {
+            sim.repair("dn1", "ms");
+            healed = true;
+        }
+    }
+    let writes = writes.lock().expect("log").clone();
+    writes
+}
+
+#[test]
+fn a_datanode_cut_off_from_its_metasrv_stops_writing_within_its_lease_and_resumes_after() {
+    let lease = meta_srv::MetasrvOptions::default().region_lease;
+    let writes = cut_off(3);
+    let accepted = |from: Duration, to: Duration| {
+        writes
+            .iter()
+            .filter(|(at, ok)| *ok && *at >= from && *at < to)
+            .count()
+    };
+    assert!(
+        accepted(Duration::ZERO, CUT) > 0,
+        "writable once granted: {writes:?}"
+    );
+    // No grant can reach the node after the cut, and each counts from a heartbeat sent
+    // before it: nothing is accepted past the cut plus one lease.
+    let last = writes
+        .iter()
+        .filter(|(at, ok)| *ok && *at >= CUT && *at < HEAL)
+        .map(|(at, _)| *at)
+        .max();
+    assert!(
+        last.is_none_or(|at| at <= CUT + lease),
+        "a write accepted at {last:?}, past the cut at {CUT:?} plus the lease {lease:?}"
+    );
+    assert_eq!(accepted(CUT + lease, HEAL), 0, "readonly while cut off");
+    assert!(
+        accepted(HEAL, Duration::from_secs(90)) > 0,
+        "writable again after the partition heals: {:?}",
+        writes
+            .iter()
+            .filter(|(at, _)| *at >= HEAL)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+}
