@@ -330,6 +330,9 @@ where
 
 impl<S> Drop for Live<S> {
     fn drop(&mut self) {
+        // Closed first: a push racing this cleanup then fails at once, and one that got in
+        // before left its mailbox entry before `on_channel_closed` below fails it.
+        self.pushes.close();
         let generation = self.pusher.generation();
         self.span
             .in_scope(|| info!(generation, reason = self.reason, "session ended"));
