@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use common_proto::v1::heartbeat_server::HeartbeatServer;
 use futures::Stream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,6 +65,16 @@ impl tonic::transport::server::Connected for SimIo {
     type ConnectInfo = ();
 
     fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// Serves `metasrv`'s heartbeat service on the current simulated host's [`GRPC_PORT`]
+/// until the simulation ends.
+pub async fn serve_heartbeats(metasrv: &meta_srv::Metasrv) -> turmoil::Result {
+    tonic::transport::Server::builder()
+        .add_service(HeartbeatServer::new(metasrv.heartbeat_service()))
+        .serve_with_incoming(incoming(GRPC_PORT).await?)
+        .await?;
+    Ok(())
 }
 
 /// The connections a simulated host accepts on `port`, for `serve_with_incoming`.

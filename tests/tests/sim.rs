@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common_proto::v1::heartbeat_client::HeartbeatClient;
-use common_proto::v1::heartbeat_server::HeartbeatServer;
 use common_proto::v1::{HeartbeatRequest, Peer, RequestHeader, Role};
 use futures::StreamExt;
-use tests::sim::{channel, incoming, GRPC_PORT};
+use tests::sim::{channel, serve_heartbeats, GRPC_PORT};
 use tokio_stream::wrappers::ReceiverStream;
 
 const NODES: u64 = 3;
@@ -45,11 +44,7 @@ fn run(seed: u64) -> Vec<String> {
         let metasrv = meta_srv::MetasrvBuilder::new(meta_srv::MetasrvOptions::default())
             .build()
             .await?;
-        tonic::transport::Server::builder()
-            .add_service(HeartbeatServer::new(metasrv.heartbeat_service()))
-            .serve_with_incoming(incoming(GRPC_PORT).await?)
-            .await?;
-        Ok(())
+        serve_heartbeats(&metasrv).await
     });
     for node_id in 1..=NODES {
         let trace = trace.clone();
@@ -141,11 +136,7 @@ fn cut_off(seed: u64) -> Vec<(Duration, bool)> {
             epoch: 1,
         };
         metasrv.context().routes.put(route).await?;
-        tonic::transport::Server::builder()
-            .add_service(HeartbeatServer::new(metasrv.heartbeat_service()))
-            .serve_with_incoming(incoming(GRPC_PORT).await?)
-            .await?;
-        Ok(())
+        serve_heartbeats(&metasrv).await
     });
     let log = writes.clone();
     sim.client("dn1", async move {

@@ -59,6 +59,16 @@ pub(crate) struct RouteTable {
     by_node: HashMap<u64, HashMap<u64, u64>>,
 }
 
+/// A plain route's epoch, as read from its leader's map: `insert` and `remove` keep every
+/// `led` entry there.
+fn found(epoch: Option<u64>, leader: NonZeroU64, region_id: u64) -> u64 {
+    debug_assert!(
+        epoch.is_some(),
+        "region {region_id} is missing from node {leader}'s map"
+    );
+    epoch.unwrap_or_default()
+}
+
 /// The route a `led` entry stands for: a leader and no followers.
 fn plain(region_id: u64, leader: NonZeroU64, epoch: u64) -> RegionRoute {
     RegionRoute {
@@ -89,18 +99,13 @@ impl RouteTable {
         }
     }
 
-    /// The epoch of the plain route of `region_id` led by `leader`. `insert` and `remove`
-    /// keep every `led` entry in its leader's map.
+    /// The epoch of the plain route of `region_id` led by `leader`.
     fn epoch(&self, leader: NonZeroU64, region_id: u64) -> u64 {
         let epoch = self
             .by_node
             .get(&leader.get())
             .and_then(|leads| leads.get(&region_id));
-        debug_assert!(
-            epoch.is_some(),
-            "region {region_id} is missing from node {leader}'s map"
-        );
-        epoch.copied().unwrap_or_default()
+        found(epoch.copied(), leader, region_id)
     }
 
     /// What the table holds for `region_id`: its route, its tombstone, or nothing.
@@ -155,12 +160,8 @@ impl RouteTable {
     /// Deletes a route, leaving no tombstone; returns it.
     pub(crate) fn remove(&mut self, region_id: u64) -> Option<RegionRoute> {
         if let Some(leader) = self.led.remove(&region_id) {
-            let epoch = self.unindex(leader.get(), region_id);
-            debug_assert!(
-                epoch.is_some(),
-                "region {region_id} is missing from node {leader}'s map"
-            );
-            return Some(plain(region_id, leader, epoch.unwrap_or_default()));
+            let epoch = found(self.unindex(leader.get(), region_id), leader, region_id);
+            return Some(plain(region_id, leader, epoch));
         }
         let route = self.other.remove(&region_id)?;
         if let Some(leader) = route.leader {
@@ -299,17 +300,23 @@ mod tests {
         assert_eq!(t.entry(3), Entry::Absent);
     }
 
-    #[test]
-    fn every_shape_of_route_reads_back_as_written() {
-        let mut t = RouteTable::default();
-        let shapes = [
+    /// One route of every shape: plain; with followers; without a leader, with and without
+    /// followers; led by node 0; a leader also listed as a follower.
+    fn shapes() -> [RegionRoute; 6] {
+        [
             route(1, Some(10), &[]),
             route(2, Some(10), &[11, 12]),
             route(3, None, &[11]),
             route(4, None, &[]),
             route(5, Some(0), &[]),
             route(6, Some(13), &[13]),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_shape_of_route_reads_back_as_written() {
+        let mut t = RouteTable::default();
+        let shapes = shapes();
         for r in &shapes {
             assert_eq!(t.insert(r.clone()), None);
         }
@@ -364,13 +371,7 @@ mod tests {
     #[test]
     fn every_shape_of_route_is_returned_when_overwritten_or_removed() {
         let mut t = RouteTable::default();
-        let shapes = [
-            route(1, Some(10), &[]),
-            route(2, Some(10), &[11, 12]),
-            route(3, None, &[11]),
-            route(4, None, &[]),
-            route(5, Some(0), &[]),
-        ];
+        let shapes = shapes();
         for r in &shapes {
             t.insert(r.clone());
         }

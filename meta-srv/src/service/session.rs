@@ -257,11 +257,12 @@ where
                             "replaced by a newer stream for node {}",
                             self.key
                         ));
-                        self.end("replaced", status)
+                        self.end("replaced", Some(status))
                     }
-                    Event::Shutdown => {
-                        self.end("shutdown", Status::unavailable("metasrv is shutting down"))
-                    }
+                    Event::Shutdown => self.end(
+                        "shutdown",
+                        Some(Status::unavailable("metasrv is shutting down")),
+                    ),
                     Event::LostLeadership => {
                         let leader = self
                             .srv
@@ -272,7 +273,7 @@ where
                         let status = Status::unavailable(format!(
                             "not leader: this metasrv lost leadership; the leader is {leader}"
                         ));
-                        self.end("lost leadership", status)
+                        self.end("lost leadership", Some(status))
                     }
                     Event::Push(push) => Some((push.map(|b| *b), Phase::Live(self))),
                     Event::Message(Some(Ok(req))) => match parse(&self.srv, self.key, req) {
@@ -282,15 +283,15 @@ where
                                 .heartbeats
                                 .inc(self.key.role, HeartbeatOutcome::Invalid);
                             warn!(error = %status, "rejected a heartbeat");
-                            self.end("invalid heartbeat", status)
+                            self.end("invalid heartbeat", Some(status))
                         }
                     },
                     Event::Message(Some(Err(status))) => {
                         warn!(error = %status, "heartbeat stream error");
                         // Oversized or undecodable messages: tell the node why.
-                        self.end("stream error", receive_error(status))
+                        self.end("stream error", Some(receive_error(status)))
                     }
-                    Event::Message(None) => self.close("closed by node"),
+                    Event::Message(None) => self.end("closed by node", None),
                 };
             }
         }
@@ -314,17 +315,11 @@ where
         Some((Ok(resp), Phase::Live(self)))
     }
 
-    /// Ends the session with `status`, for `reason`.
-    fn end(self, reason: &'static str, status: Status) -> Next<S> {
-        self.close(reason);
-        refuse(status)
-    }
-
-    /// Ends the session without a status (the node closed its side).
-    fn close(mut self, reason: &'static str) -> Next<S> {
+    /// Ends the session for `reason`: with `status`, or quietly (the node closed its side).
+    fn end(mut self, reason: &'static str, status: Option<Status>) -> Next<S> {
         self.reason = reason;
         drop(self);
-        None
+        status.and_then(refuse)
     }
 }
 
@@ -477,22 +472,31 @@ mod tests {
         }
     }
 
-    async fn session() -> (
-        std::sync::Arc<crate::Metasrv>,
-        mpsc::Sender<Result<HeartbeatRequest, Status>>,
-        std::pin::Pin<Box<dyn Stream<Item = Item> + Send>>,
-    ) {
-        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
+    type Inbound = mpsc::Sender<Result<HeartbeatRequest, Status>>;
+    type Responses = std::pin::Pin<Box<dyn Stream<Item = Item> + Send>>;
+
+    async fn standalone() -> std::sync::Arc<crate::Metasrv> {
+        MetasrvBuilder::new(MetasrvOptions::default())
             .build()
             .await
-            .expect("a standalone metasrv");
+            .expect("a standalone metasrv")
+    }
+
+    /// A session over `deps`, as the transport would open it: its inbound side and the
+    /// response stream the transport polls.
+    fn open(
+        deps: SessionDeps,
+        identity: Option<common_proto::tls::NodeIdentity>,
+    ) -> (Inbound, Responses) {
         let (tx, rx) = mpsc::channel(4);
-        let stream = responses(
-            metasrv.heartbeat_service().srv,
-            None,
-            ReceiverStream::new(rx),
-        );
-        (metasrv, tx, Box::pin(stream))
+        let stream = responses(deps, identity, ReceiverStream::new(rx));
+        (tx, Box::pin(stream))
+    }
+
+    async fn session() -> (std::sync::Arc<crate::Metasrv>, Inbound, Responses) {
+        let metasrv = standalone().await;
+        let (tx, stream) = open(metasrv.heartbeat_service().srv, None);
+        (metasrv, tx, stream)
     }
 
     #[tokio::test]
@@ -524,17 +528,9 @@ mod tests {
 
     #[tokio::test]
     async fn under_mtls_a_stream_may_speak_only_for_the_node_its_certificate_names() {
-        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
-            .build()
-            .await
-            .expect("a standalone metasrv");
-        let (tx, rx) = mpsc::channel(4);
+        let metasrv = standalone().await;
         let nameless = common_proto::tls::NodeIdentity::default();
-        let mut stream = Box::pin(responses(
-            metasrv.heartbeat_service().srv,
-            Some(nameless),
-            ReceiverStream::new(rx),
-        ));
+        let (tx, mut stream) = open(metasrv.heartbeat_service().srv, Some(nameless));
         tx.send(Ok(request(9))).await.expect("inbound open");
         let refused = stream
             .next()
@@ -581,10 +577,7 @@ mod tests {
         std::sync::Arc<crate::leader::gate::LeaderGate>,
         std::sync::Arc<crate::Metasrv>,
     ) {
-        let metasrv = MetasrvBuilder::new(MetasrvOptions::default())
-            .build()
-            .await
-            .expect("a standalone metasrv");
+        let metasrv = standalone().await;
         let mut deps = metasrv.heartbeat_service().srv;
         let gate = std::sync::Arc::new(crate::leader::gate::LeaderGate::new(
             scripted.0.view(),
@@ -598,8 +591,7 @@ mod tests {
 
     /// The first answer of a stream to `deps`, and how long it took.
     async fn first_answer(deps: SessionDeps) -> (Item, Duration) {
-        let (tx, rx) = mpsc::channel(4);
-        let mut stream = Box::pin(responses(deps, None, ReceiverStream::new(rx)));
+        let (tx, mut stream) = open(deps, None);
         tx.send(Ok(request(5))).await.expect("inbound open");
         let started = tokio::time::Instant::now();
         let answer = stream.next().await.expect("an answer");
