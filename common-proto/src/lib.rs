@@ -24,6 +24,7 @@ pub mod instruction;
 pub mod process;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod wall_clock;
 
 pub use error::{Error, Result};
 pub use instruction::{
@@ -48,14 +49,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// unfenced log), so versions 1 and 2 never share a cluster.
 pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Milliseconds since the Unix epoch: used for `node_epoch` and message timestamps, which
-/// are identities and labels, never lease arithmetic (leases use monotonic clocks).
-pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use wall_clock::unix_millis;
 
 impl v1::Role {
     /// A short lowercase name for logs, keys and the admin API.

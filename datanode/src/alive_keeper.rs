@@ -40,6 +40,9 @@ pub struct LeaseOutcome {
     pub revoked: Vec<u64>,
     /// Regions the metasrv says to close; the caller closes them.
     pub to_close: Vec<u64>,
+    /// Regions the metasrv routes here as the leader that are not open here, with their
+    /// epochs; the caller opens them (on shared storage).
+    pub to_open: Vec<(u64, u64)>,
 }
 
 /// Applies granted leases to [`RegionLeases`], and logs each lapse.
@@ -166,7 +169,9 @@ impl RegionAliveKeeper {
     }
 
     /// Applies a lease from a heartbeat response. Leader grants extend deadlines; a
-    /// follower grant revokes a live lease (the metasrv moved leadership away).
+    /// follower grant revokes a live lease (the metasrv moved leadership away). A leader
+    /// grant for a region open here as a follower upgrades it, and one for a region not
+    /// open here is returned in `to_open`: the route is the authority.
     pub fn on_lease(&self, lease: &RegionLease) -> LeaseOutcome {
         let length = Duration::from_secs(lease.lease_seconds);
         self.report_lease_within_margin(lease, length);
@@ -192,6 +197,10 @@ impl RegionAliveKeeper {
                 }
                 continue;
             }
+            if !self.leases.is_tracked(id) && self.engine.region(id).is_none() {
+                outcome.to_open.push((id, granted.epoch));
+                continue;
+            }
             let was_live = self.leases.deadline(id).is_some_and(|d| now < d);
             let Some(deadline) =
                 self.leases
@@ -201,10 +210,11 @@ impl RegionAliveKeeper {
             };
             outcome.renewed += 1;
             earliest_moved |= next_before.is_none_or(|t| deadline < t);
-            let leader = self
-                .engine
-                .region(id)
-                .is_some_and(|r| r.role == RegionRole::Leader);
+            let leader = match self.engine.region(id) {
+                Some(r) if r.role == RegionRole::Leader => true,
+                Some(_) => self.upgrade_by_grant(id, granted.epoch),
+                None => false,
+            };
             if !was_live && leader && now < deadline {
                 info!(region_id = id, "region lease granted; region is writable");
                 outcome.became_writable.push(id);
@@ -214,6 +224,29 @@ impl RegionAliveKeeper {
             self.wake.notify_one();
         }
         outcome
+    }
+
+    /// A leader grant for a region open here as a follower: the metasrv routes it here
+    /// as the leader under `epoch`, so its upgrade instruction was lost (the target was
+    /// cut off, or judged gone, when the move sent it). The route is the authority either
+    /// way: a grant names the route's leader only after the old owner was released, as
+    /// the instruction does. Returns whether the region now leads.
+    fn upgrade_by_grant(&self, region_id: u64, epoch: u64) -> bool {
+        match self.engine.set_role(region_id, RegionRole::Leader, epoch) {
+            Ok(()) => {
+                self.leases.raise_region_epoch(region_id, epoch);
+                info!(
+                    region_id,
+                    epoch,
+                    "upgraded to leader by a leader grant (the upgrade instruction was lost)"
+                );
+                true
+            }
+            Err(err) => {
+                warn!(region_id, epoch, error = %err, "a leader grant could not upgrade the region");
+                false
+            }
+        }
     }
 
     /// Logs and counts the leases that lapsed since the last call, up to `now`; returns
@@ -411,6 +444,56 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_leader_grant_upgrades_a_follower_whose_upgrade_instruction_was_lost() {
+        let (engine, keeper, _t) = keeper_with(&[], true).await;
+        engine
+            .open_region(1, RegionRole::Follower, 1)
+            .await
+            .expect("open");
+        keeper.register(1);
+        keeper.leases().raise_region_epoch(1, 1);
+        keeper.on_lease(&lease(&[(1, RegionRole::Follower)], 0, 10));
+        assert!(
+            !writable(&engine, 1),
+            "a follower grant leaves it a follower"
+        );
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let mut l = lease(
+            &[(1, RegionRole::Leader)],
+            keeper.duration_since_epoch(),
+            10,
+        );
+        l.regions[0].epoch = 2;
+        let out = keeper.on_lease(&l);
+        assert_eq!(out.became_writable, vec![1]);
+        assert!(writable(&engine, 1));
+        assert_eq!(engine.region(1).map(|r| r.role), Some(RegionRole::Leader));
+        assert_eq!(keeper.leases().region_epoch(1), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_grant_for_a_region_not_open_here_asks_the_caller_to_open_it() {
+        let (_engine, keeper, _t) = keeper_with(&[1], true).await;
+        let mut l = lease(
+            &[
+                (1, RegionRole::Leader),
+                (2, RegionRole::Leader),
+                (3, RegionRole::Follower),
+            ],
+            0,
+            10,
+        );
+        l.regions[1].epoch = 4;
+        let out = keeper.on_lease(&l);
+        assert_eq!(
+            out.to_open,
+            vec![(2, 4)],
+            "only the leader grant of an absent region"
+        );
+        assert_eq!(out.became_writable, vec![1]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ten_thousand_regions_share_one_timer_task() {
         let ids: Vec<u64> = (1..=10_000).collect();
         let (engine, keeper, _t) = keeper_with(&ids, true).await;
@@ -482,8 +565,8 @@ mod tests {
         assert_eq!(out.renewed, 3);
         assert_eq!(
             out.became_writable,
-            vec![1, 2],
-            "3 is a follower in the engine: granted, but not writable"
+            vec![1, 2, 3],
+            "3 was a follower in the engine: a leader grant upgrades it"
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         let out = keeper.on_lease(&lease(&leaders[..1], keeper.duration_since_epoch(), 10));

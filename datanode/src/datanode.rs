@@ -188,6 +188,7 @@ impl HeartbeatBuilder {
             initial_interval: self.heartbeat_interval,
             rpc_timeout: self.rpc_timeout,
             extensions: self.extensions,
+            jitter_seed: None,
         };
         start_heartbeat(client, opts, engine, leases)
     }

@@ -47,6 +47,9 @@ pub struct HeartbeatOptions {
     /// Sent in every heartbeat's `extensions`, for the metasrv's handlers (a minimum
     /// version gate, placement by labels). [`default_extensions`] gives the version.
     pub extensions: std::collections::HashMap<String, String>,
+    /// Seeds the reconnect backoff's jitter, for a deterministic simulation; `None`
+    /// (production) draws it from the OS.
+    pub jitter_seed: Option<u64>,
 }
 
 /// The extensions a node sends unless told otherwise: `version`, this crate's version.
@@ -140,7 +143,8 @@ impl HeartbeatTask {
         );
         async move {
             let mut interval = self.opts.initial_interval;
-            let mut backoff = Backoff::new(Duration::from_millis(100), interval);
+            let mut backoff =
+                Backoff::seeded(Duration::from_millis(100), interval, self.opts.jitter_seed);
             // The leader this node last lost: discovery waits for another one.
             let mut lost: Option<String> = None;
             loop {
@@ -308,6 +312,11 @@ impl HeartbeatTask {
             let outcome = self.keeper.on_lease(lease);
             if outcome.renewed > 0 {
                 self.status.update(|s| s.last_grant = Some(Instant::now()));
+            }
+            for (region_id, epoch) in outcome.to_open {
+                let handler = self.handler.clone();
+                // Beside the stream, as instructions run: an open replays a log.
+                tokio::spawn(async move { handler.open_granted(region_id, epoch).await });
             }
             for region_id in outcome.to_close {
                 match self.keeper.close(region_id).await {

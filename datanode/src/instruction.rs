@@ -10,7 +10,10 @@
 //!   grant cannot revive it), flush, then hand over the role, so another node can take
 //!   over without losing acknowledged writes.
 //! - `UpgradeRegion`: follower → leader under the epoch naming this node; writable once
-//!   the leader lease arrives, and its first write fences the old owner's storage.
+//!   the leader lease arrives, and its first write fences the old owner's storage. A
+//!   region not open here is opened as the leader: the metasrv upgrades only after the
+//!   route names this node, so the upgrade is the authority whatever happened to the
+//!   follower copy.
 
 use std::sync::Arc;
 
@@ -78,12 +81,10 @@ impl InstructionHandler {
                     OpenRole::Leader => RegionRole::Leader,
                     OpenRole::Follower => RegionRole::Follower,
                 };
-                let res = self.engine.open_region(region_id, role, epoch).await;
-                if res.is_ok() {
-                    self.keeper.register(region_id);
-                    self.keeper.leases().raise_region_epoch(region_id, epoch);
-                }
-                InstructionReply::OpenRegion(reply(region_id, res))
+                InstructionReply::OpenRegion(reply(
+                    region_id,
+                    self.open(region_id, role, epoch).await,
+                ))
             }
             Instruction::CloseRegion(_) => {
                 let res = self.keeper.close(region_id).await.map(|_| ());
@@ -94,13 +95,57 @@ impl InstructionHandler {
                 InstructionReply::DowngradeRegion(reply(region_id, res))
             }
             Instruction::UpgradeRegion { epoch, .. } => {
-                let res = self.engine.set_role(region_id, RegionRole::Leader, epoch);
-                if res.is_ok() {
-                    self.keeper.leases().raise_region_epoch(region_id, epoch);
-                }
+                let res =
+                    if self.engine.region(region_id).is_some() || !self.engine.shared_storage() {
+                        let res = self.engine.set_role(region_id, RegionRole::Leader, epoch);
+                        if res.is_ok() {
+                            self.keeper.leases().raise_region_epoch(region_id, epoch);
+                        }
+                        res
+                    } else {
+                        // Not open here, on shared storage: this node restarted without it,
+                        // or was told to close its follower copy while a move resumed after a
+                        // metasrv restart lagged the route. The metasrv upgrades only after
+                        // the switch, so the route names this node the leader under `epoch`:
+                        // it is opened so.
+                        warn!(
+                            region_id,
+                            epoch, "upgrade of a region not open here; opening it as the leader"
+                        );
+                        self.open(region_id, RegionRole::Leader, epoch).await
+                    };
                 InstructionReply::UpgradeRegion(reply(region_id, res))
             }
         }
+    }
+
+    /// Opens a region the metasrv's lease names this node the leader of, though it is not
+    /// open here (see `RegionAliveKeeper::on_lease`). Only on shared storage: a region on
+    /// this node's own disk that is not open here has no data to open, and opening it
+    /// would serve an empty region.
+    pub async fn open_granted(&self, region_id: u64, epoch: u64) {
+        if !self.engine.shared_storage() {
+            warn!(
+                region_id,
+                epoch, "the metasrv routes this region here as the leader, but it is not open here and not on shared storage"
+            );
+            return;
+        }
+        info!(
+            region_id,
+            epoch, "opening a region the metasrv routes here as the leader"
+        );
+        if let Err(err) = self.open(region_id, RegionRole::Leader, epoch).await {
+            warn!(region_id, epoch, error = %err, "cannot open a region routed here");
+        }
+    }
+
+    /// Opens a region in `role` under `epoch`, and tracks its lease.
+    async fn open(&self, region_id: u64, role: RegionRole, epoch: u64) -> Result<()> {
+        self.engine.open_region(region_id, role, epoch).await?;
+        self.keeper.register(region_id);
+        self.keeper.leases().raise_region_epoch(region_id, epoch);
+        Ok(())
     }
 
     async fn downgrade(&self, region_id: u64) -> Result<()> {
@@ -164,13 +209,35 @@ mod tests {
                 .is_ok());
             assert!(engine.region(1).is_none());
         }
-        let reply = h
-            .handle(Instruction::UpgradeRegion {
-                region_id: 1,
-                epoch: 3,
-            })
-            .await;
-        assert!(!reply.is_ok(), "upgrading an absent region fails clearly");
+        let upgrade = Instruction::UpgradeRegion {
+            region_id: 1,
+            epoch: 3,
+        };
+        let reply = h.handle(upgrade.clone()).await;
+        assert!(
+            !reply.is_ok(),
+            "upgrading an absent region on local storage fails clearly"
+        );
+        // On shared storage it is opened as the leader: the route names this node (the
+        // simulation found a move whose target had closed its copy).
+        let dir = tempfile::tempdir().expect("dir");
+        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
+        let engine = Arc::new(
+            MemoryRegionEngine::open_with(
+                &dir.path().join("node"),
+                Some(&dir.path().join("shared")),
+                leases.clone(),
+            )
+            .expect("engine"),
+        );
+        let keeper = RegionAliveKeeper::new(engine.clone(), leases);
+        let h = InstructionHandler::new(engine.clone(), keeper);
+        for _ in 0..2 {
+            assert!(h.handle(upgrade.clone()).await.is_ok());
+            let r = engine.region(1).expect("opened by the upgrade");
+            assert_eq!((r.role, r.epoch), (RegionRole::Leader, 3));
+            assert!(engine.write(1, "k", "v").is_err(), "opened readonly");
+        }
     }
 
     #[tokio::test]

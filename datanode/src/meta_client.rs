@@ -26,7 +26,8 @@ use common_proto::PROTOCOL_VERSION;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hyper_util::rt::TokioIo;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use snafu::ResultExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -228,15 +229,26 @@ pub struct Backoff {
     attempt: u32,
     base: Duration,
     cap: Duration,
+    jitter: StdRng,
 }
 
 impl Backoff {
-    /// Starts at `base`, never waits longer than `cap`.
+    /// Starts at `base`, never waits longer than `cap`; jitter drawn from the OS.
     pub fn new(base: Duration, cap: Duration) -> Self {
+        Self::seeded(base, cap, None)
+    }
+
+    /// [`new`](Self::new), with the jitter drawn from `seed` when given (a deterministic
+    /// simulation), else from the OS.
+    pub fn seeded(base: Duration, cap: Duration, seed: Option<u64>) -> Self {
         Self {
             attempt: 0,
             base,
             cap,
+            jitter: match seed {
+                Some(seed) => StdRng::seed_from_u64(seed),
+                None => StdRng::from_rng(&mut rand::rng()),
+            },
         }
     }
 
@@ -260,7 +272,7 @@ impl Backoff {
         let exp = self.base.saturating_mul(1u32 << (attempt - 1).min(16));
         let full = exp.min(self.cap);
         // Jitter in [50 %, 100 %] of the delay, so nodes that lost the same leader spread out.
-        let factor = rand::rng().random_range(0.5..=1.0);
+        let factor = self.jitter.random_range(0.5..=1.0);
         full.mul_f64(factor)
     }
 }
@@ -283,6 +295,20 @@ mod tests {
         }
         b.reset();
         assert_eq!(b.next_delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_seeded_backoff_draws_the_same_jitter_and_another_seed_another() {
+        let delays = |seed| {
+            let mut b = Backoff::seeded(
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                Some(seed),
+            );
+            (0..8).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(delays(1), delays(1));
+        assert_ne!(delays(1), delays(2));
     }
 
     #[tokio::test]

@@ -192,6 +192,7 @@ fn start_node(metasrvs: &[&Arc<Fake>]) -> (Arc<StatusCell>, CancellationToken) {
                 ..Default::default()
             }
             .extensions(),
+            jitter_seed: None,
         },
         engine,
         keeper,

@@ -148,6 +148,12 @@ pub trait RegionRouteStore: Send + Sync + Debug + 'static {
             .collect())
     }
 
+    /// How many routes `node_id` leads. Stores with a per-node index answer without a
+    /// scan: the lease handler asks on every heartbeat.
+    async fn led_count(&self, node_id: u64) -> Result<usize> {
+        Ok(self.led_by(node_id).await?.len())
+    }
+
     /// Every node that leads at least one region.
     async fn leaders(&self) -> Result<Vec<u64>> {
         let mut ids: Vec<u64> = self.list().await?.iter().filter_map(|r| r.leader).collect();

@@ -181,6 +181,8 @@ impl StatsCache {
     /// returns how many. JSON encoding runs on the blocking pool, chunk by chunk, so a
     /// large flush (every node's first heartbeat marks it at once) never stalls the
     /// runtime that serves heartbeats, nor holds all encoded values in memory at once.
+    /// A chunk of a few nodes is encoded in place: the hop to another thread would cost
+    /// more (and a simulation stays on one thread).
     pub async fn flush(&self, kv: &dyn crate::KvBackend) -> crate::Result<usize> {
         let pending = std::mem::take(&mut *self.pending.lock());
         let mut pending: Vec<(NodeKey, Arc<Stat>)> = pending.into_iter().collect();
@@ -188,12 +190,16 @@ impl StatsCache {
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(FLUSH_CHUNK));
             let chunk = std::mem::replace(&mut pending, rest);
-            let ops = match tokio::task::spawn_blocking(move || encode_chunk(chunk)).await {
-                Ok(ops) => ops?,
-                Err(join) => {
-                    return Err(crate::Error::custom(format!(
-                        "stats encoding task failed: {join}"
-                    )))
+            let ops = if chunk.len() <= INLINE_CHUNK {
+                encode_chunk(chunk)?
+            } else {
+                match tokio::task::spawn_blocking(move || encode_chunk(chunk)).await {
+                    Ok(ops) => ops?,
+                    Err(join) => {
+                        return Err(crate::Error::custom(format!(
+                            "stats encoding task failed: {join}"
+                        )))
+                    }
                 }
             };
             written += ops.len();
@@ -253,6 +259,9 @@ impl StatsCache {
 
 /// How many nodes one flush batch writes.
 const FLUSH_CHUNK: usize = 256;
+
+/// A chunk of at most this many nodes is encoded without leaving the runtime.
+const INLINE_CHUNK: usize = 8;
 
 fn encode_chunk(chunk: Vec<(NodeKey, Arc<Stat>)>) -> Result<Vec<crate::BatchOp>> {
     let mut ops = Vec::with_capacity(chunk.len());

@@ -11,6 +11,12 @@ use crate::{Context, HandleControl, Heartbeat, HeartbeatAccumulator, HeartbeatHa
 /// not own as closeable; and, for those it does not lead, names the current owner (so the
 /// node can send a refused writer there).
 ///
+/// Routes that name the node the leader of a region it did not report are granted too:
+/// the node opens them (a move's upgrade can be lost, and a node can restart or close its
+/// copy between a move's steps). The route is the authority both ways: reported and not
+/// routed here is closed, routed here as leader and not reported is opened. A node whose
+/// reports match its routes costs one count.
+///
 /// The lease echoes the request's `duration_since_epoch`, so the datanode anchors it to
 /// its own monotonic clock at send time: network delay only shortens it, and clock skew
 /// does not matter. The grant time is recorded on the leader's clock, which is always
@@ -36,20 +42,22 @@ impl HeartbeatHandler for RegionLeaseHandler {
     ) -> Result<HandleControl> {
         let key = hb.key();
         let ids: Vec<u64> = hb.regions().iter().map(|s| s.region_id).collect();
-        // Recorded *before* the routes are read: any grant that saw a route as it was
-        // before a migration fenced it is then visible to that migration, which waits
-        // out `last_granted + lease` (S1). An over-estimate only delays a failover.
-        if !ids.is_empty() {
-            ctx.node_leases.record_grant(key, ctx.clock.now());
-        }
+        // Recorded *before* the routes are read, for every heartbeat (the routes may name
+        // regions the node did not report): any grant that saw a route as it was before
+        // a migration fenced it is then visible to that migration, which waits out
+        // `last_granted + lease` (S1). An over-estimate only delays a failover.
+        ctx.node_leases.record_grant(key, ctx.clock.now());
         let roles = ctx.routes.roles_for(key.node_id, &ids).await?;
         let mut regions = Vec::with_capacity(ids.len());
         let mut closeable_region_ids = Vec::new();
         let mut not_led = Vec::new();
-        for (region_id, role) in ids.into_iter().zip(roles) {
+        let mut led_reported = 0;
+        for (&region_id, role) in ids.iter().zip(roles) {
             match role {
                 Some(held) => {
-                    if held.role != RegionRole::Leader {
+                    if held.role == RegionRole::Leader {
+                        led_reported += 1;
+                    } else {
                         not_led.push(region_id);
                     }
                     regions.push(GrantedRegion {
@@ -61,6 +69,18 @@ impl HeartbeatHandler for RegionLeaseHandler {
                 None => {
                     closeable_region_ids.push(region_id);
                     not_led.push(region_id);
+                }
+            }
+        }
+        if ctx.routes.led_count(key.node_id).await? > led_reported {
+            let reported: std::collections::HashSet<u64> = ids.iter().copied().collect();
+            for route in ctx.routes.led_by(key.node_id).await? {
+                if !reported.contains(&route.region_id) {
+                    regions.push(GrantedRegion {
+                        region_id: route.region_id,
+                        role: RegionRole::Leader as i32,
+                        epoch: route.epoch,
+                    });
                 }
             }
         }
@@ -253,5 +273,43 @@ mod tests {
             .expect("known")
             .last_granted
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn regions_routed_here_as_leader_but_not_reported_are_granted_so_the_node_opens_them() {
+        let f = fixture();
+        let group = HandlerGroupBuilder::with_defaults(f.stats.clone())
+            .build()
+            .expect("build");
+        for (region_id, leader, epoch) in [(1, 7, 3), (2, 7, 4), (3, 8, 1)] {
+            f.ctx
+                .routes
+                .put(RegionRoute {
+                    region_id,
+                    leader: Some(leader),
+                    followers: vec![],
+                    epoch,
+                })
+                .await
+                .expect("route");
+        }
+        let lease = |acc: crate::HeartbeatAccumulator| acc.region_lease.expect("granted").regions;
+        let leader = |region_id, epoch| GrantedRegion {
+            region_id,
+            role: RegionRole::Leader as i32,
+            epoch,
+        };
+        let both = run(&group, &f.ctx, &request(7, Role::Datanode, &[1, 2], 1)).await;
+        assert_eq!(lease(both), vec![leader(1, 3), leader(2, 4)]);
+        let one = run(&group, &f.ctx, &request(7, Role::Datanode, &[1], 1)).await;
+        assert_eq!(
+            lease(one),
+            vec![leader(1, 3), leader(2, 4)],
+            "region 2 is routed here as leader: granted, so the node opens it"
+        );
+        let none = run(&group, &f.ctx, &request(7, Role::Datanode, &[], 1)).await;
+        assert_eq!(lease(none), vec![leader(1, 3), leader(2, 4)]);
+        let other = run(&group, &f.ctx, &request(9, Role::Datanode, &[], 1)).await;
+        assert_eq!(lease(other), vec![], "nothing routed to node 9");
     }
 }

@@ -350,6 +350,10 @@ impl RegionRouteStore for KvRegionRouteStore {
     async fn roles_for(&self, node_id: u64, region_ids: &[u64]) -> Result<Vec<Option<Holding>>> {
         Ok(self.cache.read().roles_for(node_id, region_ids))
     }
+
+    async fn led_count(&self, node_id: u64) -> Result<usize> {
+        Ok(self.leading_count(node_id))
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use common_proto::v1::heartbeat_server::HeartbeatServer;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use snafu::ResultExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 use tracing::{error, info, warn};
 
 use super::Metasrv;
@@ -63,6 +65,46 @@ impl Metasrv {
             Some(listener) => Some(Accepting::Plain(listener)),
             None => None,
         };
+        match grpc {
+            Accepting::Tls(incoming) => self.run(incoming.into_stream(), http, signal).await,
+            Accepting::Plain(listener) => {
+                // `tcp_nodelay` on the builder applies only to listeners tonic opens
+                // itself; on our own listener every accepted socket is set here.
+                // Without it, Nagle held the first data frame of every new stream and
+                // every mailbox push ~40 ms.
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    if let Ok(stream) = &conn {
+                        if let Err(err) = stream.set_nodelay(true) {
+                            warn!(error = %err, "cannot set TCP_NODELAY on an accepted stream");
+                        }
+                    }
+                    conn
+                });
+                self.run(incoming, http, signal).await
+            }
+        }
+    }
+
+    /// Serves gRPC (heartbeats, health, reflection) on the connections `incoming` yields,
+    /// without TLS or the admin HTTP, until `signal` resolves; everything else runs as in
+    /// [`Metasrv::serve`]. The seam for a transport other than TCP, such as a simulated
+    /// network.
+    pub async fn serve_with_incoming<IO: Conn, IE: ConnError>(
+        self: &Arc<Self>,
+        incoming: impl Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        self.run(incoming, None, signal).await
+    }
+
+    /// The shared body of both: the tasks, gRPC on `incoming` and the admin HTTP, until
+    /// `signal`; then the shutdown in order.
+    async fn run<IO: Conn, IE: ConnError>(
+        self: &Arc<Self>,
+        incoming: impl Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        http: Option<Accepting>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let token = self.shutdown.clone();
         let mut tasks = tokio::task::JoinSet::new();
         {
@@ -127,35 +169,8 @@ impl Metasrv {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(service);
-        let grpc_fut = async {
-            match grpc {
-                Accepting::Tls(incoming) => {
-                    grpc_router
-                        .serve_with_incoming_shutdown(
-                            incoming.into_stream(),
-                            token.clone().cancelled_owned(),
-                        )
-                        .await
-                }
-                Accepting::Plain(listener) => {
-                    // `tcp_nodelay` on the builder applies only to listeners tonic opens
-                    // itself; on our own listener every accepted socket is set here.
-                    // Without it, Nagle held the first data frame of every new stream and
-                    // every mailbox push ~40 ms.
-                    let incoming = TcpListenerStream::new(listener).map(|conn| {
-                        if let Ok(stream) = &conn {
-                            if let Err(err) = stream.set_nodelay(true) {
-                                warn!(error = %err, "cannot set TCP_NODELAY on an accepted stream");
-                            }
-                        }
-                        conn
-                    });
-                    grpc_router
-                        .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned())
-                        .await
-                }
-            }
-        };
+        let grpc_fut =
+            grpc_router.serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let http_fut = async {
             let router = crate::admin::http::router(self.admin_state());
             let stop = token.clone().cancelled_owned();
@@ -187,6 +202,16 @@ impl Metasrv {
         http_res
     }
 }
+
+/// A connection gRPC can be served on.
+pub trait Conn: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+
+/// An error accepting a connection.
+pub trait ConnError: Into<Box<dyn std::error::Error + Send + Sync>> {}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> ConnError for E {}
 
 /// A listener, plain or behind TLS handshakes.
 enum Accepting {

@@ -117,15 +117,21 @@ impl Migrations {
         Ok(Step::OpenCandidate)
     }
 
-    /// 2. The target opens the region as a follower.
+    /// 2. The target opens the region as a follower, once the route lists it as one:
+    ///    otherwise its next heartbeat is told to close what it just opened. (A procedure
+    ///    resumed after a restart that cut its rollback short may find the follower gone.)
     async fn open_candidate(&self, state: &MigrationState) -> Undoable {
         if !self.target_present(state.to)? {
             return Err(StepError::RollBack(format!("target {} is gone", state.to)));
         }
+        let route = self.route(state.region_id).await?;
+        if !route.followers.contains(&state.to) {
+            return Ok(Step::AddFollower);
+        }
         let open = Instruction::OpenRegion {
             region_id: state.region_id,
             role: OpenRole::Follower,
-            epoch: self.route(state.region_id).await?.epoch,
+            epoch: route.epoch,
         };
         match self.instruct(state.to, open).await {
             Ok(()) => Ok(Step::Fence),

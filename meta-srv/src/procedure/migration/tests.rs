@@ -1023,6 +1023,34 @@ async fn the_target_joins_the_route_as_a_follower_before_it_is_asked_to_open() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_resumed_open_whose_route_lost_the_follower_adds_it_back_before_opening() {
+    // The earlier leader's rollback took the target off the route, then it died before
+    // the record said so: the record still says OpenCandidate. Opening now would have
+    // the target's next heartbeat told to close the region (found by the simulation).
+    let h = Harness::new().await;
+    h.alive(1, &[1], true).await;
+    h.connect(1);
+    h.alive(2, &[], true).await;
+    h.connect(2);
+    h.put_route(Some(1), vec![]).await;
+    h.persist(Some(1), 2, Step::OpenCandidate, MigrationReason::Manual)
+        .await;
+    h.answer(2, "open_region", Answer::Silent);
+    h.migrations.begin_term(CancellationToken::new()).await;
+    h.record_until(|s| s.step == Step::OpenCandidate).await;
+    until("the target is asked to open", || async {
+        h.told().contains(&(2, "open_region")).then_some(())
+    })
+    .await;
+    let route = h.route().await;
+    assert_eq!(
+        (route.leader, route.followers),
+        (Some(1), vec![2]),
+        "listed as a follower before it was asked to open"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_running_move_counts_toward_its_targets_load_until_it_ends() {
     let h = Harness::new().await;
     h.answer(2, "open_region", Answer::Silent);
