@@ -147,6 +147,7 @@ async fn a_stopped_heartbeat_task_leaves_nothing_writable_past_the_deadline() {
             initial_interval: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(1),
             extensions: datanode::heartbeat::default_extensions(),
+            jitter_seed: None,
         },
         engine.clone(),
         leases.clone(),

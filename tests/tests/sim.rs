@@ -159,6 +159,7 @@ fn cut_off(seed: u64) -> Vec<(Duration, bool)> {
             initial_interval: Duration::from_secs(3),
             rpc_timeout,
             extensions: datanode::heartbeat::default_extensions(),
+            jitter_seed: Some(seed),
         };
         let task = datanode::HeartbeatTask::new(client, opts, engine.clone(), keeper.clone());
         let shutdown = datanode::CancellationToken::new();
