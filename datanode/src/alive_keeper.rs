@@ -197,7 +197,7 @@ impl RegionAliveKeeper {
                 }
                 continue;
             }
-            if !self.leases.is_tracked(id) && self.engine.region(id).is_none() {
+            if self.engine.region(id).is_none() {
                 outcome.to_open.push((id, granted.epoch));
                 continue;
             }
@@ -469,6 +469,35 @@ mod tests {
         assert!(writable(&engine, 1));
         assert_eq!(engine.region(1).map(|r| r.role), Some(RegionRole::Leader));
         assert_eq!(keeper.leases().region_epoch(1), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_or_older_leader_grant_never_upgrades_a_follower() {
+        let (engine, keeper, _t) = keeper_with(&[1], true).await;
+        keeper.leases().raise_region_epoch(1, 2);
+        keeper.on_lease(&lease(&[(1, RegionRole::Leader)], 0, 10));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // Downgraded: revoked (fenced from now on) and a follower.
+        keeper.leases().revoke(1);
+        engine
+            .set_role(1, RegionRole::Follower, 2)
+            .expect("follower");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // A response to a heartbeat sent before the revoke, delivered late.
+        let mut stale = lease(&[(1, RegionRole::Leader)], 5, 10);
+        stale.regions[0].epoch = 2;
+        keeper.on_lease(&stale);
+        assert_eq!(engine.region(1).map(|r| r.role), Some(RegionRole::Follower));
+        // A grant under an older epoch than the region's.
+        let mut older = lease(
+            &[(1, RegionRole::Leader)],
+            keeper.duration_since_epoch(),
+            10,
+        );
+        older.regions[0].epoch = 1;
+        keeper.on_lease(&older);
+        assert_eq!(engine.region(1).map(|r| r.role), Some(RegionRole::Follower));
+        assert!(!writable(&engine, 1));
     }
 
     #[tokio::test(start_paused = true)]

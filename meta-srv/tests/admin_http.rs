@@ -251,6 +251,37 @@ async fn a_malformed_reply_is_the_nodes_fault_502_and_routes_naming_node_0_are_r
         body["error"].as_str().is_some_and(|e| e.contains("node 0")),
         "{body}"
     );
+    // An import may not move a region's leadership: that is a migration's job.
+    let import = |leader: u64| {
+        client
+            .post(server.url("/routes"))
+            .json(&serde_json::json!([{"region_id": 9, "leader": leader}]))
+            .send()
+    };
+    assert_eq!(import(1).await.expect("send").status().as_u16(), 200);
+    assert_eq!(
+        import(1).await.expect("send").status().as_u16(),
+        200,
+        "the same leader again"
+    );
+    let resp = import(2).await.expect("send");
+    assert_eq!(resp.status().as_u16(), 409);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("migrate")),
+        "{body}"
+    );
+    let route = server
+        .srv
+        .context()
+        .routes
+        .get(9)
+        .await
+        .expect("get")
+        .expect("route");
+    assert_eq!(route.leader, Some(1), "unchanged");
     node.heartbeat(&[]).await.expect("still served");
     server.stop().await;
 }

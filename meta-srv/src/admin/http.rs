@@ -598,6 +598,27 @@ async fn import_routes(
             ),
         ));
     }
+    // S1: a leader changes only through a move, which fences the route and waits out
+    // (or downgrades) the old owner; a grant names the route's leader, and the node it
+    // names opens the region and writes. An import that named another leader would hand
+    // the region over with the old owner's lease still live.
+    for route in &routes {
+        let current = srv
+            .routes
+            .get(route.region_id)
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if let Some(current) = current.filter(|c| c.leader != route.leader) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "region {} is led by {:?}; an import cannot name another leader ({:?}): \
+                     move it with POST /regions/{}/migrate, which waits out the old owner",
+                    route.region_id, current.leader, route.leader, route.region_id
+                ),
+            ));
+        }
+    }
     let n = srv
         .routes
         .put_many(routes)
