@@ -121,13 +121,25 @@ mod tests {
     use crate::test_util::{fixture, request, run};
     use crate::{HandlerGroupBuilder, NodeKey, RegionRoute};
 
-    /// A route store that notes, at each `roles_for`, the node's last grant as the lease
-    /// store holds it then.
+    /// A route store that notes, at each read the handler makes (`roles_for`,
+    /// `led_count`), the node's last grant as the lease store holds it then; and counts
+    /// the `led_by` scans.
     #[derive(Debug)]
     struct NotesGrantAtRead {
         inner: crate::RegionRouteStoreRef,
         leases: crate::NodeLeaseStoreRef,
         seen: parking_lot::Mutex<Vec<Option<tokio::time::Instant>>>,
+        scans: std::sync::atomic::AtomicUsize,
+    }
+
+    impl NotesGrantAtRead {
+        fn note(&self, node_id: u64) {
+            let granted = self
+                .leases
+                .get(NodeKey::datanode(node_id))
+                .and_then(|l| l.last_granted);
+            self.seen.lock().push(granted);
+        }
     }
 
     #[async_trait::async_trait]
@@ -159,12 +171,17 @@ mod tests {
             node_id: u64,
             region_ids: &[u64],
         ) -> crate::Result<Vec<Option<crate::route::Holding>>> {
-            let granted = self
-                .leases
-                .get(NodeKey::datanode(node_id))
-                .and_then(|l| l.last_granted);
-            self.seen.lock().push(granted);
+            self.note(node_id);
             self.inner.roles_for(node_id, region_ids).await
+        }
+        async fn led_count(&self, node_id: u64) -> crate::Result<usize> {
+            self.note(node_id);
+            self.inner.led_count(node_id).await
+        }
+        async fn led_by(&self, node_id: u64) -> crate::Result<Vec<RegionRoute>> {
+            self.scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.led_by(node_id).await
         }
     }
 
@@ -178,6 +195,7 @@ mod tests {
             inner: f.ctx.routes.clone(),
             leases: f.ctx.node_leases.clone(),
             seen: parking_lot::Mutex::default(),
+            scans: Default::default(),
         });
         f.ctx.routes = notes.clone();
         f.ctx
@@ -197,8 +215,24 @@ mod tests {
         run(&group, &f.ctx, &request(7, Role::Datanode, &[1], 1)).await;
         assert_eq!(
             *notes.seen.lock(),
-            [Some(now)],
-            "recorded when the route was read"
+            [Some(now), Some(now)],
+            "recorded when the routes were read"
+        );
+        let scans = || notes.scans.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            scans(),
+            0,
+            "its report matches its routes: one count, no scan"
+        );
+        tokio::time::pause();
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        let later = f.ctx.clock.now();
+        run(&group, &f.ctx, &request(7, Role::Datanode, &[], 1)).await;
+        assert_eq!(scans(), 1, "region 1 unreported: its routes are read");
+        assert_eq!(
+            notes.seen.lock()[2..],
+            [Some(later), Some(later)],
+            "recorded though it reported nothing, before the routes were read"
         );
     }
 

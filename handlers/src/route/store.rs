@@ -425,6 +425,14 @@ mod tests {
             .map(|r| r.region_id)
             .collect();
         assert_eq!(led, [1, 3]);
+        for node in [7, 8, 9] {
+            assert_eq!(
+                store.led_count(node).await.expect("count"),
+                store.0.led_count(node).await.expect("count"),
+                "node {node}"
+            );
+        }
+        assert_eq!(store.led_count(7).await.expect("count"), 2);
         assert_eq!(store.leaders().await.expect("leaders"), [7, 8]);
         assert_eq!(
             store.0.leaders().await.expect("leaders"),
