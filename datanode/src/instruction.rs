@@ -241,6 +241,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_region_granted_as_leader_is_opened_only_on_shared_storage() {
+        let (local, h) = setup();
+        h.open_granted(1, 4).await;
+        assert!(
+            local.region(1).is_none(),
+            "no data here to open: left closed"
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
+        let shared = Arc::new(
+            MemoryRegionEngine::open_with(
+                &dir.path().join("node"),
+                Some(&dir.path().join("shared")),
+                leases.clone(),
+            )
+            .expect("engine"),
+        );
+        let keeper = RegionAliveKeeper::new(shared.clone(), leases.clone());
+        let h = InstructionHandler::new(shared.clone(), keeper);
+        h.open_granted(1, 4).await;
+        let r = shared.region(1).expect("opened");
+        assert_eq!((r.role, r.epoch), (RegionRole::Leader, 4));
+        assert!(leases.is_tracked(1), "its lease is tracked");
+        assert_eq!(leases.region_epoch(1), Some(4));
+    }
+
+    #[tokio::test]
     async fn invalid_json_or_an_unknown_instruction_gets_an_error_reply() {
         let (_, h) = setup();
         for json in ["{oops", r#"{"type":"format_disk","region_id":1}"#] {
