@@ -171,6 +171,21 @@ mod tests {
         (engine.clone(), InstructionHandler::new(engine, keeper))
     }
 
+    /// An engine whose region logs are on shared storage under `dir`, and its handler.
+    fn on_shared_storage(dir: &tempfile::TempDir) -> (Arc<MemoryRegionEngine>, InstructionHandler) {
+        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
+        let engine = Arc::new(
+            MemoryRegionEngine::open_with(
+                &dir.path().join("node"),
+                Some(&dir.path().join("shared")),
+                leases.clone(),
+            )
+            .expect("engine"),
+        );
+        let keeper = RegionAliveKeeper::new(engine.clone(), leases);
+        (engine.clone(), InstructionHandler::new(engine, keeper))
+    }
+
     #[tokio::test]
     async fn every_instruction_is_idempotent() {
         let (engine, h) = setup();
@@ -221,17 +236,7 @@ mod tests {
         // On shared storage it is opened as the leader: the route names this node (the
         // simulation found a move whose target had closed its copy).
         let dir = tempfile::tempdir().expect("dir");
-        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
-        let engine = Arc::new(
-            MemoryRegionEngine::open_with(
-                &dir.path().join("node"),
-                Some(&dir.path().join("shared")),
-                leases.clone(),
-            )
-            .expect("engine"),
-        );
-        let keeper = RegionAliveKeeper::new(engine.clone(), leases);
-        let h = InstructionHandler::new(engine.clone(), keeper);
+        let (engine, h) = on_shared_storage(&dir);
         for _ in 0..2 {
             assert!(h.handle(upgrade.clone()).await.is_ok());
             let r = engine.region(1).expect("opened by the upgrade");
@@ -249,17 +254,8 @@ mod tests {
             "no data here to open: left closed"
         );
         let dir = tempfile::tempdir().expect("dir");
-        let leases = crate::RegionLeases::new(std::time::Duration::ZERO);
-        let shared = Arc::new(
-            MemoryRegionEngine::open_with(
-                &dir.path().join("node"),
-                Some(&dir.path().join("shared")),
-                leases.clone(),
-            )
-            .expect("engine"),
-        );
-        let keeper = RegionAliveKeeper::new(shared.clone(), leases.clone());
-        let h = InstructionHandler::new(shared.clone(), keeper);
+        let (shared, h) = on_shared_storage(&dir);
+        let leases = h.keeper.leases().clone();
         h.open_granted(1, 4).await;
         let r = shared.region(1).expect("opened");
         assert_eq!((r.role, r.epoch), (RegionRole::Leader, 4));
