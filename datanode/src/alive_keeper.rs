@@ -112,6 +112,15 @@ impl RegionAliveKeeper {
         self.engine.close_region(region_id).await
     }
 
+    /// Makes a region open here the leader under `epoch`: the one path for an upgrade,
+    /// by instruction or by a leader grant. Writable once a leader lease under that
+    /// epoch is live.
+    pub fn upgrade(&self, region_id: u64, epoch: u64) -> crate::error::Result<()> {
+        self.engine.set_role(region_id, RegionRole::Leader, epoch)?;
+        self.leases.raise_region_epoch(region_id, epoch);
+        Ok(())
+    }
+
     /// A region's current deadline.
     pub fn deadline(&self, region_id: u64) -> Option<Instant> {
         self.leases.deadline(region_id)
@@ -197,10 +206,10 @@ impl RegionAliveKeeper {
                 }
                 continue;
             }
-            if self.engine.region(id).is_none() {
+            let Some(region) = self.engine.region(id) else {
                 outcome.to_open.push((id, granted.epoch));
                 continue;
-            }
+            };
             let was_live = self.leases.deadline(id).is_some_and(|d| now < d);
             let Some(deadline) =
                 self.leases
@@ -210,11 +219,8 @@ impl RegionAliveKeeper {
             };
             outcome.renewed += 1;
             earliest_moved |= next_before.is_none_or(|t| deadline < t);
-            let leader = match self.engine.region(id) {
-                Some(r) if r.role == RegionRole::Leader => true,
-                Some(_) => self.upgrade_by_grant(id, granted.epoch),
-                None => false,
-            };
+            let leader =
+                region.role == RegionRole::Leader || self.upgrade_by_grant(id, granted.epoch);
             if !was_live && leader && now < deadline {
                 info!(region_id = id, "region lease granted; region is writable");
                 outcome.became_writable.push(id);
@@ -232,9 +238,8 @@ impl RegionAliveKeeper {
     /// way: a grant names the route's leader only after the old owner was released, as
     /// the instruction does. Returns whether the region now leads.
     fn upgrade_by_grant(&self, region_id: u64, epoch: u64) -> bool {
-        match self.engine.set_role(region_id, RegionRole::Leader, epoch) {
+        match self.upgrade(region_id, epoch) {
             Ok(()) => {
-                self.leases.raise_region_epoch(region_id, epoch);
                 info!(
                     region_id,
                     epoch,

@@ -95,25 +95,21 @@ impl InstructionHandler {
                 InstructionReply::DowngradeRegion(reply(region_id, res))
             }
             Instruction::UpgradeRegion { epoch, .. } => {
-                let res =
-                    if self.engine.region(region_id).is_some() || !self.engine.shared_storage() {
-                        let res = self.engine.set_role(region_id, RegionRole::Leader, epoch);
-                        if res.is_ok() {
-                            self.keeper.leases().raise_region_epoch(region_id, epoch);
-                        }
-                        res
-                    } else {
-                        // Not open here, on shared storage: this node restarted without it,
-                        // or was told to close its follower copy while a move resumed after a
-                        // metasrv restart lagged the route. The metasrv upgrades only after
-                        // the switch, so the route names this node the leader under `epoch`:
-                        // it is opened so.
-                        warn!(
-                            region_id,
-                            epoch, "upgrade of a region not open here; opening it as the leader"
-                        );
-                        self.open(region_id, RegionRole::Leader, epoch).await
-                    };
+                let res = if self.engine.region(region_id).is_none() && self.engine.shared_storage()
+                {
+                    // Not open here, on shared storage: this node restarted without it,
+                    // or was told to close its follower copy while a move resumed after a
+                    // metasrv restart lagged the route. The metasrv upgrades only after
+                    // the switch, so the route names this node the leader under `epoch`:
+                    // it is opened so.
+                    warn!(
+                        region_id,
+                        epoch, "upgrade of a region not open here; opening it as the leader"
+                    );
+                    self.open(region_id, RegionRole::Leader, epoch).await
+                } else {
+                    self.keeper.upgrade(region_id, epoch)
+                };
                 InstructionReply::UpgradeRegion(reply(region_id, res))
             }
         }
