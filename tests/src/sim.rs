@@ -111,6 +111,43 @@ pub async fn channel(host: &str, port: u16) -> Result<Channel, tonic::transport:
         .await
 }
 
+/// Starts node `id`'s heartbeat task and keeper for `engine` (whose writes check
+/// `leases`) on the current simulated host, dialling the metasrv on host `ms`;
+/// `node_epoch` is its process start, and the reconnect jitter comes from
+/// `jitter_seed`. Cancel the token to stop both.
+pub fn start_heartbeat(
+    id: u64,
+    node_epoch: u64,
+    jitter_seed: u64,
+    engine: std::sync::Arc<datanode::MemoryRegionEngine>,
+    leases: std::sync::Arc<datanode::RegionLeases>,
+) -> datanode::CancellationToken {
+    let keeper = datanode::RegionAliveKeeper::new(engine.clone(), leases);
+    let options = meta_srv::MetasrvOptions::default();
+    let rpc_timeout = std::time::Duration::from_secs(1);
+    let client = datanode::MetaClient::new(
+        vec![format!("ms:{GRPC_PORT}")],
+        options.cluster_id,
+        id,
+        rpc_timeout,
+    )
+    .with_connector(connector());
+    let opts = datanode::HeartbeatOptions {
+        node_id: id,
+        advertise_addr: format!("dn{id}:4001"),
+        node_epoch,
+        initial_interval: options.heartbeat_interval,
+        rpc_timeout,
+        extensions: datanode::heartbeat::default_extensions(),
+        jitter_seed: Some(jitter_seed),
+    };
+    let task = datanode::HeartbeatTask::new(client, opts, engine, keeper.clone());
+    let shutdown = datanode::CancellationToken::new();
+    tokio::spawn(keeper.run(shutdown.clone()));
+    tokio::spawn(task.run(shutdown.clone()));
+    shutdown
+}
+
 /// A datanode's way to its metasrvs over the simulated network.
 pub fn connector() -> datanode::Connector {
     datanode::Connector::new(open)

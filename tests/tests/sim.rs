@@ -146,25 +146,7 @@ fn cut_off(seed: u64) -> Vec<(Duration, bool)> {
         engine
             .open_region(1, common_proto::v1::RegionRole::Leader, 1)
             .await?;
-        let keeper = datanode::RegionAliveKeeper::new(engine.clone(), leases);
-        let cluster_id = meta_srv::MetasrvOptions::default().cluster_id;
-        let rpc_timeout = Duration::from_secs(1);
-        let client =
-            datanode::MetaClient::new(vec![format!("ms:{GRPC_PORT}")], cluster_id, 1, rpc_timeout)
-                .with_connector(tests::sim::connector());
-        let opts = datanode::HeartbeatOptions {
-            node_id: 1,
-            advertise_addr: "dn1:4001".into(),
-            node_epoch: 1,
-            initial_interval: Duration::from_secs(3),
-            rpc_timeout,
-            extensions: datanode::heartbeat::default_extensions(),
-            jitter_seed: Some(seed),
-        };
-        let task = datanode::HeartbeatTask::new(client, opts, engine.clone(), keeper.clone());
-        let shutdown = datanode::CancellationToken::new();
-        tokio::spawn(keeper.run(shutdown.clone()));
-        tokio::spawn(task.run(shutdown.clone()));
+        let shutdown = tests::sim::start_heartbeat(1, 1, seed, engine.clone(), leases);
         let mut n = 0u64;
         while turmoil::sim_elapsed().unwrap_or_default() < Duration::from_secs(90) {
             n += 1;

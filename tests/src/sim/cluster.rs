@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use super::check::{Checker, Violation, Write};
 use super::faults::{Action, Fault, Plan, LONGEST_LEASE};
-use super::{connector, incoming, GRPC_PORT};
+use super::{incoming, start_heartbeat, GRPC_PORT};
 
 /// The shape of a run.
 #[derive(Debug, Clone)]
@@ -439,29 +439,13 @@ impl NodeHost {
             }
         }
         self.shared.lock().engines.insert(id, engine.clone());
-        let keeper = datanode::RegionAliveKeeper::new(engine.clone(), leases.clone());
-        let options = MetasrvOptions::default();
-        let rpc_timeout = Duration::from_secs(1);
-        let client = datanode::MetaClient::new(
-            vec![format!("ms:{GRPC_PORT}")],
-            options.cluster_id,
+        let _heartbeat = start_heartbeat(
             id,
-            rpc_timeout,
-        )
-        .with_connector(connector());
-        let opts = datanode::HeartbeatOptions {
-            node_id: id,
-            advertise_addr: format!("dn{id}:4001"),
-            node_epoch: common_proto::unix_millis(),
-            initial_interval: options.heartbeat_interval,
-            rpc_timeout,
-            extensions: datanode::heartbeat::default_extensions(),
-            jitter_seed: Some(self.seed ^ (id << 32) ^ (boot << 48)),
-        };
-        let task = datanode::HeartbeatTask::new(client, opts, engine.clone(), keeper.clone());
-        let shutdown = datanode::CancellationToken::new();
-        tokio::spawn(keeper.run(shutdown.clone()));
-        tokio::spawn(task.run(shutdown.clone()));
+            common_proto::unix_millis(),
+            self.seed ^ (id << 32) ^ (boot << 48),
+            engine.clone(),
+            leases.clone(),
+        );
         let mut n = 0u64;
         loop {
             tokio::time::sleep(self.write_every).await;
